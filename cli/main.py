@@ -1,0 +1,57 @@
+"""The ``onnxdual`` command: a thin click layer over the library (``onnxdual/``)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+import onnxdual
+from onnxdual import registry
+from onnxdual_cli.errors import user_errors
+
+NAME = "onnxdual"
+
+
+def _print_name(ctx: click.Context, _param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(NAME)
+        ctx.exit()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(onnxdual.__version__, "--version", prog_name=NAME, message="%(version)s")
+@click.option("--name", is_flag=True, expose_value=False, is_eager=True, callback=_print_name,
+              help="Print the tool's name and exit.")
+def cli() -> None:
+    """Provable robustness for ONNX networks (Wong et al. 2018 dual networks)."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--markdown", is_flag=True, help="Print a Markdown support matrix.")
+@user_errors
+def ops(as_json: bool, markdown: bool) -> None:
+    """List every ONNX operator with a dual layer, and who provides it."""
+    rows = [{"op": str(key), "dual_layer": entry.target, "provider": entry.distribution,
+             "version": entry.version} for key, entry in sorted(registry.find_duals().items())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if markdown:
+        click.echo("| operator | dual layer | provided by |\n|---|---|---|")
+        for r in rows:
+            click.echo(f"| {r['op']} | `{r['dual_layer']}` | {r['provider']} {r['version']} |")
+        return
+    width = max(len(r["op"]) for r in rows)
+    dual_width = max(len(r["dual_layer"]) for r in rows)
+    for r in rows:
+        click.echo(f"{r['op']:<{width}}  {r['dual_layer']:<{dual_width}}  {r['provider']} {r['version']}")
+
+
+def main() -> None:
+    cli(prog_name=NAME)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""onnxdual: provable robustness for ONNX networks.
+
+Implements Wong, Schmidt, Metzen & Kolter, *Scaling provable adversarial defenses* (NeurIPS 2018):
+modular dual layers, AutoDual, random projections and cascades, for any ONNX network whose operators have
+a registered dual layer.
+
+The stable public API::
+
+    net = onnxdual.load("model.onnx")                      # torch module, output equals onnxruntime's
+    dual = onnxdual.DualNetwork(net, x, eps=0.1)           # nothing is computed yet
+    lb = dual.lower_bound(C)                               # (batch, m) sound lower bounds of C f(x')
+    loss, err = onnxdual.robust_loss(net, 0.1, x, y, proj=50)
+"""
+
+from onnxdual.duals.base import (ActivationDual, AffineDual, DualLayer, ElementwiseActivation, NodeContext,
+                                 Relaxation, piecewise_linear_relaxation)
+from onnxdual.engine.input_sets import Box, InputSet, L2Ball
+from onnxdual.engine.network import DualNetwork, Estimate, IntervalBounds, margin_matrix, robust_loss
+from onnxdual.errors import (InvalidInputError, ModelLoadError, OnnxDualError, PluginLoadError,
+                             UnsupportedOpsError)
+from onnxdual.frontend.onnx_import import load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load", "DualNetwork", "robust_loss", "margin_matrix", "Estimate", "IntervalBounds",
+    "Box", "L2Ball", "InputSet",
+    "DualLayer", "AffineDual", "ActivationDual", "ElementwiseActivation", "NodeContext", "Relaxation",
+    "piecewise_linear_relaxation",
+    "OnnxDualError", "ModelLoadError", "InvalidInputError", "PluginLoadError", "UnsupportedOpsError",
+]

@@ -1,0 +1,210 @@
+"""The dual-layer contract (Wong et al. 2018, Theorem 1 and Appendix F).
+
+A network is a DAG of operations ``z_v = f_v(z_parents)`` (paper eq. 1). For each operation a *dual layer*
+upper-bounds the conjugate of its indicator (eq. 6). onnxdual supports the two families for which the
+dual layer is linear, which is what AutoDual (Alg. 3) and random projections (Alg. 1) need:
+
+* :class:`AffineDual` -- ``z = A(x_1, ..., x_n) + b`` for a linear map ``A`` (Corollary 1, App. B.1, B.2, B.5).
+  Its dual is ``nu_i = A_i^T nu`` with objective term ``b^T nu``.
+* :class:`ActivationDual` -- an element-wise function ``z = sigma(x)`` that, given pre-activation bounds
+  ``l <= x <= u``, is enclosed by a *same-slope parallelogram*::
+
+      slope * x + low <= sigma(x) <= slope * x + high     for l <= x <= u
+
+  Its dual is ``nu_in = diag(slope) nu`` with objective term
+  ``nu^T (low + high) / 2 - |nu|^T (high - low) / 2``. For ReLU with ``slope = u / (u - l)``,
+  ``low = 0``, ``high = -slope * l`` this is exactly Corollary 2 (eq. 10, 11): ``-l [nu]_+`` rewritten as
+  ``[nu]_+ = (nu + |nu|) / 2`` -- the same split Theorem 2 (eq. 13) uses for its estimate.
+
+Everything an engine needs follows from these few methods, so a plugin implements only the operator's own
+math; it never sees batching, chunking, projections or the graph.
+
+Tensor conventions: operators act on tensors whose leading dimension is a flat batch ``N`` (examples, or
+examples x dual columns) followed by the operator's per-example shape, exactly like the concrete module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from onnxdual.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """Everything a dual-layer factory may use to build the dual of one graph node.
+
+    Attributes:
+        name: the node's ONNX name (for messages).
+        op_type, domain, opset: the ONNX operator and the opset version the model imports for its domain.
+        attributes: the ONNX node attributes, decoded to Python values.
+        module: the torch module onnx2torch built for the node; calling it reproduces the node.
+        inputs: one entry per node input: ``None`` for an input that depends on the network input
+            ("variable"), otherwise its constant value.
+        input_shapes: per-example shapes (no batch dimension) of the variable inputs, ``None`` for constants.
+        output_shape: per-example shape of the node's output.
+    """
+
+    name: str
+    op_type: str
+    domain: str
+    opset: int
+    attributes: dict[str, Any]
+    module: nn.Module
+    inputs: tuple[Tensor | None, ...]
+    input_shapes: tuple[torch.Size | None, ...]
+    output_shape: torch.Size
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variable_positions(self) -> tuple[int, ...]:
+        return tuple(i for i, value in enumerate(self.inputs) if value is None)
+
+    def call(self, *variable_values: Tensor) -> Tensor:
+        """Run the concrete module with the variable inputs substituted (constants filled in)."""
+        it = iter(variable_values)
+        args = [next(it) if value is None else value for value in self.inputs]
+        out = self.module(*args, **self.kwargs)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def unsupported(self, why: str) -> InvalidInputError:
+        """An error for a node this dual layer cannot handle (e.g. a non-linear use of a linear op)."""
+        return InvalidInputError(f"node {self.name!r} ({self.op_type}): {why}")
+
+
+class DualLayer(ABC):
+    """Base of every dual layer. Build one with a factory ``factory(ctx: NodeContext) -> DualLayer``
+    registered under the entry-point group ``onnxdual.duals`` (see ``plugins/README.md``)."""
+
+    def __init__(self, ctx: NodeContext):
+        self.ctx = ctx
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        """The operation itself on concrete variable inputs ``(N, *in_shape)``."""
+        return self.ctx.call(*xs)
+
+
+class AffineDual(DualLayer):
+    """Dual of an affine operation ``z = A(x_1..x_n) + b`` (Corollary 1).
+
+    Subclasses implement :meth:`linear`; :meth:`forward` (the op with its offset) defaults to the module,
+    :meth:`transpose` (``A^T``) defaults to a vector-Jacobian product of :meth:`linear`, which is exact
+    because ``linear`` is linear. Override it when a closed form is faster (conv-transpose, matmul).
+    """
+
+    @abstractmethod
+    def linear(self, *xs: Tensor | None) -> Tensor:
+        """``A(x_1..x_n)`` without offset, on ``(N, *in_shape_i)`` tensors.
+
+        For operations with several variable inputs an entry may be ``None``: that input carries no
+        contribution (treat it as zero, without allocating)."""
+
+    def offset(self) -> Tensor:
+        """``b`` as a ``(1, *out_shape)`` tensor: the operation applied to all-zero variable inputs."""
+        zeros = [torch.zeros((1, *shape), dtype=self._dtype(), device=self._device())
+                 for shape in self.ctx.input_shapes if shape is not None]
+        return self.forward(*zeros)
+
+    def transpose(self, nu: Tensor) -> tuple[Tensor | None, ...]:
+        """``A_i^T nu`` for each variable input i; ``nu`` is ``(N, *out_shape)``."""
+        n = nu.shape[0]
+        xs = [torch.zeros((n, *shape), dtype=nu.dtype, device=nu.device, requires_grad=True)
+              for shape in self.ctx.input_shapes if shape is not None]
+        with torch.enable_grad():
+            out = self.linear(*xs)
+            grads = torch.autograd.grad(out, xs, nu, create_graph=nu.requires_grad or torch.is_grad_enabled(),
+                                        allow_unused=True)
+        return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads))
+
+    def _dtype(self) -> torch.dtype:
+        for p in list(self.ctx.module.parameters()) + list(self.ctx.module.buffers()):
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+    def _device(self) -> torch.device:
+        for p in list(self.ctx.module.parameters()) + list(self.ctx.module.buffers()):
+            return p.device
+        return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """A same-slope parallelogram ``slope*x + low <= sigma(x) <= slope*x + high`` on ``[l, u]``.
+
+    All three tensors have the pre-activation's shape ``(B, *shape)``; ``high >= low`` everywhere."""
+
+    slope: Tensor
+    low: Tensor
+    high: Tensor
+
+    @property
+    def mid(self) -> Tensor:
+        return (self.low + self.high) / 2
+
+    @property
+    def half_width(self) -> Tensor:
+        return (self.high - self.low) / 2
+
+
+class ActivationDual(DualLayer):
+    """Dual of an element-wise activation; needs bounds on its (single, variable) input."""
+
+    @abstractmethod
+    def relax(self, lower: Tensor, upper: Tensor) -> Relaxation:
+        """A sound same-slope enclosure of the activation on ``[lower, upper]`` (element-wise)."""
+
+
+class ConstantDual(DualLayer):
+    """Marker for operations that never depend on the network input (e.g. ``Constant``)."""
+
+
+SlopeRule = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def chord_slope(lower: Tensor, upper: Tensor, f_lower: Tensor, f_upper: Tensor) -> Tensor:
+    """Slope of the chord of ``sigma`` over ``[l, u]``: ``u / (u - l)`` for a crossing ReLU (eq. 11).
+    Degenerate intervals (``u == l``) get slope 0, which is sound with the offsets below."""
+    width = upper - lower
+    safe = torch.where(width > 0, width, torch.ones_like(width))
+    return torch.where(width > 0, (f_upper - f_lower) / safe, torch.zeros_like(width))
+
+
+def piecewise_linear_relaxation(
+    fn: Callable[[Tensor], Tensor],
+    lower: Tensor,
+    upper: Tensor,
+    kinks: Sequence[float | Tensor],
+    slope_rule: SlopeRule = chord_slope,
+) -> Relaxation:
+    """Tightest same-slope parallelogram for a continuous piecewise-linear ``fn`` with the given kinks.
+
+    ``fn(x) - slope * x`` is piecewise linear, so its extremes on ``[l, u]`` lie at ``l``, ``u`` or a kink
+    inside the interval; evaluating there gives exact offsets for any slope."""
+    f_lower, f_upper = fn(lower), fn(upper)
+    slope = slope_rule(lower, upper, f_lower, f_upper)
+    candidates = [lower, upper] + [torch.minimum(torch.maximum(torch.as_tensor(k, dtype=lower.dtype,
+                                                                               device=lower.device)
+                                                               .expand_as(lower), lower), upper)
+                                   for k in kinks]
+    gaps = torch.stack([fn(c) - slope * c for c in candidates])
+    return Relaxation(slope=slope, low=gaps.min(0).values, high=gaps.max(0).values)
+
+
+class ElementwiseActivation(ActivationDual):
+    """Convenience base: a continuous piecewise-linear activation given by ``fn`` and its ``kinks``.
+
+    ``slope_rule`` is the relaxation's free parameter (default: the chord, the paper's choice)."""
+
+    def __init__(self, ctx: NodeContext, fn: Callable[[Tensor], Tensor], kinks: Sequence[float | Tensor] = (),
+                 slope_rule: SlopeRule = chord_slope):
+        super().__init__(ctx)
+        self.fn, self.kinks, self.slope_rule = fn, tuple(kinks), slope_rule
+
+    def relax(self, lower: Tensor, upper: Tensor) -> Relaxation:
+        return piecewise_linear_relaxation(self.fn, lower, upper, self.kinks, self.slope_rule)

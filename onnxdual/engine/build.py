@@ -1,0 +1,123 @@
+"""Building a dual network: one dual layer per graph node, through the registry only.
+
+Building runs the network once on a single example to learn every node's shape and to evaluate the
+constant parts of the graph; it does not compute any bound (that is :mod:`onnxdual.engine.autodual`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from onnxdual import registry
+from onnxdual.duals.base import ActivationDual, AffineDual, ConstantDual, DualLayer, NodeContext
+from onnxdual.errors import InvalidInputError, MissingOp, OnnxDualError, UnsupportedOpsError
+from onnxdual.frontend.graph import Graph, GraphNode, ValueRef, build_graph
+
+
+@dataclass(frozen=True)
+class DualStep:
+    """One variable node of the network with its dual layer."""
+
+    node: GraphNode
+    layer: DualLayer
+    variable_inputs: tuple[str, ...]  # names of the values feeding the layer's variable inputs, in order
+    output_shape: torch.Size
+
+
+@dataclass(frozen=True)
+class BuiltDual:
+    """The dual network's structure: variable nodes in topological order, each with its dual layer."""
+
+    graph: Graph
+    steps: tuple[DualStep, ...]
+    input_shape: torch.Size
+
+    @property
+    def last_activation(self) -> int:
+        """Index of the last step that needs pre-activation bounds (-1 if none)."""
+        idx = [i for i, s in enumerate(self.steps) if isinstance(s.layer, ActivationDual)]
+        return idx[-1] if idx else -1
+
+    def consumers(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for step in self.steps:
+            for name in step.variable_inputs:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def build_dual(net: nn.Module, example: Tensor) -> BuiltDual:
+    """Build (or reuse) the dual structure of ``net`` for inputs shaped like ``example`` ``(B, *shape)``."""
+    key = (tuple(example.shape[1:]), example.dtype, example.device)
+    per_net = _CACHE.setdefault(net, {})
+    if key not in per_net:
+        per_net[key] = _build(net, example[:1].detach())
+    return per_net[key]
+
+
+def _build(net: nn.Module, x: Tensor) -> BuiltDual:
+    graph = build_graph(net)
+    values: dict[str, object] = {graph.input_name: x}
+    variable = {graph.input_name}
+    steps: list[DualStep] = []
+    missing: list[MissingOp] = []
+
+    def arg_value(arg):
+        return values[arg.name] if isinstance(arg, ValueRef) else arg
+
+    with torch.no_grad():
+        for node in graph.nodes:
+            args = [arg_value(a) for a in node.args]
+            kwargs = {k: arg_value(v) for k, v in node.kwargs.items()}
+            try:
+                out = node.module(*args, **kwargs)
+            except Exception as exc:
+                raise InvalidInputError(f"the network fails on inputs of shape {tuple(x.shape[1:])} at node "
+                                        f"{node.info.name!r} ({node.info.op_type}): {exc}") from exc
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            values[node.name] = out
+            var_args = [a for a in node.args if isinstance(a, ValueRef) and a.name in variable]
+            if any(isinstance(v, ValueRef) and v.name in variable for v in node.kwargs.values()):
+                raise InvalidInputError(f"node {node.info.name!r}: keyword inputs that depend on the network "
+                                        "input are not supported")
+            if not var_args:
+                continue  # a constant part of the graph: evaluated above, needs no dual layer
+            variable.add(node.name)
+            entry = registry.lookup(node.info.op_type, node.info.domain)
+            if entry is None:
+                missing.append(MissingOp(node.info.op_type, node.info.domain, node.info.opset, node.info.name))
+                continue
+            ctx = NodeContext(
+                name=node.info.name, op_type=node.info.op_type, domain=node.info.domain, opset=node.info.opset,
+                attributes=node.info.attributes, module=node.module,
+                inputs=tuple(None if isinstance(a, ValueRef) and a.name in variable else arg_value(a)
+                             for a in node.args),
+                input_shapes=tuple(values[a.name].shape[1:] if isinstance(a, ValueRef) and a.name in variable
+                                   else None for a in node.args),
+                output_shape=out.shape[1:],
+                kwargs=kwargs,
+            )
+            layer = entry.load()(ctx)
+            if not isinstance(layer, DualLayer) or isinstance(layer, ConstantDual):
+                raise OnnxDualError(f"the dual layer factory for {node.info.op_type} from "
+                                    f"{entry.distribution} returned {type(layer).__name__}, not an AffineDual "
+                                    "or ActivationDual")
+            if isinstance(layer, ActivationDual) and len(var_args) != 1:
+                raise InvalidInputError(f"node {node.info.name!r}: an activation must have one variable input")
+            if not isinstance(layer, (AffineDual, ActivationDual)):
+                raise OnnxDualError(f"dual layer {type(layer).__name__} for {node.info.op_type} implements "
+                                    "neither AffineDual nor ActivationDual")
+            steps.append(DualStep(node, layer, tuple(a.name for a in var_args), out.shape[1:]))
+    if missing:
+        raise UnsupportedOpsError(missing)
+    if graph.output_name not in variable:
+        raise InvalidInputError("the network output does not depend on its input")
+    return BuiltDual(graph, tuple(steps), x.shape[1:])

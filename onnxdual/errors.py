@@ -1,0 +1,52 @@
+"""Exceptions raised by onnxdual. Every user-facing failure derives from :class:`OnnxDualError`,
+so front ends (the CLI) can turn them into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OnnxDualError(Exception):
+    """Base class of every error onnxdual raises on purpose."""
+
+
+class ModelLoadError(OnnxDualError):
+    """The model file cannot be read, parsed or converted."""
+
+
+class InvalidInputError(OnnxDualError):
+    """A user-supplied value (eps, shapes, labels, data) does not fit the model or the method."""
+
+
+class PluginLoadError(OnnxDualError):
+    """A registered dual-layer plugin could not be imported or is not a valid factory."""
+
+
+@dataclass(frozen=True)
+class MissingOp:
+    """One graph node whose ONNX operator has no registered dual layer."""
+
+    op_type: str
+    domain: str
+    opset: int
+    node_name: str
+
+
+class UnsupportedOpsError(OnnxDualError):
+    """The graph uses operators without a dual layer. Lists all of them at once."""
+
+    def __init__(self, missing: list[MissingOp]):
+        self.missing = list(missing)
+        by_op: dict[tuple[str, str, int], list[str]] = {}
+        for m in self.missing:
+            by_op.setdefault((m.domain, m.op_type, m.opset), []).append(m.node_name)
+        parts = []
+        for (domain, op, opset), nodes in sorted(by_op.items()):
+            name = f"{domain}::{op}" if domain else op
+            shown = ", ".join(repr(n) for n in nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
+            parts.append(f"{name} (opset {opset}; node {shown})")
+        super().__init__(
+            f"no dual layer for {len(by_op)} operator type(s): " + "; ".join(parts)
+            + ". Install a plugin that provides them (entry-point group 'onnxdual.duals'; see plugins/README.md)"
+            + " or run 'onnxdual ops' to list what is available."
+        )

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from onnx import helper
+
+rng = np.random.default_rng(0)
+
+
+def test_gemm_linear_module(dual_check, onnx_model):
+    w, b = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    model = onnx_model([helper.make_node("Gemm", ["input", "W", "B"], ["output"], transB=1)],
+                       [3], [4], {"W": w, "B": b})
+    dual_check(model, rng.normal(size=(5, 3)), exact=True)
+
+
+def test_gemm_general_form(dual_check, onnx_model):
+    w, b = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(1, 4)).astype(np.float32)
+    model = onnx_model([helper.make_node("Gemm", ["input", "W", "B"], ["output"], alpha=0.5, beta=2.0)],
+                       [3], [4], {"W": w, "B": b})
+    dual_check(model, rng.normal(size=(2, 3)), exact=True)
+
+
+@pytest.mark.parametrize("variable_first", [True, False])
+def test_matmul(dual_check, onnx_model, variable_first):
+    if variable_first:
+        w = rng.normal(size=(3, 5)).astype(np.float32)
+        model = onnx_model([helper.make_node("MatMul", ["input", "W"], ["output"])], [3], [5], {"W": w})
+        x = rng.normal(size=(4, 3))
+    else:
+        w = rng.normal(size=(5, 3)).astype(np.float32)
+        model = onnx_model([helper.make_node("MatMul", ["W", "input"], ["output"])], [3, 2], [5, 2], {"W": w})
+        x = rng.normal(size=(4, 3, 2))
+    dual_check(model, x, exact=True)
+
+
+@pytest.mark.parametrize("stride,pad,dilation,group", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 1, 2, 1), (2, 1, 1, 2)])
+def test_conv2d(dual_check, onnx_model, stride, pad, dilation, group):
+    w = rng.normal(size=(4, 4 // group, 3, 3)).astype(np.float32)
+    b = rng.normal(size=4).astype(np.float32)
+    node = helper.make_node("Conv", ["input", "W", "B"], ["output"], strides=[stride, stride],
+                            pads=[pad] * 4, dilations=[dilation, dilation], group=group)
+    import onnxruntime  # noqa: F401  (shape comes from onnxruntime below)
+    from tests.onnx_builders import run_ort
+    x = rng.normal(size=(2, 4, 7, 7)).astype(np.float32)
+    probe = onnx_model([node], [4, 7, 7], [4, "H", "W"], {"W": w, "B": b})
+    out_shape = run_ort(probe, x).shape[1:]
+    model = onnx_model([node], [4, 7, 7], list(out_shape), {"W": w, "B": b})
+    dual_check(model, x, exact=True)
+
+
+def test_conv1d(dual_check, onnx_model):
+    w = rng.normal(size=(3, 2, 3)).astype(np.float32)
+    model = onnx_model([helper.make_node("Conv", ["input", "W"], ["output"], strides=[2], pads=[1, 1])],
+                       [2, 9], [3, 5], {"W": w})
+    dual_check(model, rng.normal(size=(3, 2, 9)), exact=True)
+
+
+def test_batchnorm(dual_check, onnx_model):
+    c = 3
+    params = {"s": rng.normal(size=c), "b": rng.normal(size=c), "m": rng.normal(size=c),
+              "v": rng.uniform(0.5, 2, size=c)}
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    model = onnx_model([helper.make_node("BatchNormalization", ["input", "s", "b", "m", "v"], ["output"],
+                                         epsilon=1e-3)], [c, 4, 4], [c, 4, 4], params)
+    dual_check(model, rng.normal(size=(2, c, 4, 4)), exact=True)

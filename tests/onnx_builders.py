@@ -1,0 +1,28 @@
+"""Helpers to build tiny ONNX models in tests (one node, or a few) and run them in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+
+def make_model(nodes, input_shape, output_shape, initializers=(), opset=17, input_name="input",
+               output_name="output") -> onnx.ModelProto:
+    """A model with one float input (dynamic batch 'N') and one float output."""
+    graph = helper.make_graph(
+        list(nodes), "test",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", *output_shape])],
+        [numpy_helper.from_array(np.asarray(v), name=k) for k, v in dict(initializers).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]

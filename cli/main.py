@@ -8,6 +8,7 @@ import click
 
 import onnxdual
 from onnxdual import registry
+from onnxdual_cli.certify import certify_command
 from onnxdual_cli.errors import user_errors
 
 NAME = "onnxdual"
@@ -47,6 +48,9 @@ def ops(as_json: bool, markdown: bool) -> None:
     dual_width = max(len(r["dual_layer"]) for r in rows)
     for r in rows:
         click.echo(f"{r['op']:<{width}}  {r['dual_layer']:<{dual_width}}  {r['provider']} {r['version']}")
+
+
+cli.add_command(certify_command, name="certify")
 
 
 def main() -> None:

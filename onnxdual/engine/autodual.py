@@ -24,6 +24,7 @@ projections.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -74,8 +75,11 @@ def _input_source(input_set: InputSet, proj: int | None, generator: torch.Genera
     if isinstance(input_set, L2Ball):
         eps = torch.as_tensor(input_set.eps, dtype=center.dtype, device=center.device).reshape(-1, 1)
         if proj is not None:
-            cols = torch.randn((batch, proj, n), generator=generator, device=center.device, dtype=center.dtype)
-            return Source("input", "l2", None, True), (cols * eps.unsqueeze(-1)).reshape(batch, proj, *shape)
+            cols = torch.randn((1, proj, n), generator=generator, dtype=center.dtype,
+                               device=generator.device if generator is not None else center.device)
+            cols = cols.to(center.device)
+            cols = cols * eps.unsqueeze(-1)
+            return Source("input", "l2", None, True), cols.reshape(cols.shape[0], proj, *shape)
         return (Source("input", "l2", eps.expand(batch, n), False),
                 _one_hot(torch.arange(n, device=center.device), n, shape, center))
     raise TypeError(f"unsupported input set {type(input_set).__name__}")
@@ -88,7 +92,12 @@ def _one_hot(index: Tensor, n: int, shape: torch.Size, like: Tensor) -> Tensor:
 
 
 def _cauchy(size: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.empty(size, dtype=like.dtype, device=like.device).cauchy_(generator=generator)
+    """Standard Cauchy samples ``tan(pi (U - 1/2))``, one matrix shared by the batch: each example's
+    estimate is still a median over independent projections (Theorem 2), and drawing ``(1, r, n)``
+    instead of ``(B, r, n)`` makes sampling negligible."""
+    u = torch.rand((1, *size[1:]), generator=generator, dtype=like.dtype,
+                   device=generator.device if generator is not None else like.device).to(like.device)
+    return torch.tan(torch.pi * (u - 0.5))
 
 
 def _radius(state: _State, sources: list[Source]) -> Tensor:
@@ -129,8 +138,14 @@ def _apply_affine(layer: AffineDual, inputs: list[_State]) -> _State:
 
 
 def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
-                 generator: torch.Generator | None = None) -> PassResult:
-    """Compute every activation's pre-activation bounds and relaxation in one pass (Alg. 3 / Alg. 1)."""
+                 generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3) -> PassResult:
+    """Compute every activation's pre-activation bounds and relaxation in one layer-by-layer pass.
+
+    With ``proj`` every bound is estimated in the forward direction (Alg. 1). Exact bounds start forward
+    (Alg. 3: the input identity is shared by the batch and cheap to push through the first layers) and
+    switch to the backward direction (Theorem 1 with ``c = +/- e_j``) at the first activation with fewer
+    units than forward columns; from there on each activation's bounds cost one backward pass over its own
+    units, in chunks that fit ``memory_budget``. Both directions compute the same dual bound."""
     sources: list[Source] = []
     relaxations: dict[str, Relaxation] = {}
     bounds: dict[str, tuple[Tensor, Tensor]] = {}
@@ -141,66 +156,140 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     sources.append(src)
     states = {built.graph.input_name: _State(input_set.center, {0: cols})}
     remaining = built.consumers()
+    backward = False
+    offsets: dict[str, Tensor] = {}
+    batch = input_set.center.shape[0]
+    largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
+    max_rows = max(1, memory_budget // (4 * batch * largest * input_set.center.element_size()))
     for step in built.steps[: last + 1]:
-        inputs = [states[name] for name in step.variable_inputs]
+        inputs = [] if backward else [states[name] for name in step.variable_inputs]
         if isinstance(step.layer, ActivationDual):
-            (state,) = inputs
-            lower, upper = state_bounds(state, sources)
+            name = step.variable_inputs[0]
+            shape = step.output_shape
+            if proj is None and not backward and _turn_backward(math.prod(shape), inputs[0], batch):
+                backward = True
+                states.clear()
+            if backward:
+                lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows, offsets)
+            else:
+                lower, upper = state_bounds(inputs[0], sources)
             bounds[step.node.name] = (lower, upper)
             relax = step.layer.relax(lower, upper)
             relaxations[step.node.name] = relax
-            out = _State(relax.slope * state.center + relax.mid)
-            slope = relax.slope.unsqueeze(1)
-            out.terms = {sid: slope * t for sid, t in state.terms.items()}
-            half = relax.half_width
-            if (half > 0).any():
-                flat = half.flatten(1)
-                if proj is not None:
-                    cols = _cauchy((flat.shape[0], proj, flat.shape[1]), flat, generator) * flat.unsqueeze(1)
-                    sources.append(Source(step.node.name, "l1", None, True))
-                    out.terms[len(sources) - 1] = cols.reshape(flat.shape[0], proj, *half.shape[1:])
-                else:
-                    active = (flat > 0).any(0).nonzero().squeeze(1)
-                    sources.append(Source(step.node.name, "l1", flat[:, active], False))
-                    out.terms[len(sources) - 1] = _one_hot(active, flat.shape[1], half.shape[1:], flat)
-        else:
-            out = _apply_affine(step.layer, inputs)
-        states[step.node.name] = out
-        for name in step.variable_inputs:
-            remaining[name] -= 1
-            if remaining[name] == 0:
-                del states[name]
+            if not backward:
+                states[step.node.name] = _activation_state(inputs[0], relax, proj, generator, sources,
+                                                           step.node.name)
+        elif not backward:
+            states[step.node.name] = _apply_affine(step.layer, inputs)
+        if not backward:
+            for name in step.variable_inputs:
+                remaining[name] -= 1
+                if remaining[name] == 0:
+                    del states[name]
     return PassResult(relaxations, bounds, proj is not None)
 
 
-def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], c: Tensor) -> Tensor:
-    """Lower bound of ``c . f(x')`` over the input set for ``c`` of shape ``(B, m, *out_shape)``: the dual
-    objective ``J`` of eq. 7 evaluated at ``nu = g(c)`` (eq. 8). Returns ``(B, m)``."""
-    batch, m = c.shape[:2]
-    nus: dict[str, Tensor] = {built.graph.output_name: c}
-    total = torch.zeros((batch, m), dtype=c.dtype, device=c.device)
+def _turn_backward(units: int, state: _State, batch: int) -> bool:
+    """Whether bounding ``units`` backwards is cheaper than carrying the forward columns on.
+
+    Forward columns shared by the batch (``Bt = 1``) cost ``1/B`` of per-example ones; backward rows start
+    shared too, so compare the per-example column count with the number of units."""
+    per_example = sum(t.shape[1] * (1 if t.shape[0] > 1 else 1 / batch) for t in state.terms.values())
+    return SWITCH_FACTOR * units < per_example
+
+
+#: backward when units * SWITCH_FACTOR < per-example forward columns (tuned on the reference models)
+SWITCH_FACTOR = 2.0
+
+
+def _activation_state(state: _State, relax: Relaxation, proj: int | None, generator: torch.Generator | None,
+                      sources: list[Source], origin: str) -> _State:
+    """Forward images after an activation: scaled by its slope, plus the relaxation gap as a new source."""
+    out = _State(relax.slope * state.center + relax.mid)
+    slope = relax.slope.unsqueeze(1)
+    out.terms = {sid: slope * t for sid, t in state.terms.items()}
+    half = relax.half_width
+    if (half > 0).any():
+        flat = half.flatten(1)
+        if proj is not None:
+            cols = _cauchy((flat.shape[0], proj, flat.shape[1]), flat, generator) * flat.unsqueeze(1)
+            sources.append(Source(origin, "l1", None, True))
+            out.terms[len(sources) - 1] = cols.reshape(flat.shape[0], proj, *half.shape[1:])
+        else:
+            active = (flat > 0).any(0).nonzero().squeeze(1)
+            sources.append(Source(origin, "l1", flat[:, active], False))
+            out.terms[len(sources) - 1] = _one_hot(active, flat.shape[1], half.shape[1:], flat)
+    return out
+
+
+def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], c: Tensor,
+               start: str | None = None, offsets: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """The dual network run backwards from ``start`` (default: the output) on ``c`` of shape
+    ``(B or 1, m, *shape)`` (eq. 8), split into the two parts of the objective (eq. 7): the terms linear in
+    ``nu`` (biases, relaxation midpoints, the input centre) and the non-negative spread (``eps ||nu_1||_*``
+    and the relaxations' ``|nu|`` terms). ``J(c) = linear - spread``; because every dual layer is linear,
+    ``J(-c) = -linear - spread``, so one pass bounds ``c . z`` from both sides. Returns two ``(B, m)``."""
+    start = built.graph.output_name if start is None else start
+    batch = input_set.center.shape[0]
+    m = c.shape[1]
+    nus: dict[str, Tensor] = {start: c}
+    linear = torch.zeros((batch, m), dtype=c.dtype, device=c.device)
+    spread = torch.zeros((batch, m), dtype=c.dtype, device=c.device)
+    offsets = {} if offsets is None else offsets
 
     def push(name: str, value: Tensor) -> None:
         nus[name] = value if name not in nus else nus[name] + value
 
     for step in reversed(built.steps):
+        if not nus or (len(nus) == 1 and built.graph.input_name in nus):
+            break
         nu = nus.pop(step.node.name, None)
         if nu is None:
             continue
         layer = step.layer
+        flat = nu.flatten(2)
         if isinstance(layer, ActivationDual):
             relax = relaxations[step.node.name]
-            flat = nu.flatten(2)
-            total = total + (flat * relax.mid.flatten(1).unsqueeze(1)).sum(-1) \
-                - (flat.abs() * relax.half_width.flatten(1).unsqueeze(1)).sum(-1)
+            linear = linear + (flat @ relax.mid.flatten(1).unsqueeze(-1)).squeeze(-1)
+            spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
             push(step.variable_inputs[0], nu * relax.slope.unsqueeze(1))
         else:
-            offset = layer.offset()
-            total = total + (nu.flatten(2) * offset.flatten(1).unsqueeze(1)).sum(-1)
-            grads = layer.transpose(nu.reshape(batch * m, *nu.shape[2:]))
+            if step.node.name not in offsets:
+                offsets[step.node.name] = layer.offset()
+            offset = offsets[step.node.name].flatten(1)
+            linear = linear + (flat @ offset.unsqueeze(-1).expand(offset.shape[0], -1, 1)).squeeze(-1)
+            bt = nu.shape[0]
+            grads = layer.transpose(nu.reshape(bt * m, *nu.shape[2:]))
             for name, g in zip(step.variable_inputs, grads):
-                push(name, g.reshape(batch, m, *g.shape[1:]))
+                push(name, g.reshape(bt, m, *g.shape[1:]))
     nu_in = nus.pop(built.graph.input_name, None)
     if nu_in is not None:
-        total = total + input_set.dual_term(nu_in)
-    return total
+        lin, spr = input_set.dual_parts(nu_in)
+        linear, spread = linear + lin, spread + spr
+    return linear, spread
+
+
+def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], c: Tensor) -> Tensor:
+    """Lower bound of ``c . f(x')`` over the input set for ``c`` of shape ``(B, m, *out_shape)``: the dual
+    objective ``J`` of eq. 7 evaluated at ``nu = g(c)`` (eq. 8). Returns ``(B, m)``."""
+    linear, spread = dual_parts(built, input_set, relaxations, c)
+    return linear - spread
+
+
+def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], name: str,
+                    shape: torch.Size, max_rows: int, offsets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Bounds of every unit of value ``name`` by the dual network run backwards from it on identity rows
+    (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows."""
+    center = input_set.center
+    n = math.prod(shape)
+    lows, highs = [], []
+    for r0 in range(0, n, max_rows):
+        rows = torch.arange(r0, min(n, r0 + max_rows), device=center.device)
+        eye = torch.zeros((1, rows.numel(), n), dtype=center.dtype, device=center.device)
+        eye[0, torch.arange(rows.numel(), device=center.device), rows] = 1
+        linear, spread = dual_parts(built, input_set, relaxations, eye.reshape(1, rows.numel(), *shape),
+                                    start=name, offsets=offsets)
+        lows.append(linear - spread)
+        highs.append(linear + spread)
+    batch = center.shape[0]
+    return torch.cat(lows, 1).reshape(batch, *shape), torch.cat(highs, 1).reshape(batch, *shape)

@@ -42,6 +42,11 @@ class BuiltDual:
         idx = [i for i, s in enumerate(self.steps) if isinstance(s.layer, ActivationDual)]
         return idx[-1] if idx else -1
 
+    @property
+    def output_shape(self) -> torch.Size:
+        """Per-example shape of the network output."""
+        return next(s.output_shape for s in self.steps if s.node.name == self.graph.output_name)
+
     def consumers(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for step in self.steps:

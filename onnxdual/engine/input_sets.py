@@ -40,8 +40,14 @@ class InputSet(ABC):
         """``(B, *in_shape)``: the point the linearised network is evaluated at."""
 
     @abstractmethod
+    def dual_parts(self, nu: Tensor) -> tuple[Tensor, Tensor]:
+        """``(nu^T center, ||nu||_*-term)`` for ``nu`` of shape ``(B or 1, m, *in_shape)``, each ``(B, m)``:
+        ``min_{x' in set} nu^T x'`` is their difference, ``max`` their sum."""
+
     def dual_term(self, nu: Tensor) -> Tensor:
-        """``min_{x' in set} nu^T x'`` for ``nu`` of shape ``(B, m, *in_shape)``; returns ``(B, m)``."""
+        """``min_{x' in set} nu^T x'``: ``(B, m)``."""
+        lin, spread = self.dual_parts(nu)
+        return lin - spread
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -92,11 +98,11 @@ class Box(InputSet):
     def radius(self) -> Tensor:
         return (self.upper - self.lower) / 2
 
-    def dual_term(self, nu: Tensor) -> Tensor:
+    def dual_parts(self, nu: Tensor) -> tuple[Tensor, Tensor]:
         c = self.center.flatten(1).unsqueeze(-1)
         r = self.radius.flatten(1).unsqueeze(-1)
         flat = nu.flatten(2)
-        return (flat @ c).squeeze(-1) - (flat.abs() @ r).squeeze(-1)
+        return (flat @ c).squeeze(-1), (flat.abs() @ r).squeeze(-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         u = torch.rand((n, *self.lower.shape), generator=generator).to(self.lower)
@@ -131,9 +137,10 @@ class L2Ball(InputSet):
     def center(self) -> Tensor:
         return self.x
 
-    def dual_term(self, nu: Tensor) -> Tensor:
+    def dual_parts(self, nu: Tensor) -> tuple[Tensor, Tensor]:
         flat = nu.flatten(2)
-        return (flat @ self.x.flatten(1).unsqueeze(-1)).squeeze(-1) - self._eps() * flat.norm(dim=2)
+        lin = (flat @ self.x.flatten(1).unsqueeze(-1)).squeeze(-1)
+        return lin, (self._eps() * flat.norm(dim=2)).expand_as(lin)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         d = torch.randn((n, *self.x.shape), generator=generator).to(self.x)

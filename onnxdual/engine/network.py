@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.autodual import PassResult, forward_pass, objective
 from onnxdual.engine.build import BuiltDual, build_dual
 from onnxdual.engine.input_sets import InputSet, make_input_set
@@ -88,13 +89,17 @@ class DualNetwork:
         """Examples per exact pass so that the largest forward term fits the memory budget."""
         if self.proj is not None:
             return self.x.shape[0]
+        # mirror the forward phase of the pass: columns grow with each activation until the pass turns
+        # backward (at the first activation with fewer units than columns; see forward_pass)
         columns = self.x[0].numel()
-        largest = 0
+        largest = columns * columns
         for step in self.built.steps:
             units = math.prod(step.output_shape)
             largest = max(largest, columns * units)
-            if hasattr(step.layer, "relax"):
-                columns += units
+            if isinstance(step.layer, ActivationDual):
+                if units < columns:
+                    break
+                columns += units  # the new gap columns are shared by the batch: they count once below
         per_example = 4 * largest * self.x.element_size()  # a term, its image, |.| and slack
         return max(1, min(self.x.shape[0], self.memory_budget // max(per_example, 1)))
 
@@ -106,15 +111,14 @@ class DualNetwork:
             for start in range(0, self.x.shape[0], step):
                 index = slice(start, min(start + step, self.x.shape[0]))
                 self._passes.append((index, forward_pass(built, self.input_set.chunk(index), self.proj,
-                                                         self.generator)))
+                                                         self.generator, self.memory_budget)))
         return self._passes
 
     def _objective(self, c: Tensor) -> Tensor:
-        out_shape = self.built.steps[-1].output_shape if self.built.steps else None
-        if c.dim() != 3 or c.shape[0] != self.x.shape[0] or (out_shape is not None and
-                                                            c.shape[2] != math.prod(out_shape)):
+        out_shape = self.built.output_shape
+        if c.dim() != 3 or c.shape[0] != self.x.shape[0] or c.shape[2] != math.prod(out_shape):
             raise InvalidInputError(f"C must have shape (batch={self.x.shape[0]}, m, n_out="
-                                    f"{math.prod(out_shape) if out_shape else '?'}), got {tuple(c.shape)}")
+                                    f"{math.prod(out_shape)}), got {tuple(c.shape)}")
         c = c.to(self.x.dtype)
         parts = []
         for index, result in self._ensure_pass():

@@ -1,0 +1,168 @@
+"""``onnxdual certify``: certify a model or cascade on a data set and write the report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import click
+import torch
+
+import onnxdual
+from onnxdual.certify import CertifySettings, certify, load_stages
+from onnxdual_cli.errors import USER_ERROR, UserError, user_errors
+
+SOUNDNESS_VIOLATION = 3
+
+
+def default_model() -> Path:
+    """The robust MNIST model shipped inside the package (see onnxdual/assets/README.md)."""
+    return Path(str(resources.files("onnxdual") / "assets" / "mnist_small_robust.onnx"))
+
+
+def parse_eps(text: str) -> tuple[float, ...]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a number (use e.g. --eps 0.1 or --eps 0.05,0.1)")
+        if not value > 0 or value == float("inf"):
+            raise click.BadParameter(f"eps must be positive and finite, got {part}")
+        values.append(value)
+    return tuple(values)
+
+
+def parse_clip(text: str) -> tuple[float, float] | None:
+    if text.lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give two numbers 'lo,hi' (e.g. 0,1) or 'none'")
+    if lo > hi:
+        raise click.BadParameter(f"empty range {lo} > {hi}")
+    return lo, hi
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnx2torch
+
+    return {"onnxdual": onnxdual.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnx2torch": getattr(onnx2torch, "__version__", "?"), "python": platform.python_version()}
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="ex", file=sys.stderr, dynamic_ncols=True, desc="certify")
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--eps", "eps_text", default="0.1", show_default=True,
+              help="Perturbation radius; several at once as a comma-separated list.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--clip", "clip_text", default="0,1", show_default=True,
+              help="Data domain 'lo,hi' intersected with l-inf balls (pixels in [0,1]); 'none' to disable.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y. Default: the shipped sample.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N examples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-report"), show_default=True,
+              help="Directory for examples.csv, summary.csv, summary.json and report.html.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
+@click.option("--pgd-restarts", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar and no text summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
+@user_errors
+def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_size, device, out, seed,
+                    pgd_steps, pgd_restarts, quiet, as_json):
+    """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
+
+    Without MODEL, the robust MNIST model shipped with onnxdual is used."""
+    from onnxdual.data import load_dataset
+    from onnxdual.reports import write_certify_report
+
+    eps = parse_eps(eps_text)
+    clip = parse_clip(clip_text)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    dev = pick_device(device)
+    model_path = model if model is not None else default_model()
+    stages = load_stages(model_path)
+    dataset = load_dataset(data, split=split, limit=limit)
+    settings = CertifySettings(eps=eps, norm=norm, clip=clip if norm == "linf" else None, batch_size=batch_size,
+                               pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed)
+    for stage in stages:
+        stage.net.to(dev)
+    x, y = dataset.x.to(dev), dataset.y.to(dev)
+    progress = _Progress(len(eps) * x.shape[0], enabled=not quiet and sys.stderr.isatty())
+    try:
+        result = certify(stages, x, y, settings, progress)
+    finally:
+        progress.close()
+    meta = {
+        "command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "model": str(model_path) + ("" if model is not None else " (embedded default)"),
+        "stages": [s.path.name for s in stages],
+        "dataset": f"{dataset.name} ({x.shape[0]} examples)",
+        "norm": norm, "eps": list(eps), "clip": list(clip) if clip and norm == "linf" else None,
+        "bound": "exact", "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "versions": _versions(), "started": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3), "seed": seed,
+        "soundness_violations": len(result.violations),
+    }
+    summary = result.summary_frame()
+    paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame())
+    overall = summary[summary.stage == "all"]
+    if as_json:
+        click.echo(json.dumps({"meta": meta, "summary": json.loads(overall.to_json(orient="records")),
+                               "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+    elif not quiet:
+        label = "ℓ∞" if norm == "linf" else "ℓ2"
+        for row in overall.itertuples():
+            click.echo(f"eps={row.eps:g} ({label}): certified {row.certified_accuracy:.1%}, "
+                       f"PGD {row.pgd_accuracy:.1%}, clean {row.clean_accuracy:.1%} of {row.n} examples "
+                       f"({row.examples_per_second:.1f} examples/s)")
+        click.echo(f"report: {paths['report_html']}")
+    if result.violations:
+        first = result.violations[0]
+        click.echo(f"onnxdual: error: soundness violation: {len(result.violations)} certified bound(s) beaten by "
+                   f"an attack (first: example {first['index']}, eps {first['eps']}, stage {first['stage']}); "
+                   "please report this bug", err=True)
+        sys.exit(SOUNDNESS_VIOLATION)
+
+
+__all__ = ["certify_command", "USER_ERROR"]

@@ -1,0 +1,259 @@
+"""``onnxdual train``: robustly train a model or a cascade, then certify it on the test split.
+
+A thin layer over :mod:`onnxdual.training`: parse and check the options, show progress, print a summary.
+Under ``torchrun --nproc_per_node N onnxdual train ...`` the command joins the process group and trains
+data-parallel; only rank 0 writes files, evaluates and prints.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from onnxdual_cli.errors import UserError, user_errors
+
+SOUNDNESS_VIOLATION = 3
+
+
+def _parse_eps(text: str, what: str = "--eps") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{what} {text!r} is not a number (e.g. {what} 0.1)") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"{what} must be positive and finite, got {text}")
+    return value
+
+
+def _parse_proj(text: str) -> int | None:
+    if text.strip().lower() in ("exact", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--proj {text!r}: give a number of random projections (e.g. 50) "
+                        "or 'exact'") from None
+    if value < 1:
+        raise UserError(f"--proj must be at least 1 (or 'exact'), got {value}")
+    return value
+
+
+def _parse_clip(text: str) -> tuple[float, float] | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--clip {text!r}: give two numbers 'lo,hi' (e.g. 0,1) or 'none'") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise UserError(f"--clip {text!r} is not a range lo <= hi")
+    return lo, hi
+
+
+def _check_arch(name: str) -> None:
+    """Fail fast on an unknown architecture name (before any data is read)."""
+    from onnxdual.training import architectures
+
+    check = getattr(architectures, "parse_architecture", None) or getattr(architectures, "check_architecture",
+                                                                         None)
+    if check is not None:
+        check(name)
+        return
+    base, _, k = name.partition(":")
+    ok = ((base in ("small", "large", "resnet") and not k)
+          or (base in ("wide", "deep") and k.isdigit() and int(k) > 0))
+    if not ok:
+        raise UserError(f"unknown architecture {name!r}: use small, large, resnet, wide:K or deep:K")
+
+
+class _Progress:
+    """tqdm bars on stderr: one per epoch (and per cascade stage), one for the evaluation."""
+
+    def __init__(self, enabled: bool):
+        from onnxdual.training.cascade import CascadeCallback
+
+        self.enabled = enabled
+        self.bar: Any = None
+        self.prefix = ""
+        outer = self
+
+        class Callback(CascadeCallback):
+            def on_stage_start(self, stage: int, stages: int, n_examples: int) -> None:
+                outer.prefix = f"stage {stage}/{stages} ({n_examples} ex) "
+
+            def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+                outer._open(steps, f"{outer.prefix}epoch {epoch}/{epochs}", "step")
+
+            def on_step(self, i: int, n: int, metrics: Mapping[str, float]) -> None:
+                if outer.bar is not None:
+                    outer.bar.set_postfix(loss=f"{metrics['robust_loss']:.3f}",
+                                          err=f"{metrics['robust_err_estimate']:.3f}",
+                                          eps=f"{metrics['eps']:.4g}", refresh=False)
+                    outer.bar.update(1)
+
+            def on_epoch(self, metrics: Mapping[str, float]) -> None:
+                outer.close()
+
+        self.callback = Callback()
+
+    def _open(self, total: int, desc: str, unit: str) -> None:
+        self.close()
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                            leave=False)
+
+    def eval_progress(self, total: int):
+        self._open(total, "certify test set", "ex")
+
+        def update(n: int) -> None:
+            if self.bar is not None:
+                self.bar.update(n)
+
+        return update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--arch", default=None,
+              help="Built-in architecture instead of MODEL: small, large, resnet, wide:K, deep:K. "
+                   "[default: small]")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train split "
+                   "and certifies the test split.")
+@click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--proj", "proj_text", default="50", show_default=True,
+              help="Random projections for the training bound (Alg. 1), or 'exact'.")
+@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate. [default: 1e-3 for adam, 0.05 for sgd]")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--eps-start", "eps_start_text", default=None,
+              help="Radius of the first step, ramped linearly to --eps. [default: 0.01 MNIST, 0.001 CIFAR]")
+@click.option("--ramp-epochs", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--clip", "clip_text", default="0,1", show_default=True,
+              help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable.")
+@click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them.")
+@click.option("--cascade", "stages", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train a cascade of up to K stages (Alg. 2).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-train"), show_default=True,
+              help="Output directory (checkpoint, metrics.csv, model.onnx or cascade.json, report/).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples.")
+@click.option("--eval-limit", type=click.IntRange(min=1), default=None,
+              help="Certify the first N test examples. [default: all]")
+@click.option("--no-eval", is_flag=True, help="Skip the final certification of the test split.")
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
+@click.option("--epoch-onnx", is_flag=True, help="Also export epoch_XX.onnx after every epoch.")
+@click.option("--quiet", is_flag=True, help="No progress bars and no summary.")
+@user_errors
+def train_command(model: Path | None, arch: str | None, data: Path | None, eps_text: str, norm: str,
+                  proj_text: str, epochs: int, batch_size: int, lr: float | None, optimizer: str,
+                  eps_start_text: str | None, ramp_epochs: int, seed: int, device: str, clip_text: str,
+                  reinit: bool, stages: int, out: Path, resume: bool, limit: int | None,
+                  eval_limit: int | None, no_eval: bool, pgd_steps: int, epoch_onnx: bool,
+                  quiet: bool) -> None:
+    """Robustly train MODEL (an ONNX file) or a built-in --arch on --data, then certify it.
+
+    Implements the training of Wong et al. 2018 (random projections, eps ramp, App. G schedule) and robust
+    cascades (--cascade K). Writes OUT/model.onnx (or OUT/cascade.json with stageI.onnx), metrics.csv,
+    checkpoint.pt and a certification report of the test split in OUT/report/."""
+    from onnxdual.data import load_dataset
+    from onnxdual.training.cascade import MANIFEST, train_cascade
+    from onnxdual.training.trainer import (CHECKPOINT, SoundnessError, TrainConfig, dist_info, evaluate,
+                                           init_distributed, prepare_out_dir, resolve_device, torchrun_world_size,
+                                           train)
+
+    if model is not None and arch is not None:
+        raise UserError("give either MODEL or --arch, not both")
+    if data is None:
+        raise UserError("--data is required: an MNIST/CIFAR-10 directory or a .npz file with x and y")
+    if not data.exists():
+        raise UserError(f"data not found: {data}")
+    eps = _parse_eps(eps_text)
+    eps_start = _parse_eps(eps_start_text, "--eps-start") if eps_start_text is not None else None
+    proj = _parse_proj(proj_text)
+    clip = _parse_clip(clip_text)
+    if model is None and (arch is not None or not resume):
+        arch = arch or "small"
+        _check_arch(arch)
+    elif model is not None and not model.is_file():
+        raise UserError(f"model file not found: {model}")
+    if reinit and model is None:
+        raise UserError("--reinit applies to a given MODEL (built-in architectures always start fresh)")
+    out = prepare_out_dir(out)
+    if resume and not any((out / name).exists() for name in (CHECKPOINT, MANIFEST, "stage1")):
+        raise UserError(f"--resume: nothing to resume in {out} (no {CHECKPOINT})")
+
+    distributed = torchrun_world_size() > 1
+    dev = init_distributed(device) if distributed else resolve_device(device)
+    world = dist_info()
+    show = not quiet and world.main
+    config = TrainConfig(eps=eps, norm=norm, proj=proj, epochs=epochs, batch_size=batch_size,
+                         optimizer=optimizer, lr=lr, eps_start=eps_start, ramp_epochs=ramp_epochs, seed=seed,
+                         device=str(dev), clip=clip, reinit=reinit, export_epochs=epoch_onnx)
+    train_data = load_dataset(data, split="train", limit=limit)
+    source: Any = model if model is not None else arch  # None: a resumed run's own model
+    progress = _Progress(enabled=show and sys.stderr.isatty())
+    try:
+        if stages > 1:
+            cascade = train_cascade(stages, source, train_data, config, out, resume=resume,
+                                    callbacks=[progress.callback])
+            trained_path = cascade.manifest_path
+            if show and cascade.stopped_early:
+                click.echo(f"cascade stopped early: {cascade.manifest['stop_reason']}")
+        else:
+            run = train(source, train_data, config, out, resume=resume, callbacks=[progress.callback])
+            trained_path = run.model_path
+            if show and run.history:
+                last = run.history[-1]
+                click.echo(f"trained {last['epoch']} epoch(s): robust loss {last['robust_loss']:.4f}, "
+                           f"robust error (training estimate) {last['robust_err_estimate']:.2%}, "
+                           f"clean error {last['clean_err']:.2%}")
+    finally:
+        progress.close()
+    if show:
+        click.echo(f"model: {trained_path}")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if no_eval or not world.main:
+        return
+
+    test_data = load_dataset(data, split="test", limit=eval_limit)
+    meta = {"command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "trained_with": config.to_dict()}
+    try:
+        result = evaluate(trained_path, test_data, eps=eps, norm=norm, clip=clip, pgd_steps=pgd_steps,
+                          seed=seed, device=str(dev), report_dir=out / "report", meta=meta,
+                          progress=progress.eval_progress(test_data.x.shape[0]) if show else None)
+    except SoundnessError as exc:
+        progress.close()
+        click.echo(f"onnxdual: error: {exc}", err=True)
+        sys.exit(SOUNDNESS_VIOLATION)
+    progress.close()
+    if show:
+        o = result.overall
+        label = "ℓ∞" if norm == "linf" else "ℓ2"
+        click.echo(f"test eps={eps:g} ({label}): certified {o['certified_accuracy']:.1%}, "
+                   f"PGD {o['pgd_accuracy']:.1%}, clean {o['clean_accuracy']:.1%} of {int(o['n'])} examples")
+        click.echo(f"report: {result.paths.get('report_html', out / 'report')}")
+
+
+__all__ = ["train_command", "SOUNDNESS_VIOLATION"]

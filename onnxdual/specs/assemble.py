@@ -1,0 +1,203 @@
+"""Shared back end of the VNN-LIB readers: linear atoms -> disjunctive normal form -> :class:`Property`.
+
+Both readers (1.0 and 2.0) reduce every assertion to a DNF: a list of clauses, each a list of *atoms*
+``sum_v coeff_v * v <= rhs``. Variables are ints: input ``X_i`` is ``i`` (``>= 0``) and output ``Y_j``
+is ``~j`` (``< 0``). An atom is stored as ``(kind, coeffs, rhs, loc)`` with ``kind`` ``"X"`` or ``"Y"``,
+``coeffs`` ``{index: coeff}`` (indices of that kind, non-negative), ``loc`` a source location for error
+messages. Atoms mixing inputs and outputs are rejected; atoms without variables are decided on the spot.
+
+The assertions are conjoined: single-clause assertions (the usual box bounds) form a common part, the
+multi-clause ones are multiplied out. Each resulting clause splits into input atoms (which must be
+single-variable bounds: they intersect the box) and output atoms (rows of ``A @ y <= b``). Clauses with
+the same input box are grouped into one case.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+from typing import Callable
+
+import numpy as np
+
+from onnxdual.specs.model import InputRegion, OutputConstraint, Property, SpecError
+
+TRUE = "true"  # atom that always holds (dropped)
+FALSE = "false"  # atom that never holds (kills its clause)
+
+#: Upper limit on the number of clauses after multiplying out disjunctive assertions.
+MAX_CLAUSES = 100_000
+
+
+def make_atom(
+    coeffs: dict, rhs: float, loc, describe: Callable[[object], str], var_label: Callable[[int], str]
+):
+    """Build the atom ``sum coeffs[v] * v <= rhs`` (``v`` in the signed encoding). Returns :data:`TRUE`,
+    :data:`FALSE` or an atom tuple; raises :class:`SpecError` for an inequality mixing inputs and outputs
+    or for non-finite numbers."""
+    xs = {}
+    ys = {}
+    for v, c in coeffs.items():
+        if c == 0.0:
+            continue
+        if v >= 0:
+            xs[v] = c
+        else:
+            ys[~v] = c
+    if not math.isfinite(rhs) or any(not math.isfinite(c) for c in coeffs.values()):
+        raise SpecError(f"{describe(loc)}: constraint has a non-finite coefficient or bound")
+    if xs and ys:
+        names = ", ".join(var_label(v) for v in (min(xs), ~min(ys)))
+        raise SpecError(
+            f"{describe(loc)}: unsupported constraint mixing input and output variables ({names}) "
+            "in one inequality"
+        )
+    if xs:
+        return ("X", xs, rhs, loc)
+    if ys:
+        return ("Y", ys, rhs, loc)
+    return TRUE if 0.0 <= rhs else FALSE
+
+
+def conj(atoms) -> list:
+    """DNF of a conjunction of atoms (drops TRUE, empty DNF if any atom is FALSE)."""
+    out = []
+    for a in atoms:
+        if a is FALSE:
+            return []
+        if a is not TRUE:
+            out.append(a)
+    return [out]
+
+
+def dnf_and(parts: list, where: Callable[[], str]) -> list:
+    """DNF of the conjunction of several DNFs; ``where()`` names the formula in error messages."""
+    result = [[]]
+    for part in parts:
+        if not part:
+            return []
+        if len(part) == 1:
+            only = part[0]
+            for clause in result:
+                clause.extend(only)
+            continue
+        if len(result) * len(part) > MAX_CLAUSES:
+            raise SpecError(f"{where()}: formula expands to more than {MAX_CLAUSES} disjuncts")
+        result = [c + p for c in result for p in part]
+    return result
+
+
+def dnf_or(parts: list, where: Callable[[], str]) -> list:
+    """DNF of the disjunction of several DNFs."""
+    out = []
+    for part in parts:
+        out.extend(part)
+    if len(out) > MAX_CLAUSES:
+        raise SpecError(f"{where()}: formula has more than {MAX_CLAUSES} disjuncts")
+    return out
+
+
+def _apply_input_atoms(lower: list, upper: list, atoms, describe, x_label) -> None:
+    for _, coeffs, rhs, loc in atoms:
+        if len(coeffs) != 1:
+            names = ", ".join(x_label(i) for i in sorted(coeffs)[:3])
+            raise SpecError(
+                f"{describe(loc)}: unsupported input constraint over several inputs ({names}); "
+                "input sets must be boxes (bounds on single variables)"
+            )
+        ((i, c),) = coeffs.items()
+        bound = rhs / c + 0.0  # + 0.0 turns -0.0 into 0.0
+        # Round an inexact quotient outward: a slightly larger box is sound, a smaller one is not.
+        inexact = abs(c) != 1.0 and Fraction(bound) * Fraction(c) != Fraction(rhs)
+        if c > 0:  # x_i <= rhs / c
+            if inexact:
+                bound = math.nextafter(bound, math.inf)
+            if bound < upper[i]:
+                upper[i] = bound
+        else:  # x_i >= rhs / c
+            if inexact:
+                bound = math.nextafter(bound, -math.inf)
+            if bound > lower[i]:
+                lower[i] = bound
+
+
+def _output_constraint(atoms, n_out: int) -> OutputConstraint:
+    A = np.zeros((len(atoms), n_out), dtype=np.float64)
+    b = np.empty(len(atoms), dtype=np.float64)
+    for r, (_, coeffs, rhs, _) in enumerate(atoms):
+        for j, c in coeffs.items():
+            A[r, j] += c
+        b[r] = rhs + 0.0
+    return OutputConstraint(A, b)
+
+
+def build_property(
+    assertion_dnfs: list,
+    n_in: int,
+    n_out: int,
+    *,
+    source: str,
+    describe: Callable[[object], str],
+    x_label: Callable[[int], str],
+    **meta,
+) -> Property:
+    """Conjoin the DNFs of all assertions and turn the result into a :class:`Property` (see module doc).
+    Raises :class:`SpecError` for unbounded inputs, empty boxes and too many disjuncts."""
+    common: list = []
+    multi: list = []
+    for dnf in assertion_dnfs:
+        if not dnf:  # an assertion that can never hold: no counterexample anywhere
+            return Property(n_in, n_out, [], source=source, **meta)
+        if len(dnf) == 1:
+            common.extend(dnf[0])
+        else:
+            multi.append(dnf)
+    total = math.prod(len(d) for d in multi)
+    if total > MAX_CLAUSES:
+        raise SpecError(f"{source}: the assertions expand to {total} disjuncts (limit {MAX_CLAUSES})")
+
+    base_lower = [-math.inf] * n_in
+    base_upper = [math.inf] * n_in
+    _apply_input_atoms(base_lower, base_upper, [a for a in common if a[0] == "X"], describe, x_label)
+    common_y = [a for a in common if a[0] == "Y"]
+    base_key = (tuple(base_lower), tuple(base_upper))
+
+    groups: dict = {}  # box key -> (lower, upper, [OutputConstraint])
+    for combo in itertools.product(*multi):
+        x_atoms = []
+        y_atoms = list(common_y)
+        for clause in combo:
+            for a in clause:
+                (x_atoms if a[0] == "X" else y_atoms).append(a)
+        if x_atoms:
+            lower, upper = list(base_lower), list(base_upper)
+            _apply_input_atoms(lower, upper, x_atoms, describe, x_label)
+            key = (tuple(lower), tuple(upper))
+        else:
+            lower, upper, key = base_lower, base_upper, base_key
+        entry = groups.get(key)
+        if entry is None:
+            entry = groups[key] = (lower, upper, [])
+        entry[2].append(_output_constraint(y_atoms, n_out))
+
+    cases = []
+    for k, (lower, upper, conjunctions) in enumerate(groups.values()):
+        lo = np.array(lower, dtype=np.float64)
+        up = np.array(upper, dtype=np.float64)
+        where = f" (input disjunct {k + 1} of {len(groups)})" if len(groups) > 1 else ""
+        unbounded = np.flatnonzero(np.isinf(lo) | np.isinf(up))
+        if unbounded.size:
+            i = int(unbounded[0])
+            side = "lower" if math.isinf(lower[i]) else "upper"
+            more = f" (and {unbounded.size - 1} more unbounded inputs)" if unbounded.size > 1 else ""
+            raise SpecError(f"{source}: unbounded input: {x_label(i)} has no {side} bound{where}{more}")
+        empty = np.flatnonzero(lo > up)
+        if empty.size:
+            i = int(empty[0])
+            raise SpecError(
+                f"{source}: empty input box: {x_label(i)} has lower bound {lower[i]!r} > upper bound "
+                f"{upper[i]!r}{where}"
+            )
+        cases.append((InputRegion(lo, up), conjunctions))
+    return Property(n_in, n_out, cases, source=source, **meta)

@@ -1,0 +1,210 @@
+"""VNN-LIB 2.0 reader, built on the reference parser (PyPI package ``vnnlib``, VNNLIB-CPP bindings).
+
+What the reference parser gives us and what we take from it:
+
+* ``vnnlib.parse_query_string`` does the parsing, scoping and (strict) type checking. Its errors come
+  as JSON (type/scope errors, with line numbers) or as a plain "Parse error ... at line L" string; both
+  are turned into a one-line :class:`SpecError`.
+* For every assertion we call ``BoolExpr.to_dnf()`` (a list of clauses of ``Comparison`` nodes) and
+  linearise each side of each comparison with ``ArithExpr.to_linear_expr()`` (terms ``coeff * var``
+  plus a constant; it raises on products of variables). The conjunction of all assertions, the split
+  into input box / output constraints and the grouping into cases is ours (``assemble.py``), shared
+  with the 1.0 reader.
+* We deliberately do NOT use ``vnnlib.compat.transform``: it drops constraints (e.g. for
+  ``(assert (and <input bounds>))`` + ``(assert (or <output clauses>))`` it returns one case with the
+  output polytopes but an unbounded input box, and one case with the box but no output constraints).
+
+Supported subset: one ``declare-network`` with exactly one ``declare-input`` and one ``declare-output``
+(any shape, any element type; the tensors are flattened in row-major order, which is the order of
+``InputRegion`` and of ``OutputConstraint`` columns); no ``declare-hidden``, no second network
+(``equal-to``/``isomorphic-to``). ``!=`` is rejected. Strict ``<``/``>`` are closed to ``<=``/``>=``
+(sound for "unsat", as for 1.0).
+
+Leniencies on top of the reference grammar (lexical only; line numbers are preserved):
+
+* a missing ``(vnnlib-version <2.0>)`` header is supplied (the standard's own examples omit it, the
+  reference parser requires it);
+* numbers in scientific notation (``1e-3``), which the reference lexer rejects, are rewritten to the
+  equal plain decimal;
+* ``(= a b)`` (the spelling used in the standard's prose) is accepted as ``(== a b)``.
+
+Integer literals compared with float variables stay a type error, as in the reference checker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from decimal import Decimal
+
+from onnxdual.specs.assemble import build_property, conj, make_atom
+from onnxdual.specs.model import Property, SpecError
+
+_SCI_RE = re.compile(r"(?<![\w.])([+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+)(?![\w.])")
+_EQ_RE = re.compile(r"\(\s*=(?=[\s(])")
+_COMMENT_RE = re.compile(r";[^\n]*")
+_VERSION_RE = re.compile(r"\(\s*vnnlib-version\b")
+_LINE_RE = re.compile(r"\bline (\d+)")
+
+
+def _plain_decimal(m: re.Match) -> str:
+    s = format(Decimal(m.group(1)), "f")
+    return s if "." in s else s + ".0"
+
+
+def prepare_text(text: str) -> str:
+    """Apply the lexical leniencies listed in the module docstring (line numbers unchanged)."""
+    text = _SCI_RE.sub(_plain_decimal, text)
+    text = _EQ_RE.sub("(==", text)
+    if not _VERSION_RE.search(_COMMENT_RE.sub("", text)):
+        text = "(vnnlib-version <2.0>) " + text
+    return text
+
+
+def _reference_error(name: str, exc: Exception) -> SpecError:
+    msg = str(exc).strip()
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("errors"):
+        errs = data["errors"]
+        e = errs[0]
+        line = e.get("line")
+        where = f"{name}:{line}" if isinstance(line, int) and line > 0 else name
+        text = e.get("message", "error")
+        if e.get("offendingSymbol"):
+            text += f" at {e['offendingSymbol']!r}"
+        if e.get("hint"):
+            text += f": {e['hint']}"
+        if len(errs) > 1:
+            text += f" (and {len(errs) - 1} more errors)"
+        return SpecError(f"{where}: {text}")
+    m = _LINE_RE.search(msg)
+    where = f"{name}:{m.group(1)}" if m else name
+    return SpecError(f"{where}: {' '.join(msg.split())}")
+
+
+def _line_of(node) -> int | None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        line = getattr(n, "line", None)
+        if isinstance(line, int) and line > 0:
+            return line
+        try:
+            stack.extend(reversed(n.children()))
+        except Exception:  # noqa: BLE001 - a node without children
+            pass
+    return None
+
+
+def _strides(shape: tuple) -> list[int]:
+    strides = [1] * len(shape)
+    for k in range(len(shape) - 2, -1, -1):
+        strides[k] = strides[k + 1] * shape[k + 1]
+    return strides
+
+
+def _label(name: str, shape: tuple, flat: int) -> str:
+    if not shape:
+        return name
+    idx = []
+    for d in reversed(shape):
+        idx.append(flat % d)
+        flat //= d
+    return f"{name}[{','.join(str(i) for i in reversed(idx))}]"
+
+
+def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
+    """Parse VNN-LIB 2.0 text with the reference parser; ``name`` is used in error messages."""
+    try:
+        import vnnlib
+    except ImportError as exc:  # pragma: no cover - vnnlib is a declared dependency
+        raise SpecError(f"{name}: VNN-LIB 2.0 files need the 'vnnlib' package ({exc})") from None
+
+    try:
+        query = vnnlib.parse_query_string(prepare_text(text))
+    except vnnlib.VNNLibException as exc:
+        raise _reference_error(name, exc) from None
+
+    networks = query.networks
+    if len(networks) != 1:
+        raise SpecError(
+            f"{name}: unsupported: the query declares {len(networks)} networks (onnxdual handles one)"
+        )
+    net = networks[0]
+    if len(net.hidden):
+        raise SpecError(f"{name}: unsupported: network {net.name!r} declares hidden nodes (declare-hidden)")
+    if len(net.inputs) != 1 or len(net.outputs) != 1:
+        raise SpecError(
+            f"{name}: unsupported: network {net.name!r} declares {len(net.inputs)} inputs and "
+            f"{len(net.outputs)} outputs (onnxdual handles one input and one output tensor)"
+        )
+    inp, out = net.inputs[0], net.outputs[0]
+    in_name, out_name = inp.name, out.name
+    in_shape, out_shape = tuple(int(d) for d in inp.shape), tuple(int(d) for d in out.shape)
+    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+    in_strides, out_strides = _strides(in_shape), _strides(out_shape)
+    in_kind, out_kind = vnnlib.SymbolKind.Input, vnnlib.SymbolKind.Output
+
+    def describe(line) -> str:
+        return f"{name}:{line}" if line else name
+
+    def label(v: int) -> str:
+        return _label(in_name, in_shape, v) if v >= 0 else _label(out_name, out_shape, ~v)
+
+    def add_terms(coeffs: dict, lin, sign: float, line) -> float:
+        for t in lin.terms:
+            var = t.var
+            kind = var.kind
+            if kind == in_kind:
+                v = sum(i * s for i, s in zip(var.indices, in_strides))
+            elif kind == out_kind:
+                v = ~sum(i * s for i, s in zip(var.indices, out_strides))
+            else:
+                raise SpecError(f"{describe(line)}: unsupported reference to hidden node {t.var_name}")
+            coeffs[v] = coeffs.get(v, 0.0) + sign * t.coeff
+        return sign * lin.constant
+
+    def atoms_of(cmp) -> list:
+        line = _line_of(cmp)
+        if isinstance(cmp, vnnlib.NotEqual):
+            raise SpecError(f"{describe(line)}: unsupported comparison '!=' ({str(cmp).strip()})")
+        try:
+            lhs, rhs = cmp.lhs.to_linear_expr(), cmp.rhs.to_linear_expr()
+        except vnnlib.VNNLibException as exc:
+            raise SpecError(f"{describe(line)}: non-linear term in {str(cmp).strip()}: {exc}") from None
+        d: dict = {}  # lhs - rhs
+        const = add_terms(d, lhs, 1.0, line) + add_terms(d, rhs, -1.0, line)
+        le = make_atom(d, -const, line, describe, label)  # lhs <= rhs
+        ge = make_atom({v: -c for v, c in d.items()}, const, line, describe, label)  # lhs >= rhs
+        if isinstance(cmp, (vnnlib.LessEqual, vnnlib.LessThan)):
+            return [le]
+        if isinstance(cmp, (vnnlib.GreaterEqual, vnnlib.GreaterThan)):
+            return [ge]
+        if isinstance(cmp, vnnlib.Equal):
+            return [le, ge]
+        raise SpecError(f"{describe(line)}: unsupported comparison {str(cmp).strip()}")
+
+    dnfs = []
+    for assertion in query.assertions:
+        dnf = []
+        for clause in assertion.expr.to_dnf():
+            dnf.extend(conj([a for cmp in clause for a in atoms_of(cmp)]))
+        dnfs.append(dnf)
+
+    return build_property(
+        dnfs,
+        n_in,
+        n_out,
+        source=name,
+        describe=describe,
+        x_label=label,
+        input_shape=in_shape,
+        output_shape=out_shape,
+        input_name=in_name,
+        output_name=out_name,
+        version="2.0",
+    )

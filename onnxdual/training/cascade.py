@@ -1,0 +1,278 @@
+"""Robust cascades (Wong et al. 2018, §3.3 and Alg. 2 in App. C).
+
+Stage ``i + 1`` is trained only on the training examples that no earlier stage certifies: after stage ``i``
+is trained, every example still in the training set is certified around stage ``i``'s own prediction
+(``J(x, g(e_{f(x)} - e_{y^targ})) > 0`` for all ``y^targ != f(x)``, Alg. 2) and the certified ones are
+removed -- whether or not the prediction is correct, exactly as in Alg. 2. At test time a cascade answers
+with the first stage that certifies its prediction (:func:`onnxdual.certify.certify`).
+
+The default test is the exact dual bound (:class:`onnxdual.DualNetwork` ``.lower_bound``), computed in
+batches. For large training sets a cheaper test may be passed as ``certifier`` (e.g. a random-projection
+estimate, §3.2): which examples a later stage trains on only shapes training, never a certificate, because
+the cascade is certified with exact bounds at test time. Only the *number* of examples filtered changes.
+
+Layout of ``out_dir``::
+
+    cascade.json              manifest (format "onnxdual-cascade"), rewritten after every stage
+    stage1.onnx ... stageK.onnx
+    stage1/ ...               each stage's training run (checkpoint.pt, metrics.csv, model.onnx) and
+                              train_indices.npy (indices into the training set it trained on) and
+                              certified.npy (which of those it certifies)
+
+``cascade.json`` lists the finished stages, so it is a valid cascade for
+:func:`onnxdual.certify.load_stages` at any time; ``complete`` says whether the run is over, and
+``stopped_early`` whether it ended before K stages because a stage certified every remaining example.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from onnxdual.engine.network import DualNetwork, margin_matrix
+from onnxdual.errors import InvalidInputError
+from onnxdual.training.trainer import (
+    MODEL,
+    RESUMABLE_CHANGES,
+    ArrayData,
+    TrainCallback,
+    TrainConfig,
+    TrainData,
+    atomic_write_bytes,
+    dist_info,
+    is_onnx_path,
+    prepare_out_dir,
+    resolve_device,
+    software_versions,
+    train,
+)
+
+MANIFEST = "cascade.json"
+CASCADE_FORMAT = "onnxdual-cascade"  # what onnxdual.certify.load_stages reads
+MANIFEST_VERSION = 1
+
+#: ``certifier(net, x) -> bool tensor``: which examples of ``x`` the stage ``net`` certifies
+Certifier = Callable[[nn.Module, Tensor], Tensor]
+
+
+class CascadeCallback(TrainCallback):
+    """:class:`TrainCallback` plus stage hooks."""
+
+    def on_stage_start(self, stage: int, stages: int, n_examples: int) -> None:
+        """Stage ``stage`` (1-based) of ``stages`` starts training on ``n_examples`` examples."""
+
+    def on_stage_end(self, stage: int, info: Mapping[str, Any]) -> None:
+        """Stage ``stage`` is trained and filtered; ``info`` is its manifest entry."""
+
+
+@dataclass
+class CascadeResult:
+    """What :func:`train_cascade` produced."""
+
+    out_dir: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    stage_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.manifest["stopped_early"])
+
+
+def exact_certifier(eps: float, norm: str = "linf", clip: tuple[float, float] | None = None,
+                    batch_size: int = 200) -> Certifier:
+    """Alg. 2's test with exact dual bounds: ``J(x, g(e_{f(x)} - e_j)) > 0`` for every ``j != f(x)``,
+    i.e. the stage's own prediction is certified (sound lower bounds, Theorem 1)."""
+
+    def certifier(net: nn.Module, x: Tensor) -> Tensor:
+        out = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                xb = x[start:start + batch_size]
+                pred = net(xb).flatten(1).argmax(1)
+                n_classes = net(xb[:1]).flatten(1).shape[1]
+                lb = DualNetwork(net, xb, eps, norm, clip=clip).lower_bound(
+                    margin_matrix(pred, n_classes).to(xb.dtype))
+                lb[torch.arange(xb.shape[0], device=xb.device), pred] = float("inf")
+                out[start:start + xb.shape[0]] = lb.min(1).values > 0
+        return out
+
+    return certifier
+
+
+def _certify_remaining(certifier: Certifier, net: nn.Module, x: Tensor) -> Tensor:
+    """The certifier on ``x``, each rank doing a contiguous share; the result is the same on every rank."""
+    world = dist_info()
+    if not world.active:
+        return certifier(net, x).to("cpu", torch.bool)
+    bounds = np.linspace(0, x.shape[0], world.world_size + 1).astype(int)
+    lo, hi = int(bounds[world.rank]), int(bounds[world.rank + 1])
+    mask = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    if hi > lo:
+        mask[lo:hi] = certifier(net, x[lo:hi]).to(torch.int64)
+    dist.all_reduce(mask, op=dist.ReduceOp.SUM)
+    return mask.to("cpu").bool()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _subset(data: TrainData, index: np.ndarray) -> ArrayData:
+    idx = torch.from_numpy(index.astype(np.int64))
+    return ArrayData(data.x[idx], data.y[idx], getattr(data, "name", "train"), int(data.num_classes))
+
+
+def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module | None, train_data: TrainData,
+                  config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
+                  callbacks: Sequence[TrainCallback] = (), certifier: Certifier | None = None,
+                  certify_batch_size: int = 200) -> CascadeResult:
+    """Train a cascade of up to ``stages`` networks (Alg. 2) and write its manifest.
+
+    Every stage trains a fresh copy of ``model_source`` with ``config`` (stage ``i`` uses seed
+    ``config.seed + i - 1``, so built-in architectures start from different initialisations) on the
+    examples no earlier stage certifies. Stops early, and says so in the manifest, when a stage certifies
+    every example it trained on.
+
+    Args:
+        certifier: which examples a trained stage certifies; default :func:`exact_certifier` with
+            ``config``'s eps, norm and clip in batches of ``certify_batch_size``. A cheaper test is fine
+            for large sets (the filter shapes training only; certification at test time stays exact).
+        resume: continue an interrupted cascade in ``out_dir`` (finished stages are kept, the stage in
+            progress resumes from its checkpoint); ``model_source`` may then be ``None`` (the manifest
+            names it).
+    """
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise InvalidInputError(f"a cascade needs at least one stage, got {stages!r}")
+    world = dist_info()
+    out = prepare_out_dir(out_dir)
+    manifest_path = out / MANIFEST
+    test = certifier or exact_certifier(config.eps, config.norm, config.effective_clip, certify_batch_size)
+    n = int(train_data.x.shape[0])
+    if n == 0:
+        raise InvalidInputError("the training set is empty")
+    done: list[dict[str, Any]] = []
+    if resume:
+        if not manifest_path.exists() and not (out / "stage1").exists():
+            raise InvalidInputError(f"nothing to resume: {manifest_path} does not exist")
+        if manifest_path.exists():
+            try:
+                previous = json.loads(manifest_path.read_text())
+            except (OSError, ValueError) as exc:
+                raise InvalidInputError(f"cannot read {manifest_path}: {exc}") from exc
+            if previous.get("format") != CASCADE_FORMAT or previous.get("config") is None:
+                raise InvalidInputError(f"{manifest_path} is not a cascade written by onnxdual train")
+            saved = TrainConfig.from_dict(previous["config"])
+            changed = sorted(f.name for f in fields(TrainConfig) if f.name not in RESUMABLE_CHANGES
+                             and getattr(saved, f.name) != getattr(config, f.name))
+            if changed:
+                raise InvalidInputError(f"cannot resume {out}: the cascade used different settings "
+                                        f"({', '.join(f'{k}={getattr(saved, k)!r}' for k in changed)})")
+            if previous.get("training_examples") != n:
+                raise InvalidInputError(f"cannot resume {out}: it was trained on "
+                                        f"{previous.get('training_examples')} examples, not {n}")
+            done = list(previous["stages"])
+            if model_source is None:
+                model_source = previous["model"]
+            if previous.get("complete"):
+                return CascadeResult(out, manifest_path, previous, [out / s["onnx"] for s in done])
+    elif manifest_path.exists() or (out / "stage1").exists():
+        raise InvalidInputError(f"{out} already holds a cascade ({MANIFEST}); resume it or choose another "
+                                "output directory")
+    if model_source is None:
+        hint = f": give the model or architecture {out} was started with" if resume else ""
+        raise InvalidInputError("no model given to train" + hint)
+
+    remaining = np.arange(n, dtype=np.int64)
+    for entry in done:
+        trained = np.load(out / entry["train_indices"])
+        certified = np.load(out / entry["certified"])
+        remaining = trained[~certified]
+    manifest: dict[str, Any] = {
+        "format": CASCADE_FORMAT, "version": MANIFEST_VERSION, "stages": done,
+        "eps": config.eps, "norm": config.norm, "clip": list(config.effective_clip or []) or None,
+        "normalization": ({"mean": list(config.normalize[0]), "std": list(config.normalize[1])}
+                          if config.normalize is not None else None),
+        "requested_stages": stages, "training_examples": n, "complete": False, "stopped_early": False,
+        "stop_reason": None, "model": _source_text(model_source), "config": config.to_dict(),
+        "versions": software_versions(),
+    }
+    device = resolve_device(config.device)
+    for i in range(len(done) + 1, stages + 1):
+        stage_dir = out / f"stage{i}"
+        index_path = stage_dir / "train_indices.npy"
+        in_progress = (stage_dir / "checkpoint.pt").exists()
+        if resume and in_progress:
+            if not index_path.exists() or not np.array_equal(np.load(index_path), remaining):
+                raise InvalidInputError(f"cannot resume {stage_dir}: its training examples do not match")
+        elif world.main:
+            prepare_out_dir(stage_dir)
+            _save_npy(index_path, remaining)
+        for cb in callbacks:
+            if isinstance(cb, CascadeCallback):
+                cb.on_stage_start(i, stages, int(remaining.size))
+        stage_config = replace(config, seed=config.seed + i - 1)
+        run = train(model_source, _subset(train_data, remaining), stage_config, stage_dir,
+                    resume=resume and in_progress, callbacks=callbacks)
+        # Alg. 2: remove the examples this stage certifies from the training set of the next stages
+        x_rem = train_data.x[torch.from_numpy(remaining)].to(device, torch.float32)
+        certified = _certify_remaining(test, run.net, x_rem).numpy()
+        entry = {"onnx": f"stage{i}.onnx", "run": stage_dir.name, "trained_on": int(remaining.size),
+                 "certified_train": int(certified.sum()), "seed": stage_config.seed,
+                 "train_indices": f"{stage_dir.name}/train_indices.npy",
+                 "certified": f"{stage_dir.name}/certified.npy",
+                 "final_metrics": run.history[-1] if run.history else None}
+        if world.main:
+            _save_npy(stage_dir / "certified.npy", certified)
+            atomic_write_bytes(out / entry["onnx"], (stage_dir / MODEL).read_bytes())
+        remaining = remaining[~certified]
+        manifest["stages"].append(entry)
+        if remaining.size == 0 and i < stages:
+            manifest["stopped_early"] = True
+            manifest["stop_reason"] = (f"stage {i} certified every remaining training example; "
+                                       f"{stages - i} further stage(s) not trained")
+        manifest["complete"] = remaining.size == 0 or i == stages
+        manifest["remaining_uncertified"] = int(remaining.size)
+        if world.main:
+            _write_manifest(out, manifest)
+        if world.active:
+            dist.barrier()
+        for cb in callbacks:
+            if isinstance(cb, CascadeCallback):
+                cb.on_stage_end(i, entry)
+        if remaining.size == 0:
+            break
+    if not manifest["complete"]:  # resumed with every stage already done
+        manifest["complete"] = True
+        if world.main:
+            _write_manifest(out, manifest)
+    return CascadeResult(out, manifest_path, manifest, [out / s["onnx"] for s in manifest["stages"]])
+
+
+def _source_text(source: str | os.PathLike[str] | nn.Module) -> str:
+    """How the manifest names the model source (an absolute path for ONNX files, so a resume finds it)."""
+    if isinstance(source, nn.Module):
+        return type(source).__name__
+    if is_onnx_path(source):
+        return str(Path(source).resolve())
+    return str(source)
+
+
+__all__ = ["train_cascade", "CascadeResult", "CascadeCallback", "exact_certifier", "Certifier", "MANIFEST",
+           "CASCADE_FORMAT"]

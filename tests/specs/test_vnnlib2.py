@@ -1,0 +1,130 @@
+"""VNN-LIB 2.0 queries, read through the reference parser (PyPI ``vnnlib``) plus our own DNF assembly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxdual.specs import SpecError, format_vnnlib2_assignment, is_violated, parse_vnnlib
+
+pytest.importorskip("vnnlib", reason="VNN-LIB 2.0 support needs the 'vnnlib' package")
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def rows(constraint) -> set[tuple]:
+    return {tuple(a) + (b,) for a, b in zip(constraint.A.tolist(), constraint.b.tolist())}
+
+
+def net(body: str, header: str = "(vnnlib-version <2.0>)\n") -> str:
+    decl = "(declare-network f\n  (declare-input X float32 [2])\n  (declare-output Y float32 [2]))\n"
+    return header + decl + body
+
+
+BOX2 = "(assert (and (<= X[0] 1.0) (>= X[0] 0.0) (<= X[1] 1.0) (>= X[1] 0.0)))\n"
+
+
+def test_small_hand_written_query():
+    prop = parse_vnnlib(DATA / "small_v2.vnnlib")
+    assert prop.version == "2.0"
+    assert (prop.n_inputs, prop.n_outputs) == (4, 3)
+    assert (prop.input_shape, prop.output_shape) == ((1, 2, 2), (1, 3))
+    assert (prop.input_name, prop.output_name) == ("X", "Y")
+    assert len(prop.cases) == 1
+    region, conjunctions = prop.cases[0]
+    # row-major flattening: X[0,0,0], X[0,0,1], X[0,1,0], X[0,1,1]
+    np.testing.assert_array_equal(region.lower, [-1.0, 0.0, 0.25, -2.0])
+    np.testing.assert_array_equal(region.upper, [1.0, 0.5, 0.25, 3.0])
+    common = (0.0, -1.0, 6.0, -1.0)  # 6*Y2 <= Y1 - 1, conjoined into every disjunct
+    assert [rows(c) for c in conjunctions] == [
+        {common, (-1.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 3.0)},  # Y0 >= Y1 and Y2 <= 3
+        {common, (-1.0, 1.0, 0.0, 1.5)},  # Y1 - Y0 - 1.5 < 0, closed
+    ]
+    assert is_violated(prop, 0, [5.0, 4.0, 0.0])
+    assert not is_violated(prop, 0, [0.0, 4.0, 0.0])
+
+
+def test_all_input_bounds_in_separate_or_is_not_dropped():
+    """vnnlib.compat.transform splits this into a box without outputs and outputs without a box."""
+    prop = parse_vnnlib(net(BOX2 + "(assert (or (>= Y[0] Y[1]) (<= Y[1] -1.0)))\n"))
+    assert len(prop.cases) == 1
+    region, conjunctions = prop.cases[0]
+    np.testing.assert_array_equal(region.lower, [0.0, 0.0])
+    np.testing.assert_array_equal(region.upper, [1.0, 1.0])
+    assert [rows(c) for c in conjunctions] == [{(-1.0, 1.0, 0.0)}, {(0.0, 1.0, -1.0)}]
+
+
+def test_input_disjuncts_form_cases():
+    prop = parse_vnnlib(net(
+        "(assert (or (and (<= X[0] 1.0) (>= X[0] 0.0) (<= X[1] 1.0) (>= X[1] 0.0) (>= Y[0] 1.0))\n"
+        "            (and (<= X[0] 3.0) (>= X[0] 2.0) (<= X[1] 1.0) (>= X[1] 0.0) (<= Y[1] 0.0))))\n"))
+    assert [r.lower.tolist() for r, _ in prop.cases] == [[0.0, 0.0], [2.0, 0.0]]
+    assert [[rows(c) for c in cs] for _, cs in prop.cases] == [[{(-1.0, 0.0, -1.0)}], [{(0.0, 1.0, 0.0)}]]
+
+
+def test_missing_version_header_scientific_notation_and_single_equals():
+    prop = parse_vnnlib(net("(assert (and (<= X[0] 1e-3) (>= X[0] -2.5E-1) (= X[1] 0.5)))\n"
+                            "(assert (>= Y[0] 1e2))\n", header=""))
+    region, conjunctions = prop.cases[0]
+    assert region.upper[0] == 0.001 and region.lower[0] == -0.25
+    assert region.lower[1] == region.upper[1] == 0.5
+    assert rows(conjunctions[0]) == {(-1.0, 0.0, -100.0)}
+
+
+def test_scalar_shapes_and_multi_dim_labels_in_errors():
+    text = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input X Real [2,3]) "
+            "(declare-output Y Real [1]))\n(assert (<= X[0,0] 1.0))\n(assert (>= Y[0] 0.0))\n")
+    with pytest.raises(SpecError, match=r"unbounded input: X\[0,0\] has no lower bound"):
+        parse_vnnlib(text)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (BOX2 + "(assert (>= (* Y[0] Y[1]) 1.0))\n", r"<string>:6: non-linear term"),
+        (BOX2 + "(assert (!= Y[0] 1.0))\n", r"<string>:6: unsupported comparison '!='"),
+        (BOX2 + "(assert (>= Y[0] X[0]))\n", r"<string>:6: unsupported constraint mixing input and output"),
+        (BOX2 + "(assert (>= Z[0] 1.0))\n", r"<string>:6: Undeclared variable at 'Z'"),
+        (BOX2 + "(assert (>= Y[5] 1.0))\n", r"<string>:6: Index out of bounds"),
+        (BOX2 + "(assert (>= Y[0] 1))\n", r"<string>:6: Type mismatch"),
+        (BOX2 + "(assert (>= Y[0] 1.0)\n", r"<string>:\d+: Parse error"),
+        ("(assert (<= X[0] 1.0))\n", r"unbounded input: X\[0\] has no lower bound"),
+    ],
+)
+def test_errors(body, expected):
+    with pytest.raises(SpecError, match=expected) as info:
+        parse_vnnlib(net(body))
+    assert "\n" not in str(info.value)
+
+
+def test_unsupported_declarations():
+    two_inputs = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input A Real [1]) "
+                  "(declare-input B Real [1]) (declare-output Y Real [1]))\n(assert (<= A[0] 1.0))\n")
+    with pytest.raises(SpecError, match="2 inputs and 1 outputs"):
+        parse_vnnlib(two_inputs)
+    hidden = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input X Real [1]) "
+              "(declare-hidden H Real [1] \"h\") (declare-output Y Real [1]))\n(assert (<= X[0] 1.0))\n")
+    with pytest.raises(SpecError, match="hidden nodes"):
+        parse_vnnlib(hidden)
+    two_nets = ("(vnnlib-version <2.0>)\n"
+                "(declare-network f (declare-input X Real [1]) (declare-output Y Real [1]))\n"
+                "(declare-network g (declare-input U Real [1]) (declare-output V Real [1]))\n"
+                "(assert (<= X[0] 1.0))\n")
+    with pytest.raises(SpecError, match="2 networks"):
+        parse_vnnlib(two_nets)
+
+
+def test_assignment_format_uses_declared_names_and_shapes():
+    prop = parse_vnnlib(DATA / "small_v2.vnnlib")
+    text = format_vnnlib2_assignment(np.float32([0.1, 0.2, 0.25, -1.0]), [1.0, 2.0, 3.0], prop)
+    assert text.splitlines() == [
+        "X[0,0,0]=0.10000000149011612",
+        "X[0,0,1]=0.20000000298023224",
+        "X[0,1,0]=0.25",
+        "X[0,1,1]=-1.0",
+        "Y[0,0]=1.0",
+        "Y[0,1]=2.0",
+        "Y[0,2]=3.0",
+    ]

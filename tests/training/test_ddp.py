@@ -1,0 +1,98 @@
+"""Distributed data parallel training: 2 CPU processes (gloo), launched with the environment ``torchrun``
+sets, end with the same weights as one process on the same global batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from onnxdual.training import ArrayData, TrainConfig, train
+
+SHAPE = (1, 8, 8)
+REPO = Path(__file__).resolve().parents[2]
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np, torch
+    import torch.distributed as dist
+    from onnxdual.training import ArrayData, TrainConfig, init_distributed, train
+
+    model, data_path, config_path, out = sys.argv[1:5]
+    dev = init_distributed("cpu")
+    d = np.load(data_path)
+    data = ArrayData(torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), "synthetic", 10)
+    run = train(model, data, TrainConfig.from_dict(json.load(open(config_path))), out)
+    torch.save(run.net.state_dict(), f"{out}/rank{dist.get_rank()}.pt")
+    json.dump(run.history, open(f"{out}/history{dist.get_rank()}.json", "w"))
+    dist.destroy_process_group()
+""")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10))
+    model = tmp_path / "conv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(seq, torch.zeros(1, *SHAPE), str(model), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (90,), generator=g)
+    x = (0.25 + 0.5 * y.view(-1, 1, 1, 1) + 0.25 * (torch.rand(90, *SHAPE, generator=g) - 0.5)).clamp(0, 1)
+    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    # batch 15 over 2 ranks: uneven shards of 8 and 7; random projections (shared by the global batch)
+    config = TrainConfig(eps=0.05, proj=10, epochs=2, batch_size=15, ramp_epochs=1)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "worker.py").write_text(WORKER)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = [sys.executable, str(tmp_path / "worker.py"), str(model), str(tmp_path / "data.npz"),
+            str(tmp_path / "config.json"), str(out)]
+    procs = [subprocess.Popen(args,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+    single = train(model, ArrayData(x, y, "synthetic", 10), config, tmp_path / "single")
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, value in single.net.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name  # ranks apply identical updates
+        torch.testing.assert_close(ranks[0][name], value, rtol=0, atol=1e-5)
+    # only rank 0 writes the run's files; they hold the same weights
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and all(torch.equal(ckpt["model"][k], ranks[0][k]) for k in ranks[0])
+    assert (out / "model.onnx").exists() and (out / "metrics.csv").exists()
+    histories = [json.loads((out / f"history{r}.json").read_text()) for r in range(2)]
+    for a, b, c in zip(histories[0], histories[1], single.history):
+        for key in ("robust_loss", "robust_err_estimate", "clean_err", "eps", "lr"):
+            assert a[key] == b[key]
+            assert a[key] == pytest.approx(c[key], abs=1e-5)

@@ -132,6 +132,8 @@ class _Progress:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train split "
                    "and certifies the test split.")
+@click.option("--test-data", type=click.Path(path_type=Path), default=None,
+              help="Data to certify at the end. [default: the test split of --data; for an .npz, the same file]")
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
 @click.option("--proj", "proj_text", default="50", show_default=True,
@@ -162,10 +164,10 @@ class _Progress:
 @click.option("--epoch-onnx", is_flag=True, help="Also export epoch_XX.onnx after every epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bars and no summary.")
 @user_errors
-def train_command(model: Path | None, arch: str | None, data: Path | None, eps_text: str, norm: str,
-                  proj_text: str, epochs: int, batch_size: int, lr: float | None, optimizer: str,
-                  eps_start_text: str | None, ramp_epochs: int, seed: int, device: str, clip_text: str,
-                  reinit: bool, stages: int, out: Path, resume: bool, limit: int | None,
+def train_command(model: Path | None, arch: str | None, data: Path | None, test_data: Path | None,
+                  eps_text: str, norm: str, proj_text: str, epochs: int, batch_size: int, lr: float | None,
+                  optimizer: str, eps_start_text: str | None, ramp_epochs: int, seed: int, device: str,
+                  clip_text: str, reinit: bool, stages: int, out: Path, resume: bool, limit: int | None,
                   eval_limit: int | None, no_eval: bool, pgd_steps: int, epoch_onnx: bool,
                   quiet: bool) -> None:
     """Robustly train MODEL (an ONNX file) or a built-in --arch on --data, then certify it.
@@ -185,6 +187,8 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, eps_t
         raise UserError("--data is required: an MNIST/CIFAR-10 directory or a .npz file with x and y")
     if not data.exists():
         raise UserError(f"data not found: {data}")
+    if test_data is not None and not test_data.exists():
+        raise UserError(f"test data not found: {test_data}")
     eps = _parse_eps(eps_text)
     eps_start = _parse_eps(eps_start_text, "--eps-start") if eps_start_text is not None else None
     proj = _parse_proj(proj_text)
@@ -236,13 +240,13 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, eps_t
     if no_eval or not world.main:
         return
 
-    test_data = load_dataset(data, split="test", limit=eval_limit)
+    test_set = load_dataset(test_data if test_data is not None else data, split="test", limit=eval_limit)
     meta = {"command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "trained_with": config.to_dict()}
     try:
-        result = evaluate(trained_path, test_data, eps=eps, norm=norm, clip=clip, pgd_steps=pgd_steps,
+        result = evaluate(trained_path, test_set, eps=eps, norm=norm, clip=clip, pgd_steps=pgd_steps,
                           seed=seed, device=str(dev), report_dir=out / "report", meta=meta,
-                          progress=progress.eval_progress(test_data.x.shape[0]) if show else None)
+                          progress=progress.eval_progress(test_set.x.shape[0]) if show else None)
     except SoundnessError as exc:
         progress.close()
         click.echo(f"onnxdual: error: {exc}", err=True)

@@ -96,3 +96,39 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
         for key in ("robust_loss", "robust_err_estimate", "clean_err", "eps", "lr"):
             assert a[key] == b[key]
             assert a[key] == pytest.approx(c[key], abs=1e-5)
+
+
+def test_torchrun_onnxdual_train_matches_a_single_process_run(tmp_path):
+    """The command line under ``torchrun``: 2 ranks, rank 0 alone writes, same weights as one process."""
+    import onnx
+    from click.testing import CliRunner
+    from onnx import numpy_helper
+
+    from onnxdual_cli.train import train_command
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=40)
+    x = np.clip(0.3 + 0.4 * y[:, None, None, None] + 0.1 * rng.uniform(-1, 1, size=(40, 1, 28, 28)), 0, 1)
+    np.savez(tmp_path / "data.npz", x=x.astype(np.float32), y=y.astype(np.int64))
+    args = ["--arch", "wide:1", "--data", str(tmp_path / "data.npz"), "--eps", "0.05", "--epochs", "2",
+            "--batch-size", "10", "--proj", "5", "--ramp-epochs", "1", "--device", "cpu", "--no-eval", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "onnxdual_cli.main",
+                           "train", *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    single = CliRunner().invoke(train_command, [*args, "--out", str(tmp_path / "single")], catch_exceptions=False)
+    assert single.exit_code == 0, single.output
+
+    def weights(path):
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+    ddp, one = weights(tmp_path / "ddp" / "model.onnx"), weights(tmp_path / "single" / "model.onnx")
+    assert ddp.keys() == one.keys()
+    for name in one:
+        np.testing.assert_allclose(ddp[name], one[name], rtol=0, atol=1e-5, err_msg=name)
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["world_size"] == 2

@@ -56,19 +56,26 @@ def _parse_clip(text: str) -> tuple[float, float] | None:
 
 
 def _check_arch(name: str) -> None:
-    """Fail fast on an unknown architecture name (before any data is read)."""
-    from onnxdual.training import architectures
+    """Fail fast on an unknown architecture name, before any data is read (a tiny input builds in no time)."""
+    from onnxdual.training.architectures import build_architecture
 
-    check = getattr(architectures, "parse_architecture", None) or getattr(architectures, "check_architecture",
-                                                                         None)
-    if check is not None:
-        check(name)
-        return
-    base, _, k = name.partition(":")
-    ok = ((base in ("small", "large", "resnet") and not k)
-          or (base in ("wide", "deep") and k.isdigit() and int(k) > 0))
-    if not ok:
-        raise UserError(f"unknown architecture {name!r}: use small, large, resnet, wide:K or deep:K")
+    build_architecture(name, (1, 4, 4))
+
+
+def _parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``MEAN:STD`` with one value per channel each, comma-separated (e.g. ``0.1307:0.3081``)."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    try:
+        mean_text, std_text = text.split(":")
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise UserError(f"--normalize {text!r}: give MEAN:STD per channel, e.g. 0.1307:0.3081 or "
+                        "0.4914,0.4822,0.4465:0.2470,0.2435,0.2616") from None
+    if len(mean) != len(std) or not all(s > 0 for s in std):
+        raise UserError(f"--normalize {text!r}: need as many positive std values as means")
+    return mean, std
 
 
 class _Progress:
@@ -133,7 +140,8 @@ class _Progress:
               help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train split "
                    "and certifies the test split.")
 @click.option("--test-data", type=click.Path(path_type=Path), default=None,
-              help="Data to certify at the end. [default: the test split of --data; for an .npz, the same file]")
+              help="Data to certify at the end. [default: the test split of --data; for an .npz, the "
+                   "same file]")
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
 @click.option("--proj", "proj_text", default="50", show_default=True,
@@ -150,6 +158,9 @@ class _Progress:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--clip", "clip_text", default="0,1", show_default=True,
               help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable.")
+@click.option("--normalize", "normalize_text", default=None,
+              help="Per-channel MEAN:STD layer built into --arch (e.g. 0.1307:0.3081); recorded in "
+                   "manifests.")
 @click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them.")
 @click.option("--cascade", "stages", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train a cascade of up to K stages (Alg. 2).")
@@ -167,9 +178,9 @@ class _Progress:
 def train_command(model: Path | None, arch: str | None, data: Path | None, test_data: Path | None,
                   eps_text: str, norm: str, proj_text: str, epochs: int, batch_size: int, lr: float | None,
                   optimizer: str, eps_start_text: str | None, ramp_epochs: int, seed: int, device: str,
-                  clip_text: str, reinit: bool, stages: int, out: Path, resume: bool, limit: int | None,
-                  eval_limit: int | None, no_eval: bool, pgd_steps: int, epoch_onnx: bool,
-                  quiet: bool) -> None:
+                  clip_text: str, normalize_text: str | None, reinit: bool, stages: int, out: Path,
+                  resume: bool, limit: int | None, eval_limit: int | None, no_eval: bool, pgd_steps: int,
+                  epoch_onnx: bool, quiet: bool) -> None:
     """Robustly train MODEL (an ONNX file) or a built-in --arch on --data, then certify it.
 
     Implements the training of Wong et al. 2018 (random projections, eps ramp, App. G schedule) and robust
@@ -178,8 +189,8 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
     from onnxdual.data import load_dataset
     from onnxdual.training.cascade import MANIFEST, train_cascade
     from onnxdual.training.trainer import (CHECKPOINT, SoundnessError, TrainConfig, dist_info, evaluate,
-                                           init_distributed, prepare_out_dir, resolve_device, torchrun_world_size,
-                                           train)
+                                           init_distributed, prepare_out_dir, resolve_device,
+                                           torchrun_world_size, train)
 
     if model is not None and arch is not None:
         raise UserError("give either MODEL or --arch, not both")
@@ -193,6 +204,7 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
     eps_start = _parse_eps(eps_start_text, "--eps-start") if eps_start_text is not None else None
     proj = _parse_proj(proj_text)
     clip = _parse_clip(clip_text)
+    normalize = _parse_normalize(normalize_text)
     if model is None and (arch is not None or not resume):
         arch = arch or "small"
         _check_arch(arch)
@@ -200,6 +212,8 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
         raise UserError(f"model file not found: {model}")
     if reinit and model is None:
         raise UserError("--reinit applies to a given MODEL (built-in architectures always start fresh)")
+    if normalize is not None and model is not None:
+        raise UserError("--normalize applies to --arch (a given MODEL has its own preprocessing)")
     out = prepare_out_dir(out)
     if resume and not any((out / name).exists() for name in (CHECKPOINT, MANIFEST, "stage1")):
         raise UserError(f"--resume: nothing to resume in {out} (no {CHECKPOINT})")
@@ -210,7 +224,8 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
     show = not quiet and world.main
     config = TrainConfig(eps=eps, norm=norm, proj=proj, epochs=epochs, batch_size=batch_size,
                          optimizer=optimizer, lr=lr, eps_start=eps_start, ramp_epochs=ramp_epochs, seed=seed,
-                         device=str(dev), clip=clip, reinit=reinit, export_epochs=epoch_onnx)
+                         device=str(dev), clip=clip, reinit=reinit, normalize=normalize,
+                         export_epochs=epoch_onnx)
     train_data = load_dataset(data, split="train", limit=limit)
     source: Any = model if model is not None else arch  # None: a resumed run's own model
     progress = _Progress(enabled=show and sys.stderr.isatty())
@@ -261,3 +276,7 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
 
 
 __all__ = ["train_command", "SOUNDNESS_VIOLATION"]
+
+
+if __name__ == "__main__":  # ``torchrun --nproc_per_node N -m onnxdual_cli.train ...``
+    train_command(prog_name="onnxdual train")

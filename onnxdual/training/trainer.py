@@ -48,6 +48,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -870,6 +871,8 @@ def evaluate(model_path: str | os.PathLike[str], test_data: TrainData, *, eps: f
     """
     from onnxdual.certify import CertifySettings, certify, load_stages
 
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
     dev = resolve_device(device)
     stages = load_stages(model_path)
     for stage in stages:
@@ -886,10 +889,14 @@ def evaluate(model_path: str | os.PathLike[str], test_data: TrainData, *, eps: f
     if report_dir is not None:
         from onnxdual.reports import write_certify_report
 
-        info = {"model": str(model_path), "dataset": f"{getattr(test_data, 'name', 'test')} "
-                f"({test_data.x.shape[0]} examples)", "norm": norm, "eps": [float(eps)],
+        info = {"model": str(model_path), "stages": [s.path.name for s in stages],
+                "dataset": f"{getattr(test_data, 'name', 'test')} ({test_data.x.shape[0]} examples)",
+                "norm": norm, "eps": [float(eps)],
                 "clip": list(clip) if clip is not None and norm == "linf" else None, "bound": "exact",
-                "seed": seed, "soundness_violations": len(result.violations) + len(broken)}
+                "device": str(dev), "versions": software_versions(),
+                "started": started.isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - t0, 3), "seed": seed, "pgd_steps": pgd_steps,
+                "soundness_violations": len(result.violations) + len(broken)}
         info.update(dict(meta or {}))
         paths = dict(write_certify_report(Path(report_dir), examples, summary, info, result.cascade_frame()))
     if result.violations or len(broken) or \

@@ -34,7 +34,8 @@ def tiny(tmp_path_factory):
     w2 = (rng.normal(size=(10, 16)) / 4).astype(np.float32)
     nodes = [helper.make_node("Flatten", ["input"], ["f"]),
              helper.make_node("Gemm", ["f", "W1", "B1"], ["h"], transB=1),
-             helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Gemm", ["r", "W2"], ["output"], transB=1)]
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2"], ["output"], transB=1)]
     model_path = tmp / "tiny.onnx"
     onnx.save(make_model(nodes, [1, 28, 28], [10], {"W1": w1, "B1": b1, "W2": w2}), str(model_path))
     y = rng.integers(0, 2, size=60)
@@ -86,7 +87,8 @@ def test_cascade_option_writes_a_manifest(tiny, tmp_path):
     (("--data", "{data}", "--eps", "-0.1"), "must be positive"),
     (("--data", "{data}", "--eps", "0"), "must be positive"),
     (("--data", "{data}", "--arch", "huge"), "unknown architecture"),
-    (("--data", "{data}", "--arch", "wide:x"), "architecture"),
+    (("--data", "{data}", "--arch", "wide:x"), "positive integer K"),
+    (("--data", "{data}", "--normalize", "0.1"), "--normalize"),
     (("{model}", "--data", "{data}", "--arch", "small"), "either MODEL or --arch"),
     (("{tmp}/nope.onnx", "--data", "{data}"), "model file not found"),
     (("{model}", "--data", "{data}", "--proj", "0"), "--proj"),

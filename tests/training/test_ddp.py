@@ -111,17 +111,20 @@ def test_torchrun_onnxdual_train_matches_a_single_process_run(tmp_path):
     x = np.clip(0.3 + 0.4 * y[:, None, None, None] + 0.1 * rng.uniform(-1, 1, size=(40, 1, 28, 28)), 0, 1)
     np.savez(tmp_path / "data.npz", x=x.astype(np.float32), y=y.astype(np.int64))
     args = ["--arch", "wide:1", "--data", str(tmp_path / "data.npz"), "--eps", "0.05", "--epochs", "2",
-            "--batch-size", "10", "--proj", "5", "--ramp-epochs", "1", "--device", "cpu", "--no-eval", "--quiet"]
+            "--batch-size", "10", "--proj", "5", "--ramp-epochs", "1", "--device", "cpu", "--no-eval",
+            "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "onnxdual_cli.main",
-                           "train", *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+    # ``-m onnxdual_cli.train`` is the same click command as ``onnxdual train``
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "onnxdual_cli.train",
+                           *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    single = CliRunner().invoke(train_command, [*args, "--out", str(tmp_path / "single")], catch_exceptions=False)
+    single = CliRunner().invoke(train_command, [*args, "--out", str(tmp_path / "single")],
+                                catch_exceptions=False)
     assert single.exit_code == 0, single.output
 
     def weights(path):

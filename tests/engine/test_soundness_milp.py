@@ -99,3 +99,23 @@ def test_the_milp_oracle_agrees_with_brute_force():
         brute = (net.forward(g.reshape(-1, 2).astype(np.float32)) @ c).min()
         exact = milp_minimum(net, c, lower, upper)
         assert exact <= brute + 1e-6 and brute - exact < 0.02
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_l2_bound_is_below_sampled_and_attacked_values(seed):
+    from onnxdual.engine.input_sets import L2Ball
+
+    net, center, _, c, _ = _case(seed)
+    module = onnxdual.load(net.onnx_model)
+    x = torch.from_numpy(center)
+    eps = float(np.random.default_rng(seed).uniform(0.1, 1.0))
+    with torch.no_grad():
+        lb = onnxdual.DualNetwork(module, x, eps, norm="l2").lower_bound(torch.from_numpy(c)[None])[0].numpy()
+    ball = L2Ball(x, eps)
+    pts = ball.sample(400, torch.Generator().manual_seed(seed)).reshape(400, *net.input_shape).numpy()
+    assert (np.linalg.norm((pts - center).reshape(400, -1), axis=1) <= eps * (1 + 1e-5)).all()
+    vals = net.forward(pts) @ c.T.astype(np.float64)
+    assert (vals >= lb - 1e-5 * (1 + np.abs(vals))).all()
+    for j in range(c.shape[0]):
+        attack = pgd(module, ball, torch.from_numpy(c[j:j + 1]).unsqueeze(0), steps=40).value.item()
+        assert lb[j] <= attack + 1e-5 * (1 + abs(attack))

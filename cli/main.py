@@ -10,6 +10,7 @@ import onnxdual
 from onnxdual import registry
 from onnxdual_cli.certify import certify_command
 from onnxdual_cli.errors import user_errors
+from onnxdual_cli.train import train_command
 
 NAME = "onnxdual"
 
@@ -51,6 +52,7 @@ def ops(as_json: bool, markdown: bool) -> None:
 
 
 cli.add_command(certify_command, name="certify")
+cli.add_command(train_command, name="train")
 
 
 def main() -> None:

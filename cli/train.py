@@ -113,8 +113,7 @@ class _Progress:
         if self.enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                            leave=False)
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     def eval_progress(self, total: int):
         self._open(total, "certify test set", "ex")
@@ -185,7 +184,10 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
 
     Implements the training of Wong et al. 2018 (random projections, eps ramp, App. G schedule) and robust
     cascades (--cascade K). Writes OUT/model.onnx (or OUT/cascade.json with stageI.onnx), metrics.csv,
-    checkpoint.pt and a certification report of the test split in OUT/report/."""
+    checkpoint.pt and a certification report of the test split in OUT/report/ (exit code 3 if an attack
+    beats a certificate).
+
+    Data parallel on N processes: torchrun --nproc_per_node N --no-python onnxdual train ..."""
     from onnxdual.data import load_dataset
     from onnxdual.training.cascade import MANIFEST, train_cascade
     from onnxdual.training.trainer import (CHECKPOINT, SoundnessError, TrainConfig, dist_info, evaluate,

@@ -1,9 +1,11 @@
-"""Labelled data sets read from their standard files: MNIST (IDX), CIFAR-10 (python or binary batches), ``.npz``.
+"""Labelled data sets read from their standard files: MNIST (IDX), CIFAR-10 (python or binary batches) and
+``.npz``.
 
 Nothing is ever downloaded. ``load_dataset(None)`` is the MNIST sample shipped inside the package (the first
 500 images of the MNIST test set; see ``onnxdual/assets/README.md``).
 
-Images come back as float32 ``(N, C, H, W)`` in [0, 1] (8-bit pixels divided by 255), labels as int64 ``(N,)``.
+Images come back as float32 ``(N, C, H, W)`` in [0, 1] (8-bit pixels divided by 255), labels as int64
+``(N,)``.
 Every problem with the input raises :class:`onnxdual.errors.InvalidInputError` with a one-line message.
 
 Accepted sources:
@@ -12,11 +14,13 @@ Accepted sources:
 * A directory with the MNIST files ``{t10k,train}-{images-idx3,labels-idx1}-ubyte`` (also spelled
   ``...-images.idx3-ubyte``), raw or gzip-compressed, directly or in a ``MNIST/raw``, ``MNIST``, ``mnist``,
   ``mnist/raw`` or ``raw`` sub-folder.
-* A directory with CIFAR-10 batches: the python version (``test_batch``, ``data_batch_1`` ... ``data_batch_5``,
-  directly or in ``cifar-10-batches-py``; read with a restricted unpickler that only builds numpy arrays) or
-  the binary version (``test_batch.bin``, ``data_batch_N.bin``, directly or in ``cifar-10-batches-bin``).
+* A directory with CIFAR-10 batches: the python version (``test_batch``, ``data_batch_1`` ...
+  ``data_batch_5``, directly or in ``cifar-10-batches-py``; read with a restricted unpickler that only
+  builds numpy arrays) or the binary version (``test_batch.bin``, ``data_batch_N.bin``, directly or in
+  ``cifar-10-batches-bin``).
 * An ``.npz`` file with arrays ``x`` and ``y``. ``uint8`` images are divided by 255; float images are kept as
-  they are; ``(N, H, W)`` gets a channel axis and ``(N, H, W, C)`` with ``C`` in {1, 3} becomes ``(N, C, H, W)``.
+  they are; ``(N, H, W)`` gets a channel axis and ``(N, H, W, C)`` with ``C`` in {1, 3} becomes
+  ``(N, C, H, W)``.
   Archives with ``images`` and ``labels`` (and optionally ``class_names``) instead are read as well; there
   ``labels`` may be longer than ``images`` (a set of which only the first images are present), and only
   the labels of the present images are kept. ``split`` is ignored for ``.npz`` files.
@@ -97,7 +101,8 @@ def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
                                 f"(header alone is {header} bytes)")
     magic = int(np.frombuffer(raw, ">u4", count=1)[0])
     if magic != expect_magic:
-        raise InvalidInputError(f"{path}: not an IDX {kind} file (magic number {magic}, expected {expect_magic})")
+        raise InvalidInputError(f"{path}: not an IDX {kind} file "
+                                f"(magic number {magic}, expected {expect_magic})")
     dims = [int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4)]
     data = np.frombuffer(raw, np.uint8, offset=header)
     if data.size != int(np.prod(dims)):
@@ -107,12 +112,15 @@ def _read_idx(path: Path, expect_magic: int) -> np.ndarray:
     return data.reshape(dims)
 
 
+_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Builds only what the CIFAR-10 python batches contain (dicts, lists, bytes, numbers, numpy arrays):
     any other global in the stream (a function, a class) is refused, so no code runs while reading."""
 
     def find_class(self, module: str, name: str):
-        if name in ("_reconstruct", "scalar") and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        if name in ("_reconstruct", "scalar") and module in _MULTIARRAY:
             return getattr(_numpy_multiarray(), name)
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
@@ -135,24 +143,27 @@ def _read_cifar_python(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # truncated stream, refused global, not a pickle at all
-        raise InvalidInputError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+        raise InvalidInputError(f"{path}: not a CIFAR-10 python batch "
+                                f"({type(exc).__name__}: {exc})") from None
     if not isinstance(batch, dict):
-        raise InvalidInputError(f"{path}: not a CIFAR-10 python batch (holds a {type(batch).__name__}, not a dict)")
+        raise InvalidInputError(f"{path}: not a CIFAR-10 python batch "
+                                f"(holds a {type(batch).__name__}, not a dict)")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
         raise InvalidInputError(f"{path}: a CIFAR-10 python batch needs 'data' and 'labels' "
                                 f"(it has {', '.join(map(str, batch)) or 'nothing'})")
     data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise InvalidInputError(f"{path}: CIFAR-10 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
+        raise InvalidInputError(f"{path}: CIFAR-10 'data' must be uint8 (N, 3072), "
+                                f"got {data.dtype} {data.shape}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
 def _read_cifar_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
     raw = np.frombuffer(_read_bytes(path), np.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise InvalidInputError(f"{path}: not a CIFAR-10 binary batch ({raw.size} bytes is not a whole number "
-                                f"of {_CIFAR_RECORD}-byte records)")
+        raise InvalidInputError(f"{path}: not a CIFAR-10 binary batch ({raw.size} bytes is not a whole "
+                                f"number of {_CIFAR_RECORD}-byte records)")
     records = raw.reshape(-1, _CIFAR_RECORD)
     return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0]
 
@@ -209,7 +220,8 @@ def _load_mnist(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidInputError(f"{directory} holds MNIST files but not {missing} for the {split} split")
     x, y = _read_idx(images, _IDX_IMAGES), _read_idx(labels, _IDX_LABELS)
     if x.shape[0] != y.shape[0]:
-        raise InvalidInputError(f"{images.name} holds {x.shape[0]} images but {labels.name} holds {y.shape[0]} labels")
+        raise InvalidInputError(f"{images.name} holds {x.shape[0]} images but {labels.name} "
+                                f"holds {y.shape[0]} labels")
     return x[:, None], y
 
 
@@ -262,7 +274,8 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int | None]:
     except Exception as exc:  # not a zip, pickled object arrays, damaged members
         raise InvalidInputError(f"cannot read {path} as .npz ({type(exc).__name__}: {exc})") from None
     if x.ndim < 2:
-        raise InvalidInputError(f"{path}: x must be (N, ...) with at least one axis per example, got shape {x.shape}")
+        raise InvalidInputError(f"{path}: x must be (N, ...) with at least one axis per example, "
+                                f"got shape {x.shape}")
     if x.ndim == 3:  # (N, H, W) gray images
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # NHWC
@@ -300,8 +313,8 @@ def _to_float(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype == np.bool_:
         return x.astype(np.float32)
     if not np.issubdtype(x.dtype, np.floating):
-        raise InvalidInputError(f"{where}: inputs of dtype {x.dtype} are not supported; store 8-bit images as "
-                                "uint8 (scaled to [0, 1]) or inputs as floats")
+        raise InvalidInputError(f"{where}: inputs of dtype {x.dtype} are not supported; store 8-bit "
+                                "images as uint8 (scaled to [0, 1]) or inputs as floats")
     out = np.array(x, dtype=np.float32, copy=True)
     if not np.all(np.isfinite(out)):
         raise InvalidInputError(f"{where}: inputs contain NaN or infinite values")
@@ -316,12 +329,14 @@ def load_dataset(source: str | Path | None, split: str = "test", limit: int | No
     """Read a labelled data set (see the module docstring for the accepted sources).
 
     ``split`` is ``"test"`` or ``"train"`` (MNIST and CIFAR-10 directories; ignored for ``.npz``).
-    ``limit`` keeps the first ``limit`` examples. MNIST and CIFAR-10 have 10 classes; an ``.npz`` has as many as
-    its ``class_names`` (or ``num_classes``) say, else ``max(10, largest label + 1)``, counted before ``limit``.
+    ``limit`` keeps the first ``limit`` examples. MNIST and CIFAR-10 have 10 classes; an ``.npz`` has as
+    many as its ``class_names`` (or ``num_classes``) say, else ``max(10, largest label + 1)``, counted
+    before ``limit``.
     """
     if split not in SPLITS:
         raise InvalidInputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit <= 0):
+    whole = isinstance(limit, (int, np.integer)) and not isinstance(limit, bool)
+    if limit is not None and (not whole or limit <= 0):
         raise InvalidInputError(f"limit must be a positive number of examples, got {limit!r}")
     num_classes: int | None = 10
     if source is None:
@@ -338,23 +353,26 @@ def load_dataset(source: str | Path | None, split: str = "test", limit: int | No
             raise InvalidInputError(f"data not found: {path}")
         if path.is_file():
             if path.suffix.lower() != ".npz":
-                raise InvalidInputError(f"{path}: expected a directory with MNIST or CIFAR-10 files, or an .npz "
-                                        "file with arrays x and y")
+                raise InvalidInputError(f"{path}: expected a directory with MNIST or CIFAR-10 files, "
+                                        "or an .npz file with arrays x and y")
             x, y, num_classes = _load_npz(path)
             name = path.name
         else:
             mnist, cifar = _has_mnist(path), _has_cifar(path)
             if mnist and cifar:
-                raise InvalidInputError(f"{path} holds both MNIST and CIFAR-10 files; give the folder of one of them")
+                raise InvalidInputError(f"{path} holds both MNIST and CIFAR-10 files; "
+                                        "give the folder of one of them")
             if mnist:
                 (x, y), name = _load_mnist(path, split), f"mnist-{split}"
             elif cifar:
                 (x, y), name = _load_cifar(path, split), f"cifar10-{split}"
             else:
+                prefix = "t10k" if split == "test" else "train"
+                batches = "test_batch" if split == "test" else "data_batch_1..5"
                 raise InvalidInputError(
-                    f"{path}: unknown data layout; expected MNIST ({{t10k,train}}-images-idx3-ubyte and "
-                    f"{{t10k,train}}-labels-idx1-ubyte, optionally .gz, here or in MNIST/raw or mnist) or CIFAR-10 "
-                    f"(test_batch and data_batch_1..5, python pickles or .bin, here or in cifar-10-batches-py/-bin)")
+                    f"{path}: unknown data layout; expected MNIST ({prefix}-images-idx3-ubyte and "
+                    f"{prefix}-labels-idx1-ubyte, optionally .gz, here or in MNIST/raw or mnist) or CIFAR-10 "
+                    f"({batches}, python pickle or .bin, here or in cifar-10-batches-py or -bin)")
     if x.shape[0] == 0:
         raise InvalidInputError(f"{where}: no examples")
     y = _check_labels(np.asarray(y), x.shape[0], where)

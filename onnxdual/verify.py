@@ -1,222 +1,761 @@
 """Deciding VNN-LIB properties with dual bounds, input splitting and attacks.
 
-A property (``onnxdual.specs``) lists cases: an input box and the unsafe output region there, a disjunction
+A property (:mod:`onnxdual.specs`) lists cases: an input box and the unsafe output region there, a disjunction
 of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of any box reaches any conjunction.
 
-* A conjunction is unreachable when the dual bound (Theorem 1) proves one of its rows, or a non-negative
-  combination of its rows (the dual bound of ``lambda^T A y``), can never be satisfied on the box.
-* Boxes that stay undecided are split along their widest input coordinate (for networks with few inputs,
-  where splitting pays off) until everything is proven or the time runs out.
-* ``sat`` only for an input inside the box whose output, recomputed by onnxruntime in float32, satisfies
-  every row of a conjunction with zero tolerance. Otherwise ``unknown`` (or ``timeout``).
+* **Proofs.** A conjunction is unreachable on a box when the dual bound (Theorem 1) proves that one of its rows
+  can never be satisfied there, or that a non-negative combination ``lambda`` of its rows cannot:
+  ``lb(lambda^T A y) - lambda^T b > 0`` implies that some row is violated for every reachable ``y``. This is
+  sound for *every* ``lambda >= 0`` because :meth:`DualNetwork.lower_bound` is sound for any objective; we try
+  each row, their (normalised) sum, and a few projected-gradient steps on ``lambda`` over the simplex
+  (``lambda -> lb(lambda^T A y) - lambda^T b`` is concave: the dual objective is concave in its objective
+  vector). Every case of the property is bounded in one batch.
+* **Splitting.** Boxes that stay undecided are split in two along the input coordinate with the largest
+  ``|gradient| x width`` at the box centre, when at most ``split_max_inputs`` coordinates are perturbed (small
+  input spaces, where splitting pays off), until everything is proven or the time runs out.
+* **Counterexamples.** ``sat`` only for a float32 input inside the box (zero tolerance) whose output,
+  recomputed by onnxruntime in float32, satisfies every row of a conjunction with zero tolerance. Candidates
+  come from box centres and from PGD. Otherwise ``unknown`` or ``timeout``.
+* **Time.** The deadline is checked inside every loop (attack steps, lambda steps, splitting batches); a run
+  overruns it by at most one bound computation, and does not start one that its measured cost says cannot
+  finish in time.
 
-float32 networks are analysed in real arithmetic (as VNN-COMP tools do). ``strict=True`` refuses a proof
-whose margin is within float32 rounding of zero and reports ``unknown`` instead.
+Arithmetic: the input box handed to the dual network is rounded *outwards* to float32 (and checked), so the
+bound covers every real input of the box; the network is analysed in real arithmetic on its float32 weights,
+as VNN-COMP tools do (the bound itself is computed in float32). ``strict=True`` refuses a proof whose margin is
+within a float32-rounding tolerance of zero (``unknown`` instead).
+
+The module also holds what the ``verify`` command needs around the engine, as pure functions: loading a
+(possibly gzip-compressed) ONNX network with its onnxruntime session, the VNN-LIB 2.0 network declarations of a
+query, the standard's checks on them (chapter 5, "error conditions for the verify command"), and the
+standard's two assignment formats.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from onnxdual.attack import pgd
 from onnxdual.engine.input_sets import Box
 from onnxdual.engine.network import DualNetwork
+from onnxdual.errors import InvalidInputError, ModelLoadError, OnnxDualError
 
 SAT, UNSAT, UNKNOWN, TIMEOUT = "sat", "unsat", "unknown", "timeout"
+ANSWERS = (SAT, UNSAT, UNKNOWN, TIMEOUT)
+
+
+class QueryError(OnnxDualError):
+    """A query the ``verify`` command must refuse (VNN-LIB 2.0, chapter 5: network files that do not match
+    the declarations, element types that do not match the ONNX model, or types onnxdual cannot analyse
+    soundly). ``condition`` is the number of the standard's error condition (1, 2 or 3), 0 for others."""
+
+    def __init__(self, message: str, condition: int = 0):
+        super().__init__(message)
+        self.condition = condition
 
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """The answer of :meth:`Verifier.decide`.
+
+    ``best_margin``: for ``unsat`` the smallest proving margin over the sub-boxes (how much slack the proof
+    had, in units of the normalised constraint rows); otherwise the margin at the root boxes (the best lower
+    bound of ``max_i (a_i y - b_i)`` over the worst case and conjunction; ``<= 0`` means not proven there),
+    ``None`` when no bound was computed."""
+
     answer: str
     seconds: float
-    witness_x: np.ndarray | None = None  # flat input, float32
-    witness_y: np.ndarray | None = None  # flat output computed by onnxruntime
-    best_margin: float | None = None  # smallest proven margin over the pieces that were proven
+    witness_x: np.ndarray | None = None  # flat float32 input inside the box
+    witness_y: np.ndarray | None = None  # flat output computed by onnxruntime at witness_x
+    best_margin: float | None = None
     boxes: int = 0  # sub-boxes bounded
+    case: int | None = None  # index of the property case the witness belongs to
+    attack_steps: int = 0
 
 
-class _Deadline:
-    def __init__(self, seconds: float):
-        self.end = time.perf_counter() + max(0.0, seconds)
+class Deadline:
+    """A wall-clock deadline (``time.perf_counter``)."""
+
+    def __init__(self, seconds: float, start: float | None = None):
+        self.start = time.perf_counter() if start is None else start
+        self.end = self.start + max(0.0, float(seconds))
+
+    def remaining(self) -> float:
+        return self.end - time.perf_counter()
 
     def passed(self) -> bool:
-        return time.perf_counter() > self.end
+        return time.perf_counter() >= self.end
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
-def _conjunction_rows(constraints) -> tuple[Tensor, Tensor]:
-    """Stack the disjuncts ``A_d y <= b_d`` into padded tensors ``(D, k, n_out)`` and ``(D, k)``; padded rows
-    are ``0 <= 1`` (always true, never proves anything)."""
-    k = max(c.A.shape[0] for c in constraints)
-    n_out = constraints[0].A.shape[1]
-    a = torch.zeros((len(constraints), k, n_out), dtype=torch.float64)
-    b = torch.ones((len(constraints), k), dtype=torch.float64)
-    for d, c in enumerate(constraints):
-        a[d, : c.A.shape[0]] = torch.as_tensor(c.A)
-        b[d, : c.A.shape[0]] = torch.as_tensor(c.b)
-    return a, b
+# ---------------------------------------------------------------------------------------------- networks
+
+
+def read_model_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an ONNX file, decompressed when it is gzip-compressed (``.onnx.gz``)."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"model file not found: {p}")
+    if p.is_dir():
+        raise ModelLoadError(f"model path is a directory, not an ONNX file: {p}")
+    try:
+        data = p.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelLoadError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    return data
+
+
+def _type_name(elem_type: int) -> str:
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"type{elem_type}"
+
+
+def _static_shape(value_info) -> tuple[int, ...]:
+    dims = value_info.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims)
+
+
+@dataclass
+class Network:
+    """A network ready for verification: the torch module (:func:`onnxdual.load`), its onnxruntime session
+    (the reference semantics for counterexamples), and its interface.
+
+    ``input_shape`` is the shape fed to onnxruntime (symbolic dimensions set to 1); ``example_shape`` the
+    per-example shape of the torch module (``input_shape[1:]`` when the first dimension is a batch of 1,
+    else ``input_shape`` with a batch dimension added in front)."""
+
+    net: nn.Module
+    session: object
+    input_shape: tuple[int, ...]
+    example_shape: tuple[int, ...]
+    n_inputs: int
+    n_outputs: int
+    input_type: str  # ONNX element type name, e.g. "float"
+    output_type: str
+    opset: int
+    source: str = "<model>"
+    input_name: str = "input"
+
+
+def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
+    """Load an ONNX network (``.onnx`` or gzip-compressed) for :class:`Verifier`.
+
+    Raises :class:`ModelLoadError` (unreadable, several inputs/outputs, not float32, torch conversion that
+    disagrees with onnxruntime) and :class:`~onnxdual.errors.UnsupportedOpsError` (every operator without a
+    dual layer). With ``check`` the dual structure is built once so that unsupported uses of supported
+    operators are reported here rather than during verification."""
+    import onnx
+    import onnxruntime as ort
+
+    import onnxdual
+    from onnxdual.frontend.onnx_import import graph_inputs, opset_of
+
+    source = str(path)
+    data = read_model_bytes(path)
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ModelLoadError(f"cannot read {source} as an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise ModelLoadError(f"{source} holds no ONNX graph (is it an ONNX file?)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelLoadError(f"{source} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+    inputs = graph_inputs(model)
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise ModelLoadError(f"{source}: onnxdual verifies networks with exactly one input and one output "
+                             f"(this one has {len(inputs)} inputs and {len(model.graph.output)} outputs)")
+    in_info = next(v for v in model.graph.input if v.name == inputs[0])
+    out_info = model.graph.output[0]
+    in_type = _type_name(in_info.type.tensor_type.elem_type)
+    out_type = _type_name(out_info.type.tensor_type.elem_type)
+    try:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: onnxruntime cannot run it: {str(exc).splitlines()[0]}") from None
+    if in_type != "float" or out_type != "float":
+        raise QueryError(f"{source}: onnxdual analyses float32 networks; this one maps {in_type} to {out_type}",
+                         condition=3)
+    shape = _static_shape(in_info)
+    leading_batch = len(shape) >= 2 and shape[0] == 1
+    example_shape = shape[1:] if leading_batch else shape
+    if not leading_batch:
+        model = _batch_vector_matmuls(model)
+    net = onnxdual.load(model)
+    n_out = _check_conversion(net, session, shape, example_shape, source)
+    if check:
+        _check_dual(net, shape, example_shape, n_out, source)
+    return Network(net, session, shape, tuple(example_shape), math.prod(shape), n_out, in_type, out_type,
+                   opset_of(model, ""), source, session.get_inputs()[0].name)
+
+
+def _batch_vector_matmuls(model):
+    """Without a batch dimension in the ONNX input, onnxdual adds one in front. ``MatMul(W, x)`` with a
+    constant matrix ``W`` and a vector ``x`` does not batch that way; it equals ``MatMul(x, W^T)``, which
+    does. Rewrites those nodes (on a copy)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from onnxdual.frontend.onnx_import import variable_nodes
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - best effort
+        return model
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
+             list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    variable = {o for node in variable_nodes(model) for o in node.output}
+    variable |= {v.name for v in model.graph.input}
+    initializers = {t.name: t for t in model.graph.initializer}
+    out = None
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            continue
+        w, x = node.input
+        if w in variable or w not in initializers or x not in variable or ranks.get(x) != 1:
+            continue
+        array = numpy_helper.to_array(initializers[w])
+        if array.ndim != 2:
+            continue
+        if out is None:
+            out = onnx.ModelProto()
+            out.CopyFrom(model)
+        name = f"{w}__onnxdual_transposed_{i}"
+        out.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array.T), name))
+        target = out.graph.node[i]
+        del target.input[:]
+        target.input.extend([x, name])
+    return model if out is None else out
+
+
+def _check_conversion(net: nn.Module, session, shape: tuple[int, ...], example_shape: tuple[int, ...],
+                      source: str) -> int:
+    """The torch module must compute onnxruntime's outputs, also for a batch of inputs. Returns the number
+    of outputs."""
+    rng = np.random.default_rng(0)
+    probes = rng.uniform(-1.0, 1.0, size=(2, *shape)).astype(np.float32)
+    name = session.get_inputs()[0].name
+    try:
+        ref = np.stack([np.asarray(session.run(None, {name: p})[0], dtype=np.float64).reshape(-1) for p in probes])
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: onnxruntime fails on an input of shape {list(shape)}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    try:
+        with torch.no_grad():
+            got = net(torch.from_numpy(probes).reshape(2, *example_shape)).double().reshape(2, -1).numpy()
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: the network cannot be evaluated on a batch of inputs of shape "
+                             f"{list(shape)} after conversion ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    scale = 1.0 + np.abs(ref).max(initial=0.0)
+    if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-5 * scale):
+        raise ModelLoadError(f"{source}: the torch conversion of the network disagrees with onnxruntime on a "
+                             "batch of inputs; it cannot be verified")
+    return int(ref.shape[1])
+
+
+def _check_dual(net: nn.Module, shape: tuple[int, ...], example_shape: tuple[int, ...], n_out: int,
+                source: str) -> None:
+    """Build the dual network and bound a tiny batch: unsupported uses of supported operators (``Mul`` of
+    two variables, ...) are reported now, as :class:`OnnxDualError`, instead of during verification."""
+    x = torch.zeros((2, *example_shape))
+    radius = torch.zeros_like(x).reshape(2, -1)
+    radius[:, 0] = 1e-3
+    try:
+        dual = DualNetwork(net, x, radius.reshape(x.shape))
+        with torch.no_grad():
+            dual.lower_bound(torch.eye(n_out).expand(2, -1, -1)[:, :2].contiguous())
+    except OnnxDualError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{source}: the dual network cannot be computed for this network "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+# --------------------------------------------------------------------------------------- float32 rounding
+
+
+def _f32_down(v: np.ndarray) -> np.ndarray:
+    """The largest float32 values ``<= v`` (as float32)."""
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) > v, np.nextafter(f, np.float32(-np.inf)), f)
+
+
+def _f32_up(v: np.ndarray) -> np.ndarray:
+    """The smallest float32 values ``>= v`` (as float32)."""
+    f = v.astype(np.float32)
+    return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
+
+
+def dual_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 centre and radius ``(N, n)`` for the dual network whose box (as :class:`Box` computes it in
+    float32) contains ``[lower, upper]`` (float64) in real arithmetic. Coordinates fixed at a float32 value
+    keep radius 0 (no dual column)."""
+    lo, hi = _f32_down(lower), _f32_up(upper)
+    center = ((lo.astype(np.float64) + hi.astype(np.float64)) / 2).astype(np.float32)
+    radius = _f32_up(np.maximum(hi.astype(np.float64) - center, center - lo.astype(np.float64)))
+    radius = np.where(radius > 0, np.nextafter(radius, np.float32(np.inf)), radius)
+    for _ in range(8):
+        box = Box.ball(torch.from_numpy(center), torch.from_numpy(radius))
+        c, r = box.center.double().numpy(), box.radius.double().numpy()
+        short = (c - r > lower) | (c + r < upper)
+        if not short.any():
+            return center, radius
+        grown = np.nextafter(np.maximum(radius, np.float32(1e-30)), np.float32(np.inf))
+        radius = np.where(short, np.maximum(grown, radius * np.float32(1 + 2**-20)), radius)
+    raise InvalidInputError("cannot represent the input box in float32 (values too large?)")
+
+
+# ------------------------------------------------------------------------------------------- the verifier
+
+
+@dataclass
+class _Cases:
+    """The property's cases, padded to ``D`` conjunctions of ``k`` rows and batched."""
+
+    lower: Tensor  # (K, n) float64
+    upper: Tensor  # (K, n)
+    inner_lo: Tensor  # (K, n) float32: the float32 points of the box
+    inner_hi: Tensor
+    has_points: Tensor  # (K,) bool: the box holds a float32 point
+    a: Tensor  # (K, D, k, n_out) float64, rows normalised to unit l2 norm (zero rows kept)
+    b: Tensor  # (K, D, k)
+    rows: Tensor  # (K, D, k) bool: real rows
+    disjuncts: Tensor  # (K, D) bool: real conjunctions
+    constraints: list  # per case, the OutputConstraint list of the property
+    index: list  # per case, its index in prop.cases
+
+
+@dataclass
+class _Stats:
+    boxes: int = 0
+    attack_steps: int = 0
+    bound_seconds: float = 0.0  # measured seconds of bound computations
+    bound_boxes: int = 0
+    root_margin: float | None = None
+    leaf_margin: float = math.inf
+
+
+class _Found(Exception):
+    def __init__(self, x: np.ndarray, y: np.ndarray, case: int):
+        self.x, self.y, self.case = x, y, case
+
+
+class _OutOfTime(Exception):
+    pass
 
 
 class Verifier:
-    """Decides properties of one network. ``ort_session``: an onnxruntime session to confirm witnesses."""
+    """Decides VNN-LIB properties of one network.
 
-    def __init__(self, net: nn.Module, input_shape: tuple[int, ...], ort_session, *, strict: bool = False,
-                 split_max_inputs: int = 16, batch_boxes: int = 256):
+    Args:
+        net: the torch module (:func:`onnxdual.load`).
+        input_shape: the input shape onnxruntime expects (with its batch dimension, if any).
+        ort_session: an onnxruntime session of the same network, used to confirm counterexamples.
+        example_shape: per-example input shape of ``net`` (default ``input_shape[1:]``).
+        strict: refuse proofs whose margin is within a float32-rounding tolerance of zero.
+        split_max_inputs: split input boxes only when at most this many coordinates are perturbed.
+        batch_boxes: boxes bounded in one batch.
+        lambda_steps: projected-gradient steps on the row combination of a conjunction.
+        device: where bounds and attacks are computed (default: the network's device).
+    """
+
+    def __init__(self, net: nn.Module, input_shape: tuple[int, ...], ort_session, *,
+                 example_shape: tuple[int, ...] | None = None, strict: bool = False, split_max_inputs: int = 16,
+                 batch_boxes: int = 256, lambda_steps: int = 20, device: torch.device | str | None = None):
         self.net = net.eval()
-        self.input_shape = tuple(input_shape)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.example_shape = tuple(example_shape) if example_shape is not None else self.input_shape[1:]
         self.session = ort_session
         self.strict = strict
         self.split_max_inputs = split_max_inputs
-        self.batch_boxes = batch_boxes
+        self.batch_boxes = max(1, batch_boxes)
+        self.lambda_steps = lambda_steps
+        if device is None:
+            p = next(iter(net.parameters()), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self._ort_input = ort_session.get_inputs()[0].name
 
-    # -- checks ----------------------------------------------------------------------------------------
-    def _run_ort(self, x: np.ndarray) -> np.ndarray:
-        name = self.session.get_inputs()[0].name
-        return np.asarray(self.session.run(None, {name: x.reshape(self.input_shape).astype(np.float32)})[0])
+    @classmethod
+    def for_network(cls, network: Network, **kwargs) -> "Verifier":
+        return cls(network.net, network.input_shape, network.session, example_shape=network.example_shape,
+                   **kwargs)
 
-    def _confirm(self, x: Tensor, lower: np.ndarray, upper: np.ndarray, constraints) -> tuple | None:
-        """A float32 input inside the box whose onnxruntime output meets a conjunction exactly."""
-        flat = np.clip(x.detach().cpu().numpy().reshape(-1).astype(np.float32), lower.astype(np.float32),
-                       upper.astype(np.float32))
-        if np.any(flat < lower) or np.any(flat > upper):  # rounding pushed it out: nudge inwards
-            flat = np.where(flat < lower, np.nextafter(flat, np.float32(np.inf)), flat)
-            flat = np.where(flat > upper, np.nextafter(flat, np.float32(-np.inf)), flat)
-            if np.any(flat < lower) or np.any(flat > upper):
-                return None
-        y = self._run_ort(flat).reshape(-1).astype(np.float64)
-        for c in constraints:
-            if np.all(c.A @ y <= c.b):
-                return flat, y
-        return None
-
-    def _attack(self, lower: np.ndarray, upper: np.ndarray, constraints, steps: int, restarts: int,
-                seed: int) -> tuple | None:
-        """PGD on every conjunction: minimise the largest violated row ``max_i (A_i y - b_i)``."""
-        box = Box(torch.as_tensor(lower, dtype=torch.float32).reshape(1, *self.input_shape[1:]),
-                  torch.as_tensor(upper, dtype=torch.float32).reshape(1, *self.input_shape[1:]))
+    # -- entry point ------------------------------------------------------------------------------------
+    def decide(self, prop, timeout: float, seed: int = 0, *, deadline: Deadline | None = None) -> VerifyResult:
+        """Decide ``prop`` within ``timeout`` seconds (or by ``deadline``). Never raises for a timeout."""
+        deadline = deadline or Deadline(timeout)
+        stats = _Stats()
         gen = torch.Generator().manual_seed(seed)
-        for c in constraints:
-            a = torch.as_tensor(c.A, dtype=torch.float32)
-            b = torch.as_tensor(c.b, dtype=torch.float32)
-            # min_j (c_j . f) form used by pgd: maximise -(A y - b) over rows => minimise -max(...)
-            # pgd minimises min_j c_j . f; write max_i(A_i y - b_i) <= 0 as the smooth surrogate sum of
-            # positive parts, minimised directly below
-            x = self._pgd_conjunction(box, a, b, steps, restarts, gen)
-            found = self._confirm(x, lower, upper, [c])
-            if found is not None:
-                return found
-        return None
-
-    def _pgd_conjunction(self, box: Box, a: Tensor, b: Tensor, steps: int, restarts: int,
-                         gen: torch.Generator) -> Tensor:
-        best_x, best = box.center.clone(), float("inf")
-        scale = box.radius
-        for restart in range(restarts):
-            x = box.center.clone() if restart == 0 else box.sample(2, gen)[1]
-            for i in range(steps):
-                x.requires_grad_(True)
-                y = self.net(x).reshape(-1)
-                viol = a @ y - b
-                loss = viol.max() + 0.1 * torch.relu(viol).sum()
-                (grad,) = torch.autograd.grad(loss, x)
-                with torch.no_grad():
-                    value = viol.max().item()
-                    if value < best:
-                        best, best_x = value, x.detach().clone()
-                    step = 2.0 * (1 - i / max(steps, 1)) / max(steps, 1) * 4
-                    x = box.project(x - step * scale * grad.sign())
+        try:
             with torch.no_grad():
-                value = (a @ self.net(x).reshape(-1) - b).max().item()
-                if value < best:
-                    best, best_x = value, x.detach().clone()
-        return best_x
+                cases = self._prepare(prop)
+            if cases is None:
+                return self._result(UNSAT, deadline, stats)
+            self._trivial(cases)
+            answer = self._search(cases, deadline, stats, gen)
+        except _Found as found:
+            return self._result(SAT, deadline, stats, found)
+        except _OutOfTime:
+            return self._result(TIMEOUT, deadline, stats)
+        return self._result(answer, deadline, stats)
 
-    # -- proofs ----------------------------------------------------------------------------------------
-    def _margins(self, lowers: Tensor, uppers: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        """For boxes ``(N, n_in)`` and disjuncts ``(D, k, n_out)``: for each box and disjunct the best proven
-        margin ``max_i (lb(A_i y) - b_i)`` (> 0 proves the disjunct unreachable there). Returns ``(N, D)``."""
-        n, (d, k, n_out) = lowers.shape[0], a.shape
-        center = ((lowers + uppers) / 2).float().reshape(n, *self.input_shape[1:])
-        radius = ((uppers - lowers) / 2).float().reshape(n, *self.input_shape[1:])
-        rows = torch.cat([a, a.sum(1, keepdim=True)], 1)  # each row, and their sum (a simple combination)
-        rhs = torch.cat([b, b.sum(1, keepdim=True)], 1)
-        c = rows.reshape(1, d * (k + 1), n_out).expand(n, -1, -1).float()
+    def _result(self, answer: str, deadline: Deadline, stats: _Stats, found: _Found | None = None) -> VerifyResult:
+        margin = None
+        if answer == UNSAT:
+            margin = stats.leaf_margin if math.isfinite(stats.leaf_margin) else None
+        elif stats.root_margin is not None:
+            margin = stats.root_margin
+        if found is not None:
+            return VerifyResult(SAT, deadline.elapsed(), found.x, found.y, None, stats.boxes, found.case,
+                                stats.attack_steps)
+        return VerifyResult(answer, deadline.elapsed(), None, None, margin, stats.boxes, None, stats.attack_steps)
+
+    # -- preparation ------------------------------------------------------------------------------------
+    def _prepare(self, prop) -> _Cases | None:
+        n_in = math.prod(self.input_shape)
+        kept = []
+        for i, (region, conjunctions) in enumerate(prop.cases):
+            if region.n_inputs != n_in:
+                raise InvalidInputError(f"the property has {region.n_inputs} inputs, the network {n_in}")
+            lo, hi = np.asarray(region.lower, np.float64), np.asarray(region.upper, np.float64)
+            if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+                raise InvalidInputError(f"case {i}: every input needs finite lower and upper bounds")
+            if not conjunctions or np.any(lo > hi):
+                continue  # nothing unsafe here, or an empty box
+            kept.append((i, lo, hi, list(conjunctions)))
+        if not kept:
+            return None
+        n_out = kept[0][3][0].A.shape[1]
+        d_max = max(len(c) for *_, c in kept)
+        k_max = max(1, max(c.A.shape[0] for *_, cs in kept for c in cs))
+        K = len(kept)
+        a = torch.zeros((K, d_max, k_max, n_out), dtype=torch.float64)
+        b = torch.zeros((K, d_max, k_max), dtype=torch.float64)
+        rows = torch.zeros((K, d_max, k_max), dtype=torch.bool)
+        disjuncts = torch.zeros((K, d_max), dtype=torch.bool)
+        lower = torch.zeros((K, n_in), dtype=torch.float64)
+        upper = torch.zeros((K, n_in), dtype=torch.float64)
+        for j, (_, lo, hi, cs) in enumerate(kept):
+            lower[j], upper[j] = torch.from_numpy(lo), torch.from_numpy(hi)
+            for d, c in enumerate(cs):
+                disjuncts[j, d] = True
+                m = c.A.shape[0]
+                if m == 0:
+                    continue
+                norms = np.linalg.norm(c.A, axis=1)
+                scale = np.where(norms > 0, norms, 1.0)
+                a[j, d, :m] = torch.from_numpy(c.A / scale[:, None])
+                b[j, d, :m] = torch.from_numpy(c.b / scale)
+                rows[j, d, :m] = True
+        inner_lo = torch.from_numpy(_f32_up(lower.numpy()))
+        inner_hi = torch.from_numpy(_f32_down(upper.numpy()))
+        has_points = (inner_lo <= inner_hi).all(1)
+        return _Cases(lower, upper, inner_lo, inner_hi, has_points, a, b, rows, disjuncts,
+                      [cs for *_, cs in kept], [i for i, *_ in kept])
+
+    def _trivial(self, cases: _Cases) -> None:
+        """A conjunction without rows contains every output: any float32 point of its box is a witness."""
+        for j, cs in enumerate(cases.constraints):
+            if any(c.A.shape[0] == 0 for c in cs) and bool(cases.has_points[j]):
+                x = ((cases.inner_lo[j].double() + cases.inner_hi[j].double()) / 2).float()
+                self._confirm(x.numpy(), cases, j)
+
+    # -- counterexamples --------------------------------------------------------------------------------
+    def _run_ort(self, flat: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self._ort_input: flat.reshape(self.input_shape).astype(np.float32)})[0]
+        return np.asarray(out).reshape(-1)
+
+    def _confirm(self, x: np.ndarray, cases: _Cases, j: int) -> None:
+        """Raise :class:`_Found` if the float32 point ``x`` lies in case ``j``'s box and onnxruntime's output
+        there meets one of its conjunctions, both with zero tolerance."""
+        flat = np.asarray(x, dtype=np.float32).reshape(-1)
+        lo = np.asarray(cases.inner_lo[j].numpy(), dtype=np.float32)
+        hi = np.asarray(cases.inner_hi[j].numpy(), dtype=np.float32)
+        flat = np.minimum(np.maximum(flat, lo), hi)
+        x64 = flat.astype(np.float64)
+        if not (np.all(cases.lower[j].numpy() <= x64) and np.all(x64 <= cases.upper[j].numpy())):
+            return
+        y = self._run_ort(flat)
+        if not np.all(np.isfinite(y)):
+            return
+        y64 = y.astype(np.float64)
+        for c in cases.constraints[j]:
+            if c.contains(y64):
+                raise _Found(flat.copy(), y.astype(np.float32).copy(), cases.index[j])
+
+    def _violation(self, y: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor) -> Tensor:
+        """``min_d max_i (a_i y - b_i)`` over the open conjunctions of each box's case: ``(N,)``."""
+        a = cases.a[cidx].to(self.device, y.dtype)
+        b = cases.b[cidx].to(self.device, y.dtype)
+        v = torch.einsum("ndko,no->ndk", a, y) - b
+        v = v.masked_fill(~cases.rows[cidx].to(self.device), -math.inf).amax(2)
+        no_rows = ~cases.rows[cidx].any(2).to(self.device)
+        v = torch.where(no_rows, torch.full_like(v, -1.0), v)
+        v = v.masked_fill(~(open_mask & cases.disjuncts[cidx]).to(self.device), math.inf)
+        return v.amin(1)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.net(x.reshape(x.shape[0], *self.example_shape)).reshape(x.shape[0], -1)
+
+    def _check_points(self, x: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor, limit: int = 8) -> Tensor:
+        """Evaluate float32 points ``(N, n)``; confirm the most violating ones with onnxruntime. Returns the
+        violation of each point (``<= 0``: the torch network reaches the unsafe region)."""
         with torch.no_grad():
-            lb = DualNetwork(self.net, center, radius).lower_bound(c).double().reshape(n, d, k + 1)
-        margin = lb - rhs.unsqueeze(0)
-        if self.strict:  # refuse proofs within float32 rounding of the threshold
-            margin = margin - 1e-6 * (1 + rhs.abs().unsqueeze(0))
-        return margin.max(2).values
+            v = self._violation(self._forward(x.to(self.device)), cidx, cases, open_mask).cpu()
+        candidates = (v <= 1e-6 * (1 + v.abs())).nonzero().squeeze(1)
+        if candidates.numel():
+            order = candidates[v[candidates].argsort()][:limit]
+            for i in order.tolist():
+                self._confirm(x[i].cpu().numpy(), cases, int(cidx[i]))
+        return v
 
-    def decide(self, prop, timeout: float, seed: int = 0) -> VerifyResult:
-        start = time.perf_counter()
-        deadline = _Deadline(timeout)
-        boxes_done = 0
-        best_margin = math.inf
-        # 1. a quick attack on every case
-        for lower, upper, constraints in self._cases(prop):
-            found = self._attack(lower, upper, constraints, steps=20, restarts=1, seed=seed)
-            if found is not None:
-                return VerifyResult(SAT, time.perf_counter() - start, found[0], found[1])
-            if deadline.passed():
-                return VerifyResult(TIMEOUT, time.perf_counter() - start)
-        # 2. bound, and split undecided boxes
-        for lower, upper, constraints in self._cases(prop):
-            a, b = _conjunction_rows(constraints)
-            queue = [(torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64),
-                      torch.ones(a.shape[0], dtype=torch.bool))]
-            splittable = lower.size <= self.split_max_inputs
-            while queue:
+    def _attack(self, lo: Tensor, hi: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor, steps: int,
+                restarts: int, gen: torch.Generator, deadline: Deadline, stats: _Stats) -> Tensor:
+        """Batched PGD on float32 boxes ``lo <= x <= hi`` ``(N, n)``, minimising each box's violation;
+        confirms candidates (raises :class:`_Found`). Returns the best violation per box."""
+        n = lo.shape[0]
+        lo_d, hi_d = lo.to(self.device), hi.to(self.device)
+        width = hi_d - lo_d
+        best = torch.full((n,), math.inf)
+        best_x = lo.clone()
+        for restart in range(restarts):
+            if restart == 0:
+                x = lo_d + width / 2
+            else:
+                u = torch.rand(lo.shape, generator=gen).to(self.device)
+                corner = (torch.rand(lo.shape, generator=gen) < 0.5).to(self.device, lo.dtype)
+                x = lo_d + width * torch.where(torch.rand(n, 1, generator=gen).to(self.device) < 0.5, corner, u)
+            for step in range(steps + 1):
                 if deadline.passed():
-                    return VerifyResult(TIMEOUT, time.perf_counter() - start, best_margin=None, boxes=boxes_done)
-                batch, queue = queue[: self.batch_boxes], queue[self.batch_boxes:]
-                lowers = torch.stack([q[0] for q in batch])
-                uppers = torch.stack([q[1] for q in batch])
-                open_mask = torch.stack([q[2] for q in batch])
-                margins = self._margins(lowers, uppers, a, b)
-                boxes_done += len(batch)
-                proven = (margins > 0) | ~open_mask
-                for i in range(len(batch)):
-                    if proven[i].all():
-                        best_margin = min(best_margin, margins[i][open_mask[i]].min().item())
-                        continue
-                    if not splittable:
-                        return self._give_up(prop, start, deadline, seed, boxes_done)
-                    width = uppers[i] - lowers[i]
-                    dim = int(width.argmax())
-                    if width[dim] <= 1e-7 * (1 + uppers[i].abs().max()):
-                        return self._give_up(prop, start, deadline, seed, boxes_done)
-                    mid = (lowers[i][dim] + uppers[i][dim]) / 2
-                    left_upper, right_lower = uppers[i].clone(), lowers[i].clone()
-                    left_upper[dim], right_lower[dim] = mid, mid
-                    remaining = ~proven[i]
-                    queue.append((lowers[i], left_upper, remaining))
-                    queue.append((right_lower, uppers[i], remaining))
-                    if len(queue) % 512 == 0:  # a deep search may be hiding a counterexample
-                        found = self._attack(lowers[i].numpy(), uppers[i].numpy(), constraints, 20, 1, seed)
-                        if found is not None:
-                            return VerifyResult(SAT, time.perf_counter() - start, found[0], found[1],
-                                                boxes=boxes_done)
-        return VerifyResult(UNSAT, time.perf_counter() - start, best_margin=best_margin, boxes=boxes_done)
+                    raise _OutOfTime
+                x = torch.minimum(torch.maximum(x.detach(), lo_d), hi_d).requires_grad_(step < steps)
+                with torch.enable_grad() if step < steps else torch.no_grad():
+                    v = self._violation(self._forward(x), cidx, cases, open_mask)
+                    grad = torch.autograd.grad(v.sum(), x)[0] if step < steps else None
+                stats.attack_steps += 1
+                vc = v.detach().cpu()
+                better = vc < best
+                if better.any():
+                    best = torch.where(better, vc, best)
+                    best_x[better] = x.detach().cpu()[better]
+                if grad is None:
+                    break
+                alpha = 0.5 * (1 + math.cos(math.pi * step / steps)) * 2.0 / max(steps, 4) + 1e-3
+                x = x.detach() - alpha * width * grad.sign()
+            hits = (best <= 1e-6 * (1 + best.abs())).nonzero().squeeze(1)
+            for i in hits[best[hits].argsort()][:8].tolist():
+                self._confirm(best_x[i].numpy(), cases, int(cidx[i]))
+        return best
 
-    def _give_up(self, prop, start: float, deadline: _Deadline, seed: int, boxes: int) -> VerifyResult:
-        """Bounds failed: try harder to find a counterexample with the time left, else unknown."""
-        for lower, upper, constraints in self._cases(prop):
+    # -- proofs -----------------------------------------------------------------------------------------
+    def _tolerance(self, b: Tensor, y_scale: Tensor, n_out: int) -> Tensor:
+        """The margin a proof needs, per (box, conjunction): 0, or in strict mode a float32-rounding allowance
+        relative to the constants and to the output magnitude at the box centre (rows have unit norm)."""
+        if not self.strict:
+            return torch.zeros(b.shape[:2], dtype=torch.float64)
+        return 1e-5 * (1 + b.abs().amax(2) + y_scale.reshape(-1, 1) * math.sqrt(n_out))
+
+    def _bound_boxes(self, lowers: Tensor, uppers: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor,
+                     deadline: Deadline, stats: _Stats) -> tuple[Tensor, Tensor]:
+        """For boxes ``(N, n)`` (float64) of cases ``cidx``: the best proven margin of each open conjunction
+        ``(N, D)`` (closed or padded ones: +inf), and the objective direction ``(N, n_out)`` that came
+        closest (for choosing split coordinates)."""
+        n = lowers.shape[0]
+        predicted = stats.bound_seconds / max(stats.bound_boxes, 1) * n
+        if stats.bound_boxes and predicted > deadline.remaining():
+            raise _OutOfTime
+        t0 = time.perf_counter()
+        a, b, rows = cases.a[cidx], cases.b[cidx], cases.rows[cidx]
+        live = open_mask & cases.disjuncts[cidx]
+        _, d, k, n_out = a.shape
+        center, radius = dual_box(lowers.numpy(), uppers.numpy())
+        center_t = torch.from_numpy(center).reshape(n, *self.example_shape).to(self.device)
+        radius_t = torch.from_numpy(radius).reshape(n, *self.example_shape).to(self.device)
+        dual = DualNetwork(self.net, center_t, radius_t)
+        count = rows.sum(2, keepdim=True).clamp(min=1)
+        sum_a = (a * rows.unsqueeze(-1)).sum(2) / count
+        sum_b = (b * rows).sum(2) / count.squeeze(2)
+        c = torch.cat([a.reshape(n, d * k, n_out), sum_a], 1)
+        with torch.no_grad():
+            y_center = self._forward(center_t.reshape(n, -1)).double().cpu()
+            lb = dual.lower_bound(c.to(self.device, torch.float32)).double().cpu()
+        row_m = (lb[:, : d * k].reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
+        sum_m = lb[:, d * k:] - sum_b
+        margin = torch.maximum(row_m.amax(2), sum_m.masked_fill(~rows.any(2), -math.inf))
+        tol = self._tolerance(b, y_center.abs().amax(1), n_out)
+        direction = torch.where((row_m.amax(2) >= sum_m).unsqueeze(-1),
+                                torch.gather(a, 2, row_m.argmax(2)[..., None, None].expand(n, d, 1, n_out))
+                                .squeeze(2), sum_a)
+        need = live & (margin <= tol) & (rows.sum(2) >= 2)
+        if need.any() and self.lambda_steps > 0:
+            lam_m, lam_dir = self._optimise_lambda(dual, a, b, rows, need, tol, deadline)
+            better = lam_m > margin
+            margin = torch.where(better, lam_m, margin)
+            direction = torch.where(better.unsqueeze(-1), lam_dir, direction)
+        margin = margin - tol
+        margin = margin.masked_fill(~live, math.inf)
+        # the open conjunctions that came closest decide the split direction
+        weight = (live & (margin <= 0)).double().unsqueeze(-1)
+        stats.bound_seconds += time.perf_counter() - t0
+        stats.bound_boxes += n
+        stats.boxes += n
+        # box centres are free attack points
+        x_center = torch.from_numpy(np.clip(center, cases.inner_lo[cidx].numpy(), cases.inner_hi[cidx].numpy()))
+        self._check_points(x_center, cidx, cases, open_mask & (margin <= 0))
+        return margin, (direction * weight).sum(1)
+
+    def _optimise_lambda(self, dual: DualNetwork, a: Tensor, b: Tensor, rows: Tensor, need: Tensor,
+                         tol: Tensor, deadline: Deadline) -> tuple[Tensor, Tensor]:
+        """Projected gradient ascent of ``lb(lambda^T A y) - lambda^T b`` over the simplex, for the
+        conjunctions in ``need`` ``(N, D)``. Every iterate is a sound bound; returns the best value per
+        conjunction ``(N, D)`` (``-inf`` where not optimised) and its direction ``lambda^T A``."""
+        n, d, k, n_out = a.shape
+        a_d = a.to(self.device, torch.float32)
+        b_d = b.to(self.device, torch.float32)
+        valid = rows.to(self.device)
+        lam = valid.float() / valid.sum(2, keepdim=True).clamp(min=1)
+        best = torch.full((n, d), -math.inf, dtype=torch.float64)
+        best_dir = torch.zeros((n, d, n_out), dtype=torch.float64)
+        need_d = need.to(self.device)
+        for step in range(self.lambda_steps):
             if deadline.passed():
-                return VerifyResult(TIMEOUT, time.perf_counter() - start, boxes=boxes)
-            found = self._attack(lower, upper, constraints, steps=100, restarts=5, seed=seed + 1)
-            if found is not None:
-                return VerifyResult(SAT, time.perf_counter() - start, found[0], found[1], boxes=boxes)
-        return VerifyResult(UNKNOWN, time.perf_counter() - start, boxes=boxes)
+                break
+            lam = lam.detach().requires_grad_(True)
+            with torch.enable_grad():
+                direction = torch.einsum("ndk,ndko->ndo", lam, a_d)
+                value = dual.lower_bound(direction.reshape(n, d, n_out)) - (lam * b_d).sum(2)
+                (grad,) = torch.autograd.grad(value[need_d].sum(), lam)
+            value_c = value.detach().double().cpu()
+            better = value_c > best
+            best = torch.where(better, value_c, best)
+            best_dir = torch.where(better.unsqueeze(-1), direction.detach().double().cpu(), best_dir)
+            if bool(((best > tol) | ~need).all()):
+                break
+            g = grad.masked_fill(~valid, 0.0)
+            g = g / g.abs().amax(2, keepdim=True).clamp(min=1e-12)
+            lam = _project_simplex(lam.detach() + (0.5 / math.sqrt(step + 1)) * g, valid)
+        return best.masked_fill(~need, -math.inf), best_dir
 
-    @staticmethod
-    def _cases(prop):
-        for region, constraints in prop.cases:
-            if constraints:
-                yield np.asarray(region.lower, dtype=np.float64), np.asarray(region.upper, dtype=np.float64), \
-                    constraints
+    # -- the search -------------------------------------------------------------------------------------
+    def _search(self, cases: _Cases, deadline: Deadline, stats: _Stats, gen: torch.Generator) -> str:
+        all_cases = torch.arange(cases.lower.shape[0])
+        attackable = cases.has_points
+        # 1. a quick attack on every case
+        if attackable.any():
+            idx = all_cases[attackable]
+            self._check_points((cases.inner_lo[idx] + (cases.inner_hi[idx] - cases.inner_lo[idx]) / 2), idx,
+                               cases, cases.disjuncts[idx])
+            self._attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases, cases.disjuncts[idx], steps=15,
+                         restarts=1, gen=gen, deadline=deadline, stats=stats)
+        # 2. bound every case, then split what stays open
+        perturbed = (cases.upper > cases.lower).sum(1)
+        splittable = bool((perturbed <= self.split_max_inputs).all())
+        queue_lo, queue_hi = [cases.lower], [cases.upper]
+        queue_c, queue_open = [all_cases], [cases.disjuncts.clone()]
+        first = True
+        batches = 0
+        while queue_lo:
+            lo_all, hi_all = torch.cat(queue_lo), torch.cat(queue_hi)
+            c_all, open_all = torch.cat(queue_c), torch.cat(queue_open)
+            take = min(self.batch_boxes, lo_all.shape[0])
+            lo, hi, cidx, open_mask = lo_all[-take:], hi_all[-take:], c_all[-take:], open_all[-take:]
+            rest = lo_all.shape[0] - take
+            queue_lo, queue_hi = ([lo_all[:rest]], [hi_all[:rest]]) if rest else ([], [])
+            queue_c, queue_open = ([c_all[:rest]], [open_all[:rest]]) if rest else ([], [])
+            if deadline.passed():
+                raise _OutOfTime
+            margin, direction = self._bound_boxes(lo, hi, cidx, cases, open_mask, deadline, stats)
+            batches += 1
+            worst = margin.amin(1)
+            if first:
+                stats.root_margin = float(worst.min())
+                first = False
+            proven = worst > 0
+            if proven.any():
+                stats.leaf_margin = min(stats.leaf_margin, float(worst[proven].min()))
+            if proven.all():
+                continue
+            if not splittable:
+                return self._give_up(cases, deadline, stats, gen)
+            todo = (~proven).nonzero().squeeze(1)
+            lo, hi, cidx = lo[todo], hi[todo], cidx[todo]
+            still_open = open_mask[todo] & ~(margin[todo] > 0)
+            width = hi - lo
+            if bool((width.amax(1) <= 1e-9 * (1 + hi.abs().amax(1))).any()):
+                return self._give_up(cases, deadline, stats, gen)  # cannot split further
+            grad = self._input_gradient(lo, hi, direction[todo])
+            score = grad.abs() * width
+            score = torch.where(score.amax(1, keepdim=True) > 0, score, width)
+            dim = score.argmax(1)
+            rows = torch.arange(todo.numel())
+            mid = (lo[rows, dim] + hi[rows, dim]) / 2
+            left_hi, right_lo = hi.clone(), lo.clone()
+            left_hi[rows, dim], right_lo[rows, dim] = mid, mid
+            queue_lo += [lo, right_lo]
+            queue_hi += [left_hi, hi]
+            queue_c += [cidx, cidx]
+            queue_open += [still_open, still_open]
+            if batches % 8 == 0:  # a deep search may be hiding a counterexample: attack the worst boxes
+                pick = worst[todo].argsort()[:16]
+                ilo, ihi = _f32_up(lo[pick].numpy()), _f32_down(hi[pick].numpy())
+                ok = torch.from_numpy((ilo <= ihi).all(1))
+                if ok.any():
+                    self._attack(torch.from_numpy(ilo)[ok], torch.from_numpy(ihi)[ok], cidx[pick][ok], cases,
+                                 still_open[pick][ok], steps=10, restarts=1, gen=gen, deadline=deadline,
+                                 stats=stats)
+        return UNSAT
+
+    def _input_gradient(self, lo: Tensor, hi: Tensor, direction: Tensor) -> Tensor:
+        """Gradient of ``direction . f(x)`` at the box centres ``(N, n)``: which inputs move the objective."""
+        x = ((lo + hi) / 2).float().to(self.device).requires_grad_(True)
+        with torch.enable_grad():
+            y = self._forward(x)
+            (g,) = torch.autograd.grad((y * direction.to(self.device, y.dtype)).sum(), x)
+        return g.double().cpu()
+
+    def _give_up(self, cases: _Cases, deadline: Deadline, stats: _Stats, gen: torch.Generator) -> str:
+        """Bounds cannot decide: a stronger attack with a bounded budget, else ``unknown``."""
+        idx = torch.arange(cases.lower.shape[0])[cases.has_points]
+        if idx.numel():
+            self._attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases, cases.disjuncts[idx], steps=50,
+                         restarts=4, gen=gen, deadline=deadline, stats=stats)
+        return UNKNOWN
+
+
+def _project_simplex(v: Tensor, valid: Tensor) -> Tensor:
+    """Euclidean projection of each ``v[..., :]`` onto the probability simplex over its ``valid`` entries
+    (the others are 0)."""
+    k = v.shape[-1]
+    masked = v.masked_fill(~valid, -math.inf)
+    u, _ = masked.sort(-1, descending=True)
+    u = torch.where(torch.isfinite(u), u, torch.zeros_like(u))
+    css = u.cumsum(-1) - 1
+    ks = torch.arange(1, k + 1, device=v.device, dtype=v.dtype)
+    count = valid.sum(-1, keepdim=True)
+    cond = (u - css / ks > 0) & (ks <= count)
+    rho = cond.to(v.dtype).cumsum(-1).argmax(-1, keepdim=True)
+    rho = torch.where(cond.any(-1, keepdim=True), rho, torch.zeros_like(rho))
+    theta = torch.gather(css, -1, rho) / (rho + 1).to(v.dtype)
+    return torch.clamp(v - theta, min=0).masked_fill(~valid, 0.0)

@@ -1,5 +1,5 @@
-"""The paper's architectures (Wong et al. 2018, §5 and App. G, as in its code release) as torch modules, and an
-atomic, checked ONNX export.
+"""The paper's architectures (Wong et al. 2018, §5 and App. G, as in its code release) as torch modules,
+and an atomic, checked ONNX export.
 
 Names (``build_architecture(name, (C, H, W))``); "down" is a 4x4 convolution with stride 2 and padding 1
 (halves H and W, rounding down), every other convolution is 3x3 with stride 1 and padding 1; every
@@ -62,7 +62,8 @@ class Normalize(nn.Module):
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
         for what, t in (("mean", mean_t), ("std", std_t)):
             if t.numel() not in (1, channels):
-                raise InvalidInputError(f"normalize {what}: give 1 or {channels} values (one per channel), "
+                want = "1 value" if channels == 1 else f"1 or {channels} values (one per channel)"
+                raise InvalidInputError(f"normalize {what}: give {want} for {channels} input channel(s), "
                                         f"got {t.numel()}")
             if not torch.isfinite(t).all():
                 raise InvalidInputError(f"normalize {what} must be finite, got {t.tolist()}")
@@ -104,7 +105,8 @@ def _parse_k(name: str) -> int:
     try:
         k = int(text)
     except ValueError:
-        raise InvalidInputError(f"architecture {name!r}: {family}:K needs a positive integer K, e.g. {family}:2; "
+        raise InvalidInputError(f"architecture {name!r}: {family}:K needs a positive integer K, "
+                                f"e.g. {family}:2; "
                                 f"valid names: {_valid_names()}") from None
     if k < 1:
         raise InvalidInputError(f"architecture {name!r}: K must be at least 1; valid names: {_valid_names()}")
@@ -128,7 +130,8 @@ def _check_shape(input_shape) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InvalidInputError(f"input shape {input_shape!r}: give (channels, height, width), e.g. (1, 28, 28)")
+        raise InvalidInputError(f"input shape {input_shape!r}: give (channels, height, width), "
+                                "e.g. (1, 28, 28)")
     if c < 1 or h < 4 or w < 4:
         raise InvalidInputError(f"input shape {(c, h, w)}: needs at least 1 channel and 4x4 pixels "
                                 "(two stride-2 stages)")
@@ -161,14 +164,15 @@ def build_architecture(name: str, input_shape: tuple[int, int, int], num_classes
         layers = [_down(c, 16), nn.ReLU(), _down(16, 32), nn.ReLU(), nn.Flatten(),
                   nn.Linear(32 * flat, 100), nn.ReLU(), nn.Linear(100, num_classes)]
     elif key == "large":
-        layers = [_conv(c, 32), nn.ReLU(), _down(32, 32), nn.ReLU(), _conv(32, 64), nn.ReLU(), _down(64, 64),
-                  nn.ReLU(), nn.Flatten(), nn.Linear(64 * flat, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                  nn.Linear(512, num_classes)]
+        layers = [_conv(c, 32), nn.ReLU(), _down(32, 32), nn.ReLU(), _conv(32, 64), nn.ReLU(),
+                  _down(64, 64), nn.ReLU(), nn.Flatten(), nn.Linear(64 * flat, 512), nn.ReLU(),
+                  nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, num_classes)]
     elif key == "resnet":
         named = [("stem", _conv(c, 16)), ("relu0", nn.ReLU()), ("b1", ResidualBlock(16)),
                  ("down1", _down(16, 32)), ("relu1", nn.ReLU()), ("b2", ResidualBlock(32)),
                  ("down2", _down(32, 64)), ("relu2", nn.ReLU()), ("flatten", nn.Flatten()),
-                 ("fc1", nn.Linear(64 * flat, 100)), ("relu3", nn.ReLU()), ("fc2", nn.Linear(100, num_classes))]
+                 ("fc1", nn.Linear(64 * flat, 100)), ("relu3", nn.ReLU()),
+                 ("fc2", nn.Linear(100, num_classes))]
     elif key.startswith("wide:"):
         k = _parse_k(key)
         layers = [_down(c, 4 * k), nn.ReLU(), _down(4 * k, 8 * k), nn.ReLU(), nn.Flatten(),
@@ -192,8 +196,8 @@ def build_architecture(name: str, input_shape: tuple[int, int, int], num_classes
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str], opset: int = 17,
                 check: bool = True) -> Path:
-    """Write ``model`` as a float32 ONNX file with a free batch dimension (input ``input``, output ``logits``),
-    with the legacy TorchScript exporter (``dynamo=False``).
+    """Write ``model`` as a float32 ONNX file with a free batch dimension (input ``input``, output
+    ``logits``), with the legacy TorchScript exporter (``dynamo=False``).
 
     The file appears atomically (written next to ``path``, then renamed), so a reader never sees a partial
     file. ``model`` itself is left untouched (a float32 CPU copy in eval mode is exported). With ``check``,
@@ -237,5 +241,5 @@ def _check_export(net: nn.Module, shape: tuple[int, ...], onnx_path: str) -> Non
     diff = float(np.max(np.abs(got - want))) if want.size else 0.0
     tol = 1e-4 * max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
     if got.shape != want.shape or not math.isfinite(diff) or diff > tol:
-        raise ModelLoadError(f"the exported ONNX graph disagrees with the torch module (output {got.shape} vs "
-                             f"{want.shape}, max abs difference {diff:.3g} > {tol:.3g})")
+        raise ModelLoadError(f"the exported ONNX graph disagrees with the torch module (output {got.shape} "
+                             f"vs {want.shape}, max abs difference {diff:.3g} > {tol:.3g})")

@@ -41,21 +41,9 @@ from torch import Tensor, nn
 
 from onnxdual.engine.network import DualNetwork, margin_matrix
 from onnxdual.errors import InvalidInputError
-from onnxdual.training.trainer import (
-    MODEL,
-    RESUMABLE_CHANGES,
-    ArrayData,
-    TrainCallback,
-    TrainConfig,
-    TrainData,
-    atomic_write_bytes,
-    dist_info,
-    is_onnx_path,
-    prepare_out_dir,
-    resolve_device,
-    software_versions,
-    train,
-)
+from onnxdual.training.trainer import (MODEL, RESUMABLE_CHANGES, ArrayData, TrainCallback, TrainConfig,
+                                       TrainData, atomic_write_bytes, dist_info, is_onnx_path,
+                                       prepare_out_dir, resolve_device, software_versions, train)
 
 MANIFEST = "cascade.json"
 CASCADE_FORMAT = "onnxdual-cascade"  # what onnxdual.certify.load_stages reads

@@ -403,6 +403,9 @@ def build_template(source: str | os.PathLike[str] | nn.Module, input_shape: Sequ
                    config: TrainConfig) -> onnx.ModelProto:
     """The ONNX graph the run trains: a given ONNX file, or a built-in architecture / torch module exported
     to ONNX (initialised with ``config.seed``)."""
+    if config.normalize is not None and (isinstance(source, nn.Module) or is_onnx_path(source)):
+        raise InvalidInputError("normalize builds a layer into a built-in architecture; a given model keeps "
+                                "its own preprocessing")
     if not isinstance(source, nn.Module) and is_onnx_path(source):
         return read_model(source)
     from onnxdual.training.architectures import build_architecture, export_onnx

@@ -119,3 +119,16 @@ def test_a_run_in_progress_is_not_overwritten(tiny, tmp_path):
     assert result.exit_code == 2 and "already holds a training run" in result.stderr
     changed = run(model, "--data", data, *FAST, "--eps", "0.2", "--out", out, "--resume", "--no-eval")
     assert changed.exit_code == 2 and "different settings" in changed.stderr
+
+
+def test_a_soundness_violation_exits_with_code_3(tiny, tmp_path, monkeypatch):
+    import onnxdual.training.trainer as trainer
+
+    def broken(*args, **kwargs):
+        raise trainer.SoundnessError("soundness violation: robust error below PGD error (test)")
+
+    monkeypatch.setattr(trainer, "evaluate", broken)
+    model, data = tiny
+    result = run(model, "--data", data, *FAST, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 3
+    assert result.stderr.strip() == "onnxdual: error: soundness violation: robust error below PGD error (test)"

@@ -14,14 +14,8 @@ from torch import nn
 import onnxdual
 from onnxdual.certify import load_stages
 from onnxdual.errors import InvalidInputError
-from onnxdual.training import (
-    ArrayData,
-    CascadeCallback,
-    TrainConfig,
-    evaluate,
-    exact_certifier,
-    train_cascade,
-)
+from onnxdual.training import (ArrayData, CascadeCallback, TrainConfig, evaluate, exact_certifier,
+                               train_cascade)
 
 SHAPE = (1, 8, 8)
 

@@ -28,15 +28,57 @@ WORKER = textwrap.dedent("""
     import torch.distributed as dist
     from onnxdual.training import ArrayData, TrainConfig, init_distributed, train
 
-    model, data_path, config_path, out = sys.argv[1:5]
+    model, data_path, config_path, out, mode = sys.argv[1:6]
     dev = init_distributed("cpu")
     d = np.load(data_path)
     data = ArrayData(torch.from_numpy(d["x"]), torch.from_numpy(d["y"]), "synthetic", 10)
-    run = train(model, data, TrainConfig.from_dict(json.load(open(config_path))), out)
-    torch.save(run.net.state_dict(), f"{out}/rank{dist.get_rank()}.pt")
-    json.dump(run.history, open(f"{out}/history{dist.get_rank()}.json", "w"))
+    config = TrainConfig.from_dict(json.load(open(config_path)))
+    if mode == "cascade":
+        from onnxdual.training import train_cascade
+
+        def bright(net, x):  # each rank certifies its own share of the remaining examples
+            return x.flatten(1).mean(1) > 0.55
+
+        result = train_cascade(2, model, data, config, out, certifier=bright)
+        json.dump(result.manifest["stages"], open(f"{out}/stages{dist.get_rank()}.json", "w"))
+    else:
+        run = train(model, data, config, out)
+        torch.save(run.net.state_dict(), f"{out}/rank{dist.get_rank()}.pt")
+        json.dump(run.history, open(f"{out}/history{dist.get_rank()}.json", "w"))
     dist.destroy_process_group()
 """)
+
+
+def launch(tmp_path, model, config, out, mode="train"):
+    """Start 2 ranks with the environment torchrun sets; fail with their output if one fails."""
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "worker.py").write_text(WORKER)
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = [sys.executable, str(tmp_path / "worker.py"), str(model), str(tmp_path / "data.npz"),
+            str(tmp_path / "config.json"), str(out), mode]
+    procs = [subprocess.Popen(args, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    logs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+
+
+def tiny_problem(tmp_path):
+    """A small conv ONNX model and 90 labelled 8x8 images saved as data.npz."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10))
+    model = tmp_path / "conv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(seq, torch.zeros(1, *SHAPE), str(model), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (90,), generator=g)
+    x = (0.25 + 0.5 * y.view(-1, 1, 1, 1) + 0.25 * (torch.rand(90, *SHAPE, generator=g) - 0.5)).clamp(0, 1)
+    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    return model, ArrayData(x, y, "synthetic", 10)
 
 
 @pytest.fixture(autouse=True)
@@ -54,35 +96,13 @@ def free_port() -> int:
 
 
 def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
-    torch.manual_seed(0)
-    seq = nn.Sequential(nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10))
-    model = tmp_path / "conv.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(seq, torch.zeros(1, *SHAPE), str(model), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 2, (90,), generator=g)
-    x = (0.25 + 0.5 * y.view(-1, 1, 1, 1) + 0.25 * (torch.rand(90, *SHAPE, generator=g) - 0.5)).clamp(0, 1)
-    np.savez(tmp_path / "data.npz", x=x.numpy(), y=y.numpy())
+    model, data = tiny_problem(tmp_path)
     # batch 15 over 2 ranks: uneven shards of 8 and 7; random projections (shared by the global batch)
     config = TrainConfig(eps=0.05, proj=10, epochs=2, batch_size=15, ramp_epochs=1)
-    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
-    (tmp_path / "worker.py").write_text(WORKER)
     out = tmp_path / "ddp"
-    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    args = [sys.executable, str(tmp_path / "worker.py"), str(model), str(tmp_path / "data.npz"),
-            str(tmp_path / "config.json"), str(out)]
-    procs = [subprocess.Popen(args,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    logs = [p.communicate(timeout=240)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    launch(tmp_path, model, config, out)
 
-    single = train(model, ArrayData(x, y, "synthetic", 10), config, tmp_path / "single")
+    single = train(model, data, config, tmp_path / "single")
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for name, value in single.net.state_dict().items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name  # ranks apply identical updates
@@ -96,6 +116,26 @@ def test_two_processes_match_one_process_on_the_same_global_batches(tmp_path):
         for key in ("robust_loss", "robust_err_estimate", "clean_err", "eps", "lr"):
             assert a[key] == b[key]
             assert a[key] == pytest.approx(c[key], abs=1e-5)
+
+
+def test_a_distributed_cascade_filters_like_a_single_process(tmp_path):
+    from onnxdual.training import train_cascade
+
+    model, data = tiny_problem(tmp_path)
+    config = TrainConfig(eps=0.05, proj=None, epochs=1, batch_size=10, ramp_epochs=1)
+    launch(tmp_path, model, config, tmp_path / "ddp", mode="cascade")
+    single = train_cascade(2, model, data, config, tmp_path / "single",
+                           certifier=lambda net, x: x.flatten(1).mean(1) > 0.55)
+    ranks = [json.loads((tmp_path / "ddp" / f"stages{r}.json").read_text()) for r in range(2)]
+    for entry in ranks[0] + ranks[1]:
+        entry.pop("final_metrics")  # holds each rank's own wall-clock seconds
+    assert ranks[0] == ranks[1]  # every rank agrees on what was certified
+    assert [s["trained_on"] for s in ranks[0]] == [s["trained_on"] for s in single.manifest["stages"]] == \
+        [90, int((data.x.flatten(1).mean(1) <= 0.55).sum())]
+    for stage in single.manifest["stages"]:
+        np.testing.assert_array_equal(np.load(tmp_path / "ddp" / stage["train_indices"]),
+                                      np.load(tmp_path / "single" / stage["train_indices"]))
+    assert json.loads((tmp_path / "ddp" / "cascade.json").read_text())["complete"]
 
 
 def test_torchrun_onnxdual_train_matches_a_single_process_run(tmp_path):

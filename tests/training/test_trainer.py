@@ -15,23 +15,10 @@ from torch import nn
 
 import onnxdual
 from onnxdual.errors import InvalidInputError, ModelLoadError
-from onnxdual.training import (
-    ArrayData,
-    SoundnessError,
-    TrainCallback,
-    TrainConfig,
-    eps_at,
-    evaluate,
-    lr_at,
-    train,
-)
-from onnxdual.training.trainer import (
-    METRIC_COLUMNS,
-    default_eps_start,
-    parameter_bindings,
-    read_checkpoint,
-    resolve_eps_start,
-)
+from onnxdual.training import (ArrayData, SoundnessError, TrainCallback, TrainConfig, eps_at, evaluate, lr_at,
+                               train)
+from onnxdual.training.trainer import (METRIC_COLUMNS, default_eps_start, parameter_bindings, read_checkpoint,
+                                       resolve_eps_start)
 from tests.onnx_builders import make_model, run_ort
 
 SHAPE = (1, 8, 8)
@@ -244,8 +231,10 @@ def test_user_errors(conv_model, tmp_path):
 def test_a_later_resume_may_extend_the_number_of_epochs(conv_model, tmp_path):
     data = synthetic(40)
     train(conv_model, data, tiny_config(epochs=1), tmp_path)
-    longer = train(conv_model, data, tiny_config(epochs=2), tmp_path, resume=True)
+    longer = train(conv_model, data, tiny_config(epochs=2, export_epochs=True), tmp_path, resume=True)
     assert [r["epoch"] for r in longer.history] == [1, 2]
+    assert not (tmp_path / "epoch_01.onnx").exists()  # epoch 1 ran without export_epochs
+    assert (tmp_path / "epoch_02.onnx").read_bytes() == (tmp_path / "model.onnx").read_bytes()
     again = train(None, data, tiny_config(epochs=2), tmp_path, resume=True)  # already finished: re-exports
     assert same_weights(longer.net, again.net)
 

@@ -705,8 +705,9 @@ class Verifier:
             width = hi - lo
             if bool((width.amax(1) <= 1e-9 * (1 + hi.abs().amax(1))).any()):
                 return self._give_up(cases, deadline, stats, gen)  # cannot split further
-            grad = self._input_gradient(lo, hi, direction[todo])
-            score = grad.abs() * width
+            if deadline.passed():
+                raise _OutOfTime
+            score = self._split_scores(lo, hi, direction[todo]).masked_fill(width <= 0, 0.0)
             score = torch.where(score.amax(1, keepdim=True) > 0, score, width)
             dim = score.argmax(1)
             rows = torch.arange(todo.numel())
@@ -727,13 +728,17 @@ class Verifier:
                                  stats=stats)
         return UNSAT
 
-    def _input_gradient(self, lo: Tensor, hi: Tensor, direction: Tensor) -> Tensor:
-        """Gradient of ``direction . f(x)`` at the box centres ``(N, n)``: which inputs move the objective."""
-        x = ((lo + hi) / 2).float().to(self.device).requires_grad_(True)
+    def _split_scores(self, lo: Tensor, hi: Tensor, direction: Tensor) -> Tensor:
+        """How much splitting each input coordinate should help, for boxes ``(N, n)``: the sensitivity of the
+        dual bound of ``direction . f`` to each coordinate's radius, ``|d lb / d r_i| * r_i`` (this accounts
+        for the intermediate relaxations too, unlike a gradient of the network)."""
+        center, radius = dual_box(lo.numpy(), hi.numpy())
+        c = torch.from_numpy(center).reshape(-1, *self.example_shape).to(self.device)
+        r = torch.from_numpy(radius).reshape(-1, *self.example_shape).to(self.device).requires_grad_(True)
         with torch.enable_grad():
-            y = self._forward(x)
-            (g,) = torch.autograd.grad((y * direction.to(self.device, y.dtype)).sum(), x)
-        return g.double().cpu()
+            lb = DualNetwork(self.net, c, r).lower_bound(direction.to(self.device, torch.float32).unsqueeze(1))
+            (g,) = torch.autograd.grad(lb.sum(), r)
+        return (g.abs() * r.detach()).reshape(lo.shape[0], -1).double().cpu()
 
     def _give_up(self, cases: _Cases, deadline: Deadline, stats: _Stats, gen: torch.Generator) -> str:
         """Bounds cannot decide: a stronger attack with a bounded budget, else ``unknown``."""
@@ -759,3 +764,210 @@ def _project_simplex(v: Tensor, valid: Tensor) -> Tensor:
     rho = torch.where(cond.any(-1, keepdim=True), rho, torch.zeros_like(rho))
     theta = torch.gather(css, -1, rho) / (rho + 1).to(v.dtype)
     return torch.clamp(v - theta, min=0).masked_fill(~valid, 0.0)
+
+
+# ------------------------------------------------------------------ VNN-LIB 2.0: declarations and checks
+
+#: VNN-LIB spelling of the element types (the ONNX IR names, plus the extra ``Real``)
+_VNNLIB_TYPES = {
+    "Real": "Real", "F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16",
+    "F8E4M3FN": "float8e4m3fn", "F8E5M2": "float8e5m2", "F8E4M3FNUZ": "float8e4m3fnuz",
+    "F8E5M2FNUZ": "float8e5m2fnuz", "F4E2M1": "float4e2m1", "I8": "int8", "I16": "int16", "I32": "int32",
+    "I64": "int64", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64",
+    "C128": "complex128", "Bool": "bool", "String": "string",
+}
+#: ONNX ``TensorProto`` type names (lower case) -> VNN-LIB spelling
+_ONNX_TO_VNNLIB = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16",
+                   "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8",
+                   "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
+                   "string": "string", "complex64": "complex64", "complex128": "complex128"}
+
+
+def vnnlib_type(onnx_type: str) -> str:
+    """The VNN-LIB name of an ONNX element type name (``"float"`` -> ``"float32"``)."""
+    return _ONNX_TO_VNNLIB.get(onnx_type, onnx_type)
+
+
+@dataclass(frozen=True)
+class DeclaredVariable:
+    name: str
+    element_type: str  # VNN-LIB spelling: "Real", "float32", ...
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DeclaredNetwork:
+    """A ``declare-network`` of a VNN-LIB 2.0 query."""
+
+    name: str
+    inputs: tuple[DeclaredVariable, ...]
+    hidden: tuple[DeclaredVariable, ...]
+    outputs: tuple[DeclaredVariable, ...]
+    equal_to: str | None = None
+    isomorphic_to: str | None = None
+
+    @property
+    def variables(self) -> tuple[DeclaredVariable, ...]:
+        return self.inputs + self.hidden + self.outputs
+
+
+def declared_networks(text: str, source: str = "<string>") -> list[DeclaredNetwork]:
+    """The network declarations of a VNN-LIB 2.0 query in declaration order (``[]`` for a 1.0 file).
+    Raises :class:`~onnxdual.specs.SpecError` for a query the reference parser rejects."""
+    from onnxdual.specs import SpecError, detect_version
+
+    if detect_version(text) != "2.0":
+        return []
+    try:
+        import vnnlib
+
+        from onnxdual.specs.vnnlib2 import _reference_error, prepare_text
+    except ImportError as exc:  # pragma: no cover - vnnlib is a declared dependency
+        raise SpecError(f"{source}: VNN-LIB 2.0 files need the 'vnnlib' package ({exc})") from None
+    try:
+        query = vnnlib.parse_query_string(prepare_text(text))
+    except vnnlib.VNNLibException as exc:
+        raise _reference_error(source, exc) from None
+
+    def var(v) -> DeclaredVariable:
+        kind = str(v.dtype).split(".")[-1]
+        return DeclaredVariable(v.name, _VNNLIB_TYPES.get(kind, kind.lower()), tuple(int(d) for d in v.shape))
+
+    out = []
+    for n in query.networks:
+        out.append(DeclaredNetwork(n.name, tuple(map(var, n.inputs)), tuple(map(var, n.hidden)),
+                                   tuple(map(var, n.outputs)), n.equal_to or None,
+                                   getattr(n, "isometric_to", None) or None))
+    return out
+
+
+def match_networks(declared: list[DeclaredNetwork], given: list[tuple[str | None, str]],
+                   source: str = "the query") -> dict[str, str]:
+    """Map each network the query needs to its ONNX file (error condition 1 of the standard's ``verify``
+    command: insufficient or unnecessary model files). ``given``: ``(name or None, path)`` pairs from
+    ``--network NAME=PATH``. A 1.0 query (``declared == []``) needs exactly one file, under any name."""
+    names = [n for n, _ in given]
+    duplicates = sorted({n for n in names if n is not None and names.count(n) > 1})
+    if duplicates:
+        raise QueryError(f"--network {duplicates[0]}=... is given more than once", condition=1)
+    if not declared:
+        if len(given) != 1:
+            raise QueryError(f"{source} is a VNN-LIB 1.0 property of one network; {len(given)} model files "
+                             "were given (use one --network NAME=MODEL.onnx)", condition=1)
+        return {given[0][0] or "N": given[0][1]}
+    needed = [n.name for n in declared if n.equal_to is None]
+    if len(given) == 1 and given[0][0] is None and len(needed) == 1:
+        return {needed[0]: given[0][1]}
+    if any(n is None for n in names):
+        raise QueryError(f"{source} declares networks {', '.join(needed)}: give each as --network NAME=MODEL.onnx",
+                         condition=1)
+    missing = [n for n in needed if n not in names]
+    extra = [n for n in names if n not in needed]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append("no model file for network" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
+        if extra:
+            known = {n.name for n in declared}
+            parts.append(", ".join(f"{n!r} ({'declared equal-to another network' if n in known else 'not declared'})"
+                                   for n in extra) + " given but not needed")
+        raise QueryError(f"{source}: " + "; ".join(parts), condition=1)
+    return {n: p for n, p in given}
+
+
+def check_element_types(declared: list[DeclaredNetwork], networks: dict[str, Network], *, strict: bool,
+                        source: str = "the query") -> list[str]:
+    """Error conditions 2 and 3 of the standard's ``verify`` command. Returns notes for stderr.
+
+    * condition 2: a declared ONNX element type differs from the model's (``Real`` matches anything);
+    * condition 3: onnxdual's analysis is real arithmetic (sat answers are confirmed in float32 by
+      onnxruntime; proofs are not float-exact), so only ``Real`` is sound. ``float32`` declarations are
+      analysed as ``Real`` with a note, unless ``strict``, where they are refused as the standard requires;
+      every other type is refused."""
+    notes = []
+    for decl in declared:
+        net = networks.get(decl.name) or networks.get(decl.equal_to or "")
+        if net is None:
+            continue
+        model_types = [vnnlib_type(net.input_type)] * len(decl.inputs) + \
+                      [vnnlib_type(net.output_type)] * len(decl.outputs)
+        for v, model_type in zip(decl.inputs + decl.outputs, model_types):
+            if v.element_type != "Real" and v.element_type != model_type:
+                raise QueryError(f"{source}: {v.name} of network {decl.name} is declared {v.element_type} but "
+                                 f"the model's tensor is {model_type}", condition=2)
+    for decl in declared:
+        for v in decl.variables:
+            if v.element_type == "Real":
+                continue
+            if v.element_type == "float32" and not strict:
+                notes.append(f"{v.name} is declared float32: analysed in real arithmetic (sat answers are "
+                             "checked in float32; use --strict to refuse non-Real types)")
+                continue
+            raise QueryError(f"{source}: {v.name} is declared {v.element_type}, which onnxdual cannot analyse "
+                             "soundly (its proofs hold in real arithmetic); declare it Real to accept that",
+                             condition=3)
+    return notes
+
+
+# ------------------------------------------------------------------------------------ assignment formats
+
+
+def _value_text(v: float) -> str:
+    return repr(float(v))
+
+
+def assignment_variables(prop, declared: list[DeclaredNetwork]) -> list[DeclaredVariable]:
+    """The variables of a satisfying assignment in declaration order: the network's input then output
+    (VNN-LIB 2.0), or for a 1.0 file the declared constants ``X_i`` then ``Y_j`` (scalars of type Real)."""
+    if declared:
+        net = declared[0]
+        return [net.inputs[0], net.outputs[0]]
+    return ([DeclaredVariable(f"X_{i}", "Real", ()) for i in range(prop.n_inputs)]
+            + [DeclaredVariable(f"Y_{j}", "Real", ()) for j in range(prop.n_outputs)])
+
+
+def _split_values(variables: list[DeclaredVariable], x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    flat = np.concatenate([np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)])
+    out, start = [], 0
+    for v in variables:
+        n = math.prod(v.shape)
+        out.append(flat[start:start + n])
+        start += n
+    if start != flat.size:
+        raise InvalidInputError(f"the assignment has {flat.size} values but the variables need {start}")
+    return out
+
+
+def format_assignment(variables: list[DeclaredVariable], x: np.ndarray, y: np.ndarray) -> str:
+    """The standard's command-line assignment format (VNN-LIB 2.0, chapter 5): for each variable a line
+    ``NAME TYPE [d1,d2,...]`` and then one line per element in row-major order. No trailing newline."""
+    lines = []
+    for v, values in zip(variables, _split_values(variables, x, y)):
+        lines.append(f"{v.name} {v.element_type} [{','.join(str(d) for d in v.shape)}]")
+        lines.extend(_value_text(a) for a in values)
+    return "\n".join(lines)
+
+
+def serialise_assignment(directory: str | os.PathLike, variables: list[DeclaredVariable], x: np.ndarray,
+                         y: np.ndarray) -> list[Path]:
+    """The standard's serialised format: ``DIR/NAME.pb``, a serialised ONNX ``TensorProto`` per variable with
+    its declared shape (float32: the values are float32 inputs and onnxruntime's float32 outputs; ``Real``
+    variables are written as float32 too, exactly)."""
+    from onnx import numpy_helper
+
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot create assignment directory {str(out)!r}: {exc.strerror or exc}") from None
+    paths = []
+    for v, values in zip(variables, _split_values(variables, x, y)):
+        dtype = np.float64 if v.element_type == "float64" else np.float32
+        tensor = numpy_helper.from_array(values.astype(dtype).reshape(v.shape), name=v.name)
+        path = out / f"{v.name}.pb"
+        try:
+            path.write_bytes(tensor.SerializeToString())
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        paths.append(path)
+    return paths

@@ -161,14 +161,21 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     batch = input_set.center.shape[0]
     largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
     max_rows = max(1, memory_budget // (4 * batch * largest * input_set.center.element_size()))
-    for step in built.steps[: last + 1]:
+    # units of the next activation at or after each step: the switch is decided before the layers that lead
+    # to an activation, so no forward work is spent on columns the backward pass then replaces
+    next_units, upcoming = [0] * (last + 1), 0
+    for i in range(last, -1, -1):
+        if isinstance(built.steps[i].layer, ActivationDual):
+            upcoming = math.prod(built.steps[i].output_shape)
+        next_units[i] = upcoming
+    for i, step in enumerate(built.steps[: last + 1]):
         inputs = [] if backward else [states[name] for name in step.variable_inputs]
+        if proj is None and not backward and any(_turn_backward(next_units[i], s, batch) for s in inputs):
+            backward = True
+            states.clear()
         if isinstance(step.layer, ActivationDual):
             name = step.variable_inputs[0]
             shape = step.output_shape
-            if proj is None and not backward and _turn_backward(math.prod(shape), inputs[0], batch):
-                backward = True
-                states.clear()
             if backward:
                 lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows, offsets)
             else:

@@ -409,6 +409,8 @@ class Verifier:
         stats = _Stats()
         gen = torch.Generator().manual_seed(seed)
         try:
+            if deadline.passed():
+                raise _OutOfTime
             with torch.no_grad():
                 cases = self._prepare(prop)
             if cases is None:
@@ -676,10 +678,17 @@ class Verifier:
         queue_c, queue_open = [all_cases], [cases.disjuncts.clone()]
         first = True
         batches = 0
+        per_box = 0.0  # measured seconds per box of a whole iteration (bounds, lambda, split scores)
         while queue_lo:
             lo_all, hi_all = torch.cat(queue_lo), torch.cat(queue_hi)
             c_all, open_all = torch.cat(queue_c), torch.cat(queue_open)
             take = min(self.batch_boxes, lo_all.shape[0])
+            if per_box:  # never start a batch the measured cost says cannot finish in time
+                fits = int(deadline.remaining() / per_box)
+                if fits < 1:
+                    raise _OutOfTime
+                take = min(take, fits)
+            t_batch = time.perf_counter()
             lo, hi, cidx, open_mask = lo_all[-take:], hi_all[-take:], c_all[-take:], open_all[-take:]
             rest = lo_all.shape[0] - take
             queue_lo, queue_hi = ([lo_all[:rest]], [hi_all[:rest]]) if rest else ([], [])
@@ -696,6 +705,7 @@ class Verifier:
             if proven.any():
                 stats.leaf_margin = min(stats.leaf_margin, float(worst[proven].min()))
             if proven.all():
+                per_box = max(per_box, (time.perf_counter() - t_batch) / take)
                 continue
             if not splittable:
                 return self._give_up(cases, deadline, stats, gen)
@@ -718,6 +728,7 @@ class Verifier:
             queue_hi += [left_hi, hi]
             queue_c += [cidx, cidx]
             queue_open += [still_open, still_open]
+            per_box = max(0.5 * per_box, (time.perf_counter() - t_batch) / take)
             if batches % 8 == 0:  # a deep search may be hiding a counterexample: attack the worst boxes
                 pick = worst[todo].argsort()[:16]
                 ilo, ihi = _f32_up(lo[pick].numpy()), _f32_down(hi[pick].numpy())

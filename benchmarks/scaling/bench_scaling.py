@@ -97,6 +97,31 @@ def estimate_errors(ks: list[int], tmp: Path) -> list[dict]:
     return rows
 
 
+def report(out: Path) -> None:
+    """Print both tables and draw scaling.png from the CSV files in ``out``."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.read_csv(out / "scaling.csv")
+    plain = table[table.method == "plain"].set_index("k").seconds
+    table["x_plain"] = table.apply(lambda r: r.seconds / plain.get(r.k, float("nan")), axis=1)
+    print(table.to_string(index=False))
+    print()
+    print(pd.read_csv(out / "estimate_error.csv").to_string(index=False))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method, group in table.dropna(subset=["seconds"]).groupby("method"):
+        axes[0].plot(group.hidden_units, group.seconds, marker="o", label=method)
+        axes[1].plot(group.hidden_units, group.peak_rss_mb, marker="o", label=method)
+    axes[0].set(xlabel="hidden units", ylabel="seconds per step (batch 50)", xscale="log", yscale="log")
+    axes[1].set(xlabel="hidden units", ylabel="peak RSS (MB)", xscale="log", yscale="log")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -104,7 +129,11 @@ def main() -> None:
     ap.add_argument("--exact-max-k", type=int, default=4, help="largest k for the exact step (time/memory)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--report-only", action="store_true", help="re-print and re-plot existing CSV files")
     args = ap.parse_args()
+    if args.report_only:
+        report(args.out)
+        return
     if args.child:
         k, method = args.child.split(":")
         print(json.dumps(one_config(int(k), method, args.repeats)))
@@ -134,23 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         errors = pd.DataFrame(estimate_errors([k for k in ks if k <= args.exact_max_k], Path(tmp)))
     errors.drop(columns=["frac_above_exact"]).to_csv(args.out / "estimate_error.csv", index=False)
-    print(table.to_markdown(index=False) if hasattr(table, "to_markdown") else table.to_string(index=False))
-    print()
-    print(errors.to_string(index=False))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method, group in table.dropna(subset=["seconds"]).groupby("method"):
-        axes[0].plot(group.hidden_units, group.seconds, marker="o", label=method)
-        axes[1].plot(group.hidden_units, group.peak_rss_mb, marker="o", label=method)
-    axes[0].set(xlabel="hidden units", ylabel="seconds per step (batch 50)", xscale="log", yscale="log")
-    axes[1].set(xlabel="hidden units", ylabel="peak RSS (MB)", xscale="log", yscale="log")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(args.out / "scaling.png", dpi=120)
+    report(args.out)
 
 
 if __name__ == "__main__":

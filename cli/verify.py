@@ -1,0 +1,303 @@
+"""``onnxdual verify`` and ``onnxdual supports``: the VNN-LIB 2.0 solver interface (the standard's chapter 5),
+and the hidden ``onnxdual vnncomp`` / ``vnncomp-prepare`` commands behind the VNN-COMP scripts in ``vnncomp/``.
+
+``verify`` prints exactly one verdict line on stdout (``sat``, ``unsat``, ``unknown`` or ``timed-out``), then
+for ``sat`` the satisfying assignment in the standard's command-line format (or, with
+``--serialise-assignments DIR``, one ONNX TensorProto file per variable in DIR). Everything else goes to
+stderr. ``--timeout`` counts from the start of the process, so the answer arrives within it.
+
+This module can also run on its own (``python -m onnxdual_cli.verify verify ...``), which is what the VNN-COMP
+scripts do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from onnxdual_cli.errors import UserError, user_errors
+
+#: seconds kept back from --timeout for writing the answer and leaving the interpreter
+EXIT_RESERVE = 0.4
+
+VERDICTS = {"sat": "sat", "unsat": "unsat", "unknown": "unknown", "timeout": "timed-out"}
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux; elsewhere since this module was imported)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 (starttime), counted after the ") state" split
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
+def make_deadline(timeout: float | None):
+    """A :class:`onnxdual.verify.Deadline` for ``timeout`` seconds counted from the process start."""
+    from onnxdual.verify import Deadline
+
+    if timeout is None:
+        return Deadline(math.inf)
+    used = process_seconds()
+    return Deadline(timeout - used - min(EXIT_RESERVE, 0.1 * timeout))
+
+
+def parse_timeout(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of seconds")
+    if not seconds > 0 or math.isnan(seconds):
+        raise click.BadParameter(f"the timeout must be positive, got {value}")
+    return seconds
+
+
+def parse_networks(values: tuple[str, ...]) -> list[tuple[str | None, str]]:
+    out = []
+    for text in values:
+        name, sep, path = text.partition("=")
+        if sep and name and path:
+            out.append((name.strip(), path))
+        elif not sep:
+            out.append((None, text))
+        else:
+            raise click.BadParameter(f"{text!r}: expected NAME=MODEL.onnx", param_hint="--network")
+    return out
+
+
+def setup_torch(threads: int, device: str):
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def log(message: str) -> None:
+    click.echo(f"onnxdual: {message}", err=True)
+
+
+def finish(code: int = 0) -> None:
+    """End a real CLI process at once: torch and onnxruntime take ~0.5 s to tear down, which would eat into
+    the time limit. (Under a test runner, where stdout is redirected, this just returns.)"""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__ and not os.environ.get("ONNXDUAL_SLOW_EXIT"):
+        os._exit(code)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("query", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--network", "networks", multiple=True, metavar="NAME=MODEL.onnx",
+              help="The ONNX model (.onnx or .onnx.gz) of each network the query declares.")
+@click.option("--timeout", callback=parse_timeout, metavar="SECONDS",
+              help="Answer within this many seconds of the process start ('timed-out' if undecided).")
+@click.option("--serialise-assignments", "--serialize-assignments", "--assignments", "assignments_dir",
+              type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="For sat, write each variable as DIR/NAME.pb (ONNX TensorProto) instead of printing it.")
+@click.option("--strict", is_flag=True,
+              help="Refuse non-Real element types (the standard's rule for real-arithmetic solvers) and proofs "
+                   "within float32 rounding of zero.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads for torch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")
+@user_errors
+def verify_command(query, networks, timeout, assignments_dir, strict, device, threads, seed, verbose):
+    """Decide the VNN-LIB QUERY (1.0 or 2.0; .gz accepted): is there an input of the networks that satisfies
+    every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
+    deadline = make_deadline(timeout)
+    from onnxdual.specs import detect_version, parse_vnnlib
+    from onnxdual.specs.reader import read_text
+    from onnxdual.verify import (Verifier, assignment_variables, check_element_types, declared_networks,
+                                 format_assignment, load_network, match_networks, serialise_assignment)
+    from onnxdual.specs import check_io_sizes
+
+    if not networks:
+        raise click.UsageError("give the network: --network NAME=MODEL.onnx")
+    dev = setup_torch(threads, device)
+    text = read_text(query)
+    declared = declared_networks(text, str(query))
+    files = match_networks(declared, parse_networks(networks), str(query))
+    if declared:  # condition 3 on the declared types needs no model: check it before loading anything
+        check_element_types(declared, {}, strict=strict, source=str(query))
+    prop = parse_vnnlib(text, name=str(query))
+    (name, path), = files.items()
+    network = load_network(path)
+    notes = check_element_types(declared, {name: network}, strict=strict, source=str(query)) if declared else []
+    for note in dict.fromkeys(notes):
+        log(note)
+    check_io_sizes(prop, network.n_inputs, network.n_outputs, f"network {name} ({path})")
+    if verbose:
+        log(f"VNN-LIB {detect_version(text)}: {prop.n_cases} case(s), {prop.n_inputs} inputs, "
+            f"{prop.n_outputs} outputs; {deadline.remaining():.2f}s left after loading")
+    network.net.to(dev)
+    result = Verifier.for_network(network, strict=strict, device=dev).decide(prop, 0, seed, deadline=deadline)
+    if verbose:
+        log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
+            f"{result.attack_steps} attack steps, margin {result.best_margin})")
+    click.echo(VERDICTS[result.answer])
+    if result.answer == "sat":
+        variables = assignment_variables(prop, declared)
+        if assignments_dir is not None:
+            serialise_assignment(assignments_dir, variables, result.witness_x, result.witness_y)
+        else:
+            click.echo(format_assignment(variables, result.witness_x, result.witness_y))
+    finish(0)
+
+
+# ------------------------------------------------------------------------------------------ supports
+
+#: ONNX opsets onnxdual loads: older models are upgraded with ONNX's version converter (VNN-COMP files use
+#: opsets 8 to 15); the newest opset is the one the conversion to torch (onnx2torch) was tested with.
+OPSET_RANGE = (7, 18)
+VNNLIB_RANGE = ("1.0", "2.0")
+
+
+def _operators() -> list[str]:
+    from onnxdual import registry
+
+    return sorted(str(key) for key in registry.find_duals())
+
+
+CAPABILITIES = {
+    "onnx-opset-versions": lambda: [str(OPSET_RANGE[0]), str(OPSET_RANGE[1])],
+    "onnx-element-types": lambda: ["real"],
+    "onnx-operators": _operators,
+    "onnx-operators-unsat-proofs": lambda: [],
+    "vnnlib-versions": lambda: list(VNNLIB_RANGE),
+    "hidden-node-theories": lambda: ["NH"],
+    "multiple-network-theories": lambda: ["SNET"],
+    "multiple-input-output-theories": lambda: ["SIO"],
+    "multiple-node-comparison-theories": lambda: ["SNC"],
+    "arithmetic-complexity-theories": lambda: ["BND", "OUTC"],
+    "optimised-disjunctive-reasoning": lambda: ["false"],
+    "serialise-assignments": lambda: ["true"],
+    "unsat-proofs": lambda: ["false"],
+}
+ALIASES = {"multiple-inputs-output-theories": "multiple-input-output-theories",
+           "optimized-disjunctive-reasoning": "optimised-disjunctive-reasoning",
+           "serialize-assignments": "serialise-assignments"}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
+@click.argument("capability", required=False)
+@user_errors
+def supports_command(capability):
+    """Report a capability (VNN-LIB 2.0, chapter 5), e.g. 'onnxdual supports --onnx-operators'.
+
+    Without CAPABILITY, lists the capability names. Element types: only 'real' (the analysis is real
+    arithmetic; float32 queries are analysed as Real unless 'verify --strict'). Operators: every operator
+    with a dual layer in the live registry (plugins included)."""
+    if capability is None:
+        for name in CAPABILITIES:
+            click.echo(f"--{name}")
+        return
+    key = capability.lstrip("-").lower()
+    key = ALIASES.get(key, key)
+    if key not in CAPABILITIES:
+        raise UserError(f"unknown capability {capability!r}; known: "
+                        + ", ".join(f"--{k}" for k in CAPABILITIES))
+    for line in CAPABILITIES[key]():
+        click.echo(line)
+
+
+# --------------------------------------------------------------------------------- VNN-COMP (hidden)
+
+
+@click.command(hidden=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("category")
+@click.argument("onnx_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("vnnlib_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("results", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("timeout", callback=parse_timeout)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Default: all cores.")
+@click.option("--strict", is_flag=True)
+def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, threads, strict):
+    """VNN-COMP run_instance: decide VNNLIB_PATH for ONNX_PATH and write RESULTS (sat + witness, unsat,
+    unknown, timeout or error). Used by vnncomp/run_instance.sh."""
+    deadline = make_deadline(timeout)
+    answer, body = "error", ""
+    try:
+        from onnxdual.errors import OnnxDualError
+        from onnxdual.specs import check_io_sizes, format_vnncomp_witness, parse_vnnlib
+        from onnxdual.verify import Verifier, load_network
+
+        try:
+            dev = setup_torch(threads or os.cpu_count() or 1, device)
+            prop = parse_vnnlib(vnnlib_path)
+            network = load_network(onnx_path)
+            check_io_sizes(prop, network.n_inputs, network.n_outputs, str(onnx_path))
+            network.net.to(dev)
+            result = Verifier.for_network(network, strict=strict, device=dev).decide(prop, 0, deadline=deadline)
+            answer = result.answer
+            if answer == "sat":
+                body = format_vnncomp_witness(result.witness_x, result.witness_y)
+            log(f"{category}: {answer} in {result.seconds:.2f}s ({result.boxes} boxes)")
+        except (OnnxDualError, UserError) as exc:
+            log(f"error: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the results file must say "error", whatever happened
+        log(f"error: {type(exc).__name__}: {exc}")
+    text = answer + ("\n" + body if body else "") + "\n"
+    try:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {results}: {exc.strerror or exc}")
+    finish(1 if answer == "error" else 0)
+    if answer == "error":
+        sys.exit(1)
+
+
+@click.command(hidden=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("onnx_path", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("vnnlib_path", type=click.Path(path_type=Path, dir_okay=False))
+@user_errors
+def vnncomp_prepare_command(onnx_path, vnnlib_path):
+    """VNN-COMP prepare_instance: check that the network loads (every operator has a dual layer) and that
+    the property parses and fits it. Exit 0 when the instance can be run."""
+    from onnxdual.specs import check_io_sizes, parse_vnnlib
+    from onnxdual.verify import load_network
+
+    setup_torch(1, "cpu")
+    prop = parse_vnnlib(vnnlib_path)
+    network = load_network(onnx_path)
+    check_io_sizes(prop, network.n_inputs, network.n_outputs, str(onnx_path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def standalone() -> None:
+    """onnxdual's solver commands (the same as 'onnxdual verify/supports/vnncomp')."""
+
+
+standalone.add_command(verify_command, name="verify")
+standalone.add_command(supports_command, name="supports")
+standalone.add_command(vnncomp_command, name="vnncomp")
+standalone.add_command(vnncomp_prepare_command, name="vnncomp-prepare")
+
+__all__ = ["verify_command", "supports_command", "vnncomp_command", "vnncomp_prepare_command"]
+
+if __name__ == "__main__":
+    from onnxdual_cli.bench import bench_command
+
+    standalone.add_command(bench_command, name="bench")
+    standalone(prog_name="onnxdual")

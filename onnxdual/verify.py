@@ -198,16 +198,129 @@ def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
         raise QueryError(f"{source}: onnxdual analyses float32 networks; this one maps {in_type} to {out_type}",
                          condition=3)
     shape = _static_shape(in_info)
-    leading_batch = len(shape) >= 2 and shape[0] == 1
-    example_shape = shape[1:] if leading_batch else shape
-    if not leading_batch:
-        model = _batch_vector_matmuls(model)
-    net = onnxdual.load(model)
-    n_out = _check_conversion(net, session, shape, example_shape, source)
-    if check:
-        _check_dual(net, shape, example_shape, n_out, source)
-    return Network(net, session, shape, tuple(example_shape), math.prod(shape), n_out, in_type, out_type,
-                   opset_of(model, ""), source, session.get_inputs()[0].name)
+    model = _constants_to_initializers(model)
+    # the first dimension is a batch of 1 when it can be (as in VNN-COMP files); otherwise (or if that
+    # interpretation does not compute onnxruntime's function) a batch dimension is added in front
+    modes = [True, False] if len(shape) >= 2 and shape[0] == 1 else [False]
+    for leading_batch in modes:
+        example_shape = shape[1:] if leading_batch else shape
+        candidate = model if leading_batch else _add_batch_axis(_batch_vector_matmuls(model))
+        net = onnxdual.load(candidate)
+        try:
+            n_out = _check_conversion(net, session, shape, example_shape, source)
+            if check:
+                _check_dual(net, shape, example_shape, n_out, source)
+        except ModelLoadError:
+            if leading_batch:
+                continue
+            raise
+        return Network(net, session, shape, tuple(example_shape), math.prod(shape), n_out, in_type, out_type,
+                       opset_of(model, ""), source, session.get_inputs()[0].name)
+    raise AssertionError("unreachable")
+
+
+def _constants_to_initializers(model):
+    """``Constant`` nodes become initializers (onnx2torch needs e.g. ``Conv`` weights as initializers)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    constants = [n for n in model.graph.node if n.op_type == "Constant" and len(n.attribute) == 1]
+    if not constants:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = []
+    for node in out.graph.node:
+        if node.op_type != "Constant" or len(node.attribute) != 1:
+            keep.append(node)
+            continue
+        attr = node.attribute[0]
+        value = helper.get_attribute_value(attr)
+        if attr.name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value)
+            tensor.name = node.output[0]
+        elif attr.name in ("value_float", "value_floats"):
+            tensor = numpy_helper.from_array(np.asarray(value, dtype=np.float32), node.output[0])
+        elif attr.name in ("value_int", "value_ints"):
+            tensor = numpy_helper.from_array(np.asarray(value, dtype=np.int64), node.output[0])
+        else:
+            keep.append(node)
+            continue
+        out.graph.initializer.append(tensor)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
+
+
+def _add_batch_axis(model):
+    """For an ONNX input without a batch dimension (onnxdual adds one in front): shift the axes of the
+    shape-changing operators on the variable path by one (``Reshape`` targets get a leading ``0``, copy the
+    batch; ``Transpose`` permutations, ``Flatten`` axes and ``Pad`` pads get the new axis). Whatever is
+    missed here is caught by the batch check against onnxruntime in :func:`load_network`."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from onnxdual.frontend.onnx_import import variable_nodes
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
+                 list(inferred.graph.value_info) + list(inferred.graph.input)
+                 if v.type.tensor_type.HasField("shape")}
+    except Exception:  # noqa: BLE001 - best effort
+        ranks = {}
+    inits = {t.name: t for t in out.graph.initializer}
+    variable = {n.name or id(n) for n in variable_nodes(model)}
+    vnodes = [i for i, n in enumerate(model.graph.node) if (n.name or id(n)) in variable]
+
+    def new_init(array, base, i):
+        name = f"{base}__onnxdual_batched_{i}"
+        out.graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    def set_attr(node, name, value):
+        for a in node.attribute:
+            if a.name == name:
+                node.attribute.remove(a)
+                break
+        node.attribute.append(helper.make_attribute(name, value))
+
+    for i in vnodes:
+        node = out.graph.node[i]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in inits:
+            if attrs.get("allowzero", 0):
+                continue
+            target = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
+            node.input[1] = new_init(np.concatenate([[0], target]).astype(np.int64), node.input[1], i)
+        elif node.op_type == "Transpose":
+            perm = attrs.get("perm")
+            if perm is None:
+                rank = ranks.get(node.input[0])
+                if rank is None:
+                    continue
+                perm = list(reversed(range(rank)))
+            set_attr(node, "perm", [0] + [int(p) + 1 for p in perm])
+        elif node.op_type == "Flatten":
+            axis = int(attrs.get("axis", 1))
+            if axis >= 0:
+                set_attr(node, "axis", axis + 1)
+        elif node.op_type == "Pad":
+            if "pads" in attrs:
+                pads = list(attrs["pads"])
+                r = len(pads) // 2
+                set_attr(node, "pads", [0] + pads[:r] + [0] + pads[r:])
+            elif len(node.input) > 1 and node.input[1] in inits:
+                if len(node.input) > 3 and node.input[3]:
+                    continue  # explicit axes: left alone
+                pads = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
+                r = len(pads) // 2
+                node.input[1] = new_init(np.concatenate([[0], pads[:r], [0], pads[r:]]).astype(np.int64),
+                                         node.input[1], i)
+    return out
 
 
 def _batch_vector_matmuls(model):
@@ -906,17 +1019,20 @@ def check_element_types(declared: list[DeclaredNetwork], networks: dict[str, Net
             if v.element_type != "Real" and v.element_type != model_type:
                 raise QueryError(f"{source}: {v.name} of network {decl.name} is declared {v.element_type} but "
                                  f"the model's tensor is {model_type}", condition=2)
+    as_real = []
     for decl in declared:
         for v in decl.variables:
             if v.element_type == "Real":
                 continue
             if v.element_type == "float32" and not strict:
-                notes.append(f"{v.name} is declared float32: analysed in real arithmetic (sat answers are "
-                             "checked in float32; use --strict to refuse non-Real types)")
+                as_real.append(v.name)
                 continue
             raise QueryError(f"{source}: {v.name} is declared {v.element_type}, which onnxdual cannot analyse "
                              "soundly (its proofs hold in real arithmetic); declare it Real to accept that",
                              condition=3)
+    if as_real:
+        notes.append(f"{', '.join(as_real)} declared float32: analysed in real arithmetic (sat answers are "
+                     "checked in float32); --strict refuses non-Real types as the standard requires")
     return notes
 
 

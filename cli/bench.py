@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
-
 from onnxdual_cli.errors import user_errors
 from onnxdual_cli.verify import setup_torch
 
@@ -38,7 +37,8 @@ class _Bar:
     def __call__(self, instance, row) -> None:
         self.counts[row["answer"]] = self.counts.get(row["answer"], 0) + 1
         if self.bar is not None:
-            self.bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in sorted(self.counts.items())), refresh=False)
+            text = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+            self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:
@@ -64,15 +64,18 @@ class _Bar:
               help="... plus this many seconds.")
 @click.option("--max-timeout", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Cap every instance's timeout (seconds).")
-@click.option("--filter", "pattern", default=None, help="Only instances whose onnx or vnnlib path contains this.")
+@click.option("--filter", "pattern", default=None,
+              help="Only instances whose onnx or vnnlib path contains this.")
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
+@click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Split input boxes when at most this many inputs are perturbed (otherwise give up early).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
 @user_errors
-def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack, max_timeout,
-                  pattern, strict, device, threads, seed, quiet):
+def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack,
+                  max_timeout, pattern, strict, split_max_inputs, device, threads, seed, quiet):
     """Decide every instance of SOURCE (a folder with instances.csv, or a CSV of onnx,vnnlib,timeout rows)."""
     import onnxdual
     from onnxdual import bench
@@ -90,8 +93,9 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
     dev = setup_torch(threads, device)
     bar = _Bar(len(instances), enabled=not quiet)
     try:
-        results = bench.run_benchmark(instances, max_timeout=max_timeout, strict=strict, device=dev, seed=seed,
-                                      progress=bar)
+        results = bench.run_benchmark(instances, max_timeout=max_timeout, strict=strict, device=dev,
+                                      seed=seed, progress=bar,
+                                      verifier_options={"split_max_inputs": split_max_inputs})
     finally:
         bar.close()
     if expected is not None:
@@ -106,7 +110,8 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
         "source": str(source), "root": str(root) if root else None,
         "expected": str(expected_file) if expected_file else None,
         "baseline": str(baseline_file) if baseline_file else None,
-        "max_timeout": max_timeout, "strict": strict, "device": str(dev), "threads": threads,
+        "max_timeout": max_timeout, "strict": strict, "split_max_inputs": split_max_inputs,
+        "device": str(dev), "threads": threads,
         "onnxdual": onnxdual.__version__, "python": platform.python_version(),
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -121,11 +126,12 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
                    + f" ({meta['seconds']:.1f}s)")
         click.echo(f"report: {paths['report_html']}")
     for r in unsound.itertuples():
-        click.echo(f"onnxdual: error: UNSOUND answer {r.answer} (expected {r.expected}) for {r.onnx} {r.vnnlib}",
-                   err=True)
+        click.echo(f"onnxdual: error: UNSOUND answer {r.answer} (expected {r.expected}) for "
+                   f"{r.onnx} {r.vnnlib}", err=True)
     for r in regressions:
-        click.echo(f"onnxdual: error: regression ({r['kind']}) on {r['instance']}: baseline {r['baseline']} in "
-                   f"{r['baseline_seconds']}s, now {r['now']} in {r['seconds']}s", err=True)
+        click.echo(f"onnxdual: error: regression ({r['kind']}) on {r['instance']}: baseline "
+                   f"{r['baseline']} in {r['baseline_seconds']}s, now {r['now']} in {r['seconds']}s",
+                   err=True)
     if len(unsound):
         sys.exit(UNSOUND)
     if regressions:

@@ -22,9 +22,9 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -64,14 +64,14 @@ class Instance:
 def _stem(path: str) -> str:
     name = Path(path).name
     for suffix in (".gz", ".onnx", ".vnnlib"):
-        name = name[: -len(suffix)] if name.endswith(suffix) else name
+        name = name.removesuffix(suffix)
     return name
 
 
 def _key(path: Path) -> str:
     """Identity of a file for matching: resolved path without a ``.gz`` suffix."""
     text = str(path.resolve())
-    return text[:-3] if text.endswith(".gz") else text
+    return text.removesuffix(".gz")
 
 
 def read_instances(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Instance]:
@@ -80,8 +80,8 @@ def read_instances(source: str | os.PathLike, root: str | os.PathLike | None = N
     src = Path(source)
     csv_path = src / "instances.csv" if src.is_dir() else src
     if not csv_path.is_file():
-        raise InvalidInputError(f"no instances file: {csv_path}" + (" (a benchmark folder needs instances.csv)"
-                                                                   if src.is_dir() else ""))
+        hint = " (a benchmark folder needs instances.csv)" if src.is_dir() else ""
+        raise InvalidInputError(f"no instances file: {csv_path}{hint}")
     base = Path(root) if root is not None else csv_path.parent
     if not base.is_dir():
         raise InvalidInputError(f"root folder not found: {base}")
@@ -96,7 +96,8 @@ def read_instances(source: str | os.PathLike, root: str | os.PathLike | None = N
         if not row or not any(row) or row[0].startswith("#"):
             continue
         if len(row) < 3:
-            raise InvalidInputError(f"{csv_path}:{number}: expected 'onnx,vnnlib,timeout', got {','.join(row)!r}")
+            raise InvalidInputError(f"{csv_path}:{number}: expected 'onnx,vnnlib,timeout', "
+                                    f"got {','.join(row)!r}")
         try:
             timeout = float(row[2])
         except ValueError:
@@ -158,7 +159,8 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
             unsupported = "unsupported" in str(exc) or "not linear" in str(exc)
             row.update(answer="unsupported" if unsupported else "error", note=str(exc))
         except (RuntimeError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as exc:
-            row.update(answer="error", note=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            row.update(answer="error", note=f"{type(exc).__name__}: {first}")
         rows.append(row)
         if progress is not None:
             progress(inst, row)
@@ -168,7 +170,8 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
 # ------------------------------------------------------------------------------------------ ground truth
 
 
-def read_expected(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
+def read_expected(path: str | os.PathLike,
+                  root: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
     """Ground truth from a CSV with columns ``onnx``, ``vnnlib``, ``expected`` (paths relative to ``root``,
     default the file's folder): ``{(onnx key, vnnlib key): "sat" | "unsat" | other}``."""
     p = Path(path)
@@ -178,7 +181,8 @@ def read_expected(path: str | os.PathLike, root: str | os.PathLike | None = None
         raise InvalidInputError(f"cannot read expected answers {p}: {exc}") from None
     missing = {"onnx", "vnnlib", "expected"} - set(frame.columns)
     if missing:
-        raise InvalidInputError(f"{p}: missing column(s) {', '.join(sorted(missing))} (need onnx, vnnlib, expected)")
+        raise InvalidInputError(f"{p}: missing column(s) {', '.join(sorted(missing))} "
+                                "(need onnx, vnnlib, expected)")
     base = Path(root) if root is not None else p.parent
     return {(_key(base / r.onnx), _key(base / r.vnnlib)): r.expected.strip().lower()
             for r in frame.itertuples()}
@@ -237,13 +241,21 @@ def find_regressions(results: pd.DataFrame, baseline: pd.DataFrame, *, slowdown:
         b = base.get((str(r.onnx), str(r.vnnlib)))
         if b is None or b.answer not in SOLVED:
             continue
+        now_s, base_s = _seconds(r.seconds), _seconds(b.seconds)
+        entry = {"instance": r.instance, "baseline": b.answer, "now": r.answer, "baseline_seconds": base_s,
+                 "seconds": now_s}
         if r.answer != b.answer:
-            found.append({"instance": r.instance, "kind": "lost", "baseline": b.answer, "now": r.answer,
-                          "baseline_seconds": b.seconds, "seconds": r.seconds})
-        elif not (r.seconds <= slowdown * float(b.seconds) + slack):
-            found.append({"instance": r.instance, "kind": "slower", "baseline": b.answer, "now": r.answer,
-                          "baseline_seconds": b.seconds, "seconds": r.seconds})
+            found.append({**entry, "kind": "lost"})
+        elif not (now_s <= slowdown * base_s + slack):  # NaN (no time recorded) counts as slower
+            found.append({**entry, "kind": "slower"})
     return found
+
+
+def _seconds(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:

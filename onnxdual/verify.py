@@ -3,8 +3,8 @@
 A property (:mod:`onnxdual.specs`) lists cases: an input box and the unsafe output region there, a disjunction
 of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of any box reaches any conjunction.
 
-* **Proofs.** A conjunction is unreachable on a box when the dual bound (Theorem 1) proves that one of its rows
-  can never be satisfied there, or that a non-negative combination ``lambda`` of its rows cannot:
+* **Proofs.** A conjunction is unreachable on a box when the dual bound (Theorem 1) proves that one of its
+  rows can never be satisfied there, or that a non-negative combination ``lambda`` of its rows cannot:
   ``lb(lambda^T A y) - lambda^T b > 0`` implies that some row is violated for every reachable ``y``. This is
   sound for *every* ``lambda >= 0`` because :meth:`DualNetwork.lower_bound` is sound for any objective; we try
   each row, their (normalised) sum, and a few projected-gradient steps on ``lambda`` over the simplex
@@ -22,12 +22,12 @@ of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of an
 
 Arithmetic: the input box handed to the dual network is rounded *outwards* to float32 (and checked), so the
 bound covers every real input of the box; the network is analysed in real arithmetic on its float32 weights,
-as VNN-COMP tools do (the bound itself is computed in float32). ``strict=True`` refuses a proof whose margin is
-within a float32-rounding tolerance of zero (``unknown`` instead).
+as VNN-COMP tools do (the bound itself is computed in float32). ``strict=True`` refuses a proof whose margin
+is within a float32-rounding tolerance of zero (``unknown`` instead).
 
 The module also holds what the ``verify`` command needs around the engine, as pure functions: loading a
-(possibly gzip-compressed) ONNX network with its onnxruntime session, the VNN-LIB 2.0 network declarations of a
-query, the standard's checks on them (chapter 5, "error conditions for the verify command"), and the
+(possibly gzip-compressed) ONNX network with its onnxruntime session, the VNN-LIB 2.0 network declarations of
+a query, the standard's checks on them (chapter 5, "error conditions for the verify command"), and the
 standard's two assignment formats.
 """
 
@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from onnxdual.engine.input_sets import Box
 from onnxdual.engine.network import DualNetwork
-from onnxdual.errors import InvalidInputError, ModelLoadError, OnnxDualError
+from onnxdual.errors import InvalidInputError, ModelLoadError, OnnxDualError, UnsupportedOpsError
 
 SAT, UNSAT, UNKNOWN, TIMEOUT = "sat", "unsat", "unknown", "timeout"
 ANSWERS = (SAT, UNSAT, UNKNOWN, TIMEOUT)
@@ -164,19 +164,19 @@ def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
     import onnxruntime as ort
 
     import onnxdual
-    from onnxdual.frontend.onnx_import import graph_inputs, opset_of
+    from onnxdual.frontend.onnx_import import graph_inputs, missing_duals, opset_of
 
     source = str(path)
     data = read_model_bytes(path)
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf DecodeError and friends
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends
         raise ModelLoadError(f"cannot read {source} as an ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise ModelLoadError(f"{source} holds no ONNX graph (is it an ONNX file?)")
     try:
         onnx.checker.check_model(model)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as a load error
         raise ModelLoadError(f"{source} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
     inputs = graph_inputs(model)
     if len(inputs) != 1 or len(model.graph.output) != 1:
@@ -192,16 +192,20 @@ def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as a load error
         raise ModelLoadError(f"{source}: onnxruntime cannot run it: {str(exc).splitlines()[0]}") from None
     if in_type != "float" or out_type != "float":
-        raise QueryError(f"{source}: onnxdual analyses float32 networks; this one maps {in_type} to {out_type}",
-                         condition=3)
+        raise QueryError(f"{source}: onnxdual analyses float32 networks; this one maps {in_type} to "
+                         f"{out_type}", condition=3)
+    missing = missing_duals(model)  # every operator without a dual layer, before any rewriting
+    if missing:
+        raise UnsupportedOpsError(missing)
     shape = _static_shape(in_info)
-    model = _constants_to_initializers(model)
+    model = _explicit_pads(_downgrade(_constants_to_initializers(model)))
     # the first dimension is a batch of 1 when it can be (as in VNN-COMP files); otherwise (or if that
     # interpretation does not compute onnxruntime's function) a batch dimension is added in front
     modes = [True, False] if len(shape) >= 2 and shape[0] == 1 else [False]
+    first_error = None
     for leading_batch in modes:
         example_shape = shape[1:] if leading_batch else shape
         candidate = model if leading_batch else _add_batch_axis(_batch_vector_matmuls(model))
@@ -210,13 +214,102 @@ def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
             n_out = _check_conversion(net, session, shape, example_shape, source)
             if check:
                 _check_dual(net, shape, example_shape, n_out, source)
-        except ModelLoadError:
-            if leading_batch:
-                continue
+        except UnsupportedOpsError:
             raise
+        except OnnxDualError as exc:
+            first_error = first_error or exc
+            continue
         return Network(net, session, shape, tuple(example_shape), math.prod(shape), n_out, in_type, out_type,
                        opset_of(model, ""), source, session.get_inputs()[0].name)
-    raise AssertionError("unreachable")
+    raise first_error
+
+
+#: the newest opset onnx2torch converts for every operator onnxdual has a dual layer for; newer models are
+#: converted down to it with ONNX's version converter (checked against onnxruntime on the original model)
+CONVERT_OPSET = 17
+_HOLD_DOMAIN = "onnxdual.hold"
+
+
+def _downgrade(model):
+    """Convert a model of opset > :data:`CONVERT_OPSET` down to it, or return it unchanged if ONNX cannot.
+    ``Pad`` without ``axes`` (opset 18+) is the same operator as in opset 13 but has no down adapter: it is
+    held out of the conversion and put back."""
+    import onnx
+    from onnx import helper, version_converter
+
+    from onnxdual.frontend.onnx_import import opset_of
+
+    if opset_of(model, "") <= CONVERT_OPSET:
+        return model
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    held = [n for n in work.graph.node
+            if n.op_type == "Pad" and n.domain in ("", "ai.onnx") and len(n.input) <= 3]
+    for n in held:
+        n.domain = _HOLD_DOMAIN
+    if held:
+        work.opset_import.append(helper.make_opsetid(_HOLD_DOMAIN, 1))
+    try:
+        out = version_converter.convert_version(work, CONVERT_OPSET)
+    except Exception:  # noqa: BLE001 - no adapter: keep the original, onnx2torch may still manage
+        return model
+    for n in out.graph.node:
+        if n.domain == _HOLD_DOMAIN:
+            n.domain = ""
+    keep = [o for o in out.opset_import if o.domain != _HOLD_DOMAIN]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    return out
+
+
+def _explicit_pads(model):
+    """``auto_pad`` (``SAME_UPPER``, ``SAME_LOWER``, ``VALID``) of ``Conv`` and ``AveragePool`` written as
+    explicit ``pads`` (onnx2torch implements only the latter), from the inferred input shapes."""
+    import onnx
+    from onnx import helper
+
+    nodes = [n for n in model.graph.node if n.op_type in ("Conv", "AveragePool") and any(
+        a.name == "auto_pad" and helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET")
+        for a in n.attribute)]
+    if not nodes:
+        return model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - best effort
+        return model
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    inits = {t.name: t for t in model.graph.initializer}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        if node.op_type not in ("Conv", "AveragePool"):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode == "NOTSET":
+            continue
+        in_shape = shapes.get(node.input[0])
+        kernel = attrs.get("kernel_shape")
+        if kernel is None and node.op_type == "Conv" and node.input[1] in inits:
+            kernel = list(inits[node.input[1]].dims[2:])
+        if not in_shape or kernel is None or any(d <= 0 for d in in_shape[2:]):
+            continue
+        spatial = in_shape[2:]
+        strides = attrs.get("strides", [1] * len(spatial))
+        dilations = attrs.get("dilations", [1] * len(spatial))
+        begins, ends = [], []
+        for size, k, st, dl in zip(spatial, kernel, strides, dilations):
+            total = 0 if mode == "VALID" else max((-(-size // st) - 1) * st + (k - 1) * dl + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            begins.append(small if mode != "SAME_LOWER" else large)
+            ends.append(large if mode != "SAME_LOWER" else small)
+        for a in list(node.attribute):
+            if a.name in ("auto_pad", "pads"):
+                node.attribute.remove(a)
+        node.attribute.append(helper.make_attribute("pads", begins + ends))
+    return out
 
 
 def _constants_to_initializers(model):
@@ -363,25 +456,31 @@ def _batch_vector_matmuls(model):
     return model if out is None else out
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
 def _check_conversion(net: nn.Module, session, shape: tuple[int, ...], example_shape: tuple[int, ...],
                       source: str) -> int:
     """The torch module must compute onnxruntime's outputs, also for a batch of inputs. Returns the number
     of outputs."""
-    rng = np.random.default_rng(0)
-    probes = rng.uniform(-1.0, 1.0, size=(2, *shape)).astype(np.float32)
+    rng = np.random.default_rng(0)  # positive, mixed and wide probes: ReLUs must not hide a wrong layout
+    probes = np.stack([rng.uniform(0.2, 1.2, size=shape), rng.uniform(-1.0, 1.0, size=shape),
+                       rng.normal(0.0, 3.0, size=shape)]).astype(np.float32)
     name = session.get_inputs()[0].name
     try:
-        ref = np.stack([np.asarray(session.run(None, {name: p})[0], dtype=np.float64).reshape(-1) for p in probes])
-    except Exception as exc:
+        ref = np.stack([np.asarray(session.run(None, {name: p})[0], dtype=np.float64).reshape(-1)
+                        for p in probes])
+    except Exception as exc:  # noqa: BLE001 - reported as a load error
         raise ModelLoadError(f"{source}: onnxruntime fails on an input of shape {list(shape)}: "
                              f"{str(exc).splitlines()[0]}") from None
     try:
         with torch.no_grad():
-            got = net(torch.from_numpy(probes).reshape(2, *example_shape)).double().reshape(2, -1).numpy()
-    except Exception as exc:
+            got = net(torch.from_numpy(probes).reshape(3, *example_shape)).double().reshape(3, -1).numpy()
+    except Exception as exc:  # noqa: BLE001 - reported as a load error
         raise ModelLoadError(f"{source}: the network cannot be evaluated on a batch of inputs of shape "
-                             f"{list(shape)} after conversion ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"{list(shape)} after conversion ({type(exc).__name__}: {_first_line(exc)})"
+                             ) from None
     scale = 1.0 + np.abs(ref).max(initial=0.0)
     if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-5 * scale):
         raise ModelLoadError(f"{source}: the torch conversion of the network disagrees with onnxruntime on a "
@@ -402,9 +501,9 @@ def _check_dual(net: nn.Module, shape: tuple[int, ...], example_shape: tuple[int
             dual.lower_bound(torch.eye(n_out).expand(2, -1, -1)[:, :2].contiguous())
     except OnnxDualError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as a load error
         raise ModelLoadError(f"{source}: the dual network cannot be computed for this network "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"({type(exc).__name__}: {_first_line(exc)})") from None
 # --------------------------------------------------------------------------------------- float32 rounding
 
 
@@ -494,8 +593,9 @@ class Verifier:
     """
 
     def __init__(self, net: nn.Module, input_shape: tuple[int, ...], ort_session, *,
-                 example_shape: tuple[int, ...] | None = None, strict: bool = False, split_max_inputs: int = 16,
-                 batch_boxes: int = 256, lambda_steps: int = 20, device: torch.device | str | None = None):
+                 example_shape: tuple[int, ...] | None = None, strict: bool = False,
+                 split_max_inputs: int = 16,
+                 batch_boxes: int = 512, lambda_steps: int = 20, device: torch.device | str | None = None):
         self.net = net.eval()
         self.input_shape = tuple(int(d) for d in input_shape)
         self.example_shape = tuple(example_shape) if example_shape is not None else self.input_shape[1:]
@@ -511,12 +611,13 @@ class Verifier:
         self._ort_input = ort_session.get_inputs()[0].name
 
     @classmethod
-    def for_network(cls, network: Network, **kwargs) -> "Verifier":
+    def for_network(cls, network: Network, **kwargs) -> Verifier:
         return cls(network.net, network.input_shape, network.session, example_shape=network.example_shape,
                    **kwargs)
 
     # -- entry point ------------------------------------------------------------------------------------
-    def decide(self, prop, timeout: float, seed: int = 0, *, deadline: Deadline | None = None) -> VerifyResult:
+    def decide(self, prop, timeout: float, seed: int = 0, *,
+               deadline: Deadline | None = None) -> VerifyResult:
         """Decide ``prop`` within ``timeout`` seconds (or by ``deadline``). Never raises for a timeout."""
         deadline = deadline or Deadline(timeout)
         stats = _Stats()
@@ -536,7 +637,8 @@ class Verifier:
             return self._result(TIMEOUT, deadline, stats)
         return self._result(answer, deadline, stats)
 
-    def _result(self, answer: str, deadline: Deadline, stats: _Stats, found: _Found | None = None) -> VerifyResult:
+    def _result(self, answer: str, deadline: Deadline, stats: _Stats,
+                found: _Found | None = None) -> VerifyResult:
         margin = None
         if answer == UNSAT:
             margin = stats.leaf_margin if math.isfinite(stats.leaf_margin) else None
@@ -545,7 +647,8 @@ class Verifier:
         if found is not None:
             return VerifyResult(SAT, deadline.elapsed(), found.x, found.y, None, stats.boxes, found.case,
                                 stats.attack_steps)
-        return VerifyResult(answer, deadline.elapsed(), None, None, margin, stats.boxes, None, stats.attack_steps)
+        return VerifyResult(answer, deadline.elapsed(), None, None, margin, stats.boxes, None,
+                            stats.attack_steps)
 
     # -- preparation ------------------------------------------------------------------------------------
     def _prepare(self, prop) -> _Cases | None:
@@ -634,7 +737,8 @@ class Verifier:
     def _forward(self, x: Tensor) -> Tensor:
         return self.net(x.reshape(x.shape[0], *self.example_shape)).reshape(x.shape[0], -1)
 
-    def _check_points(self, x: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor, limit: int = 8) -> Tensor:
+    def _check_points(self, x: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor,
+                      limit: int = 8) -> Tensor:
         """Evaluate float32 points ``(N, n)``; confirm the most violating ones with onnxruntime. Returns the
         violation of each point (``<= 0``: the torch network reaches the unsafe region)."""
         with torch.no_grad():
@@ -661,7 +765,8 @@ class Verifier:
             else:
                 u = torch.rand(lo.shape, generator=gen).to(self.device)
                 corner = (torch.rand(lo.shape, generator=gen) < 0.5).to(self.device, lo.dtype)
-                x = lo_d + width * torch.where(torch.rand(n, 1, generator=gen).to(self.device) < 0.5, corner, u)
+                pick_corner = torch.rand(n, 1, generator=gen).to(self.device) < 0.5
+                x = lo_d + width * torch.where(pick_corner, corner, u)
             for step in range(steps + 1):
                 if deadline.passed():
                     raise _OutOfTime
@@ -693,10 +798,12 @@ class Verifier:
         return 1e-5 * (1 + b.abs().amax(2) + y_scale.reshape(-1, 1) * math.sqrt(n_out))
 
     def _bound_boxes(self, lowers: Tensor, uppers: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor,
-                     deadline: Deadline, stats: _Stats) -> tuple[Tensor, Tensor]:
+                     deadline: Deadline, stats: _Stats, lam_init: Tensor | None = None
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """For boxes ``(N, n)`` (float64) of cases ``cidx``: the best proven margin of each open conjunction
-        ``(N, D)`` (closed or padded ones: +inf), and the objective direction ``(N, n_out)`` that came
-        closest (for choosing split coordinates)."""
+        ``(N, D)`` (closed or padded ones: +inf), the objective direction ``(N, n_out)`` that came closest
+        (for choosing split coordinates), and the row weights ``lambda`` found ``(N, D, k)`` (or ``None``),
+        which warm-start the sub-boxes (``lam_init``)."""
         n = lowers.shape[0]
         predicted = stats.bound_seconds / max(stats.bound_boxes, 1) * n
         if stats.bound_boxes and predicted > deadline.remaining():
@@ -724,8 +831,9 @@ class Verifier:
                                 torch.gather(a, 2, row_m.argmax(2)[..., None, None].expand(n, d, 1, n_out))
                                 .squeeze(2), sum_a)
         need = live & (margin <= tol) & (rows.sum(2) >= 2)
+        lam = None
         if need.any() and self.lambda_steps > 0:
-            lam_m, lam_dir = self._optimise_lambda(dual, a, b, rows, need, tol, deadline)
+            lam_m, lam_dir, lam = self._optimise_lambda(dual, a, b, rows, need, tol, deadline, lam_init)
             better = lam_m > margin
             margin = torch.where(better, lam_m, margin)
             direction = torch.where(better.unsqueeze(-1), lam_dir, direction)
@@ -737,41 +845,60 @@ class Verifier:
         stats.bound_boxes += n
         stats.boxes += n
         # box centres are free attack points
-        x_center = torch.from_numpy(np.clip(center, cases.inner_lo[cidx].numpy(), cases.inner_hi[cidx].numpy()))
+        x_center = torch.from_numpy(np.clip(center, cases.inner_lo[cidx].numpy(),
+                                            cases.inner_hi[cidx].numpy()))
         self._check_points(x_center, cidx, cases, open_mask & (margin <= 0))
-        return margin, (direction * weight).sum(1)
+        return margin, (direction * weight).sum(1), lam
 
     def _optimise_lambda(self, dual: DualNetwork, a: Tensor, b: Tensor, rows: Tensor, need: Tensor,
-                         tol: Tensor, deadline: Deadline) -> tuple[Tensor, Tensor]:
+                         tol: Tensor, deadline: Deadline, lam_init: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor, Tensor]:
         """Projected gradient ascent of ``lb(lambda^T A y) - lambda^T b`` over the simplex, for the
-        conjunctions in ``need`` ``(N, D)``. Every iterate is a sound bound; returns the best value per
-        conjunction ``(N, D)`` (``-inf`` where not optimised) and its direction ``lambda^T A``."""
-        n, d, k, n_out = a.shape
+        conjunctions in ``need`` ``(N, D)``, from ``lam_init`` (a parent box's weights; fewer steps) or the
+        uniform weights. Every iterate is a sound bound; returns the best value per conjunction ``(N, D)``
+        (``-inf`` where not optimised), its direction ``lambda^T A`` and its weights ``lambda``."""
+        n, d, _, n_out = a.shape
         a_d = a.to(self.device, torch.float32)
         b_d = b.to(self.device, torch.float32)
         valid = rows.to(self.device)
         lam = valid.float() / valid.sum(2, keepdim=True).clamp(min=1)
+        steps = self.lambda_steps
+        if lam_init is not None:  # negative entries: no weights yet
+            init = lam_init.to(self.device, torch.float32)
+            known = (init >= 0).all(2, keepdim=True)
+            lam = torch.where(known & valid, init, lam)
+            if bool(known.squeeze(2)[need.to(self.device)].all()):
+                steps = max(3, steps // 3)
         best = torch.full((n, d), -math.inf, dtype=torch.float64)
         best_dir = torch.zeros((n, d, n_out), dtype=torch.float64)
+        best_lam = lam.detach().cpu().clone()
         need_d = need.to(self.device)
-        for step in range(self.lambda_steps):
+        stall = 0
+        for step in range(steps):
             if deadline.passed():
                 break
             lam = lam.detach().requires_grad_(True)
             with torch.enable_grad():
                 direction = torch.einsum("ndk,ndko->ndo", lam, a_d)
-                value = dual.lower_bound(direction.reshape(n, d, n_out)) - (lam * b_d).sum(2)
+                lb = dual.lower_bound(direction.reshape(n, d, n_out))
+                value = lb - (lam * b_d).sum(2)
                 (grad,) = torch.autograd.grad(value[need_d].sum(), lam)
-            value_c = value.detach().double().cpu()
-            better = value_c > best
+            # the certified value, the constants in float64: lb(lambda^T A y) - lambda^T b
+            value_c = lb.detach().double().cpu() - (lam.detach().double().cpu() * b).sum(2)
+            better = value_c > best + 1e-9 * (1 + best.abs().nan_to_num(posinf=0.0, neginf=0.0))
             best = torch.where(better, value_c, best)
             best_dir = torch.where(better.unsqueeze(-1), direction.detach().double().cpu(), best_dir)
+            best_lam = torch.where(better.unsqueeze(-1), lam.detach().cpu(), best_lam)
             if bool(((best > tol) | ~need).all()):
+                break
+            stall = 0 if bool((better & need).any()) else stall + 1
+            if stall >= 4:
                 break
             g = grad.masked_fill(~valid, 0.0)
             g = g / g.abs().amax(2, keepdim=True).clamp(min=1e-12)
             lam = _project_simplex(lam.detach() + (0.5 / math.sqrt(step + 1)) * g, valid)
-        return best.masked_fill(~need, -math.inf), best_dir
+        best_lam = torch.where(need.unsqueeze(-1), best_lam, torch.full_like(best_lam, -1.0))
+        return best.masked_fill(~need, -math.inf), best_dir, best_lam
 
     # -- the search -------------------------------------------------------------------------------------
     def _search(self, cases: _Cases, deadline: Deadline, stats: _Stats, gen: torch.Generator) -> str:
@@ -784,17 +911,29 @@ class Verifier:
                                cases, cases.disjuncts[idx])
             self._attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases, cases.disjuncts[idx], steps=15,
                          restarts=1, gen=gen, deadline=deadline, stats=stats)
+        # a box without float32 points (inputs fixed at values float32 cannot represent) whose real centre
+        # clearly reaches the unsafe region can neither be proven safe nor given a float32 witness
+        if not attackable.all():
+            idx = all_cases[~attackable]
+            centre = ((cases.lower[idx] + cases.upper[idx]) / 2).float()
+            with torch.no_grad():
+                y = self._forward(centre.to(self.device))
+                v = self._violation(y, idx, cases, cases.disjuncts[idx]).cpu()
+            if bool((v < -1e-4 * (1 + v.abs())).any()):
+                return self._give_up(cases, deadline, stats, gen)
         # 2. bound every case, then split what stays open
         perturbed = (cases.upper > cases.lower).sum(1)
         splittable = bool((perturbed <= self.split_max_inputs).all())
+        split_cost = 0.0  # measured seconds per box of the split scores
         queue_lo, queue_hi = [cases.lower], [cases.upper]
         queue_c, queue_open = [all_cases], [cases.disjuncts.clone()]
+        queue_lam = [torch.full(cases.rows.shape, -1.0)]  # row weights to warm-start each box with
         first = True
         batches = 0
         per_box = 0.0  # measured seconds per box of a whole iteration (bounds, lambda, split scores)
         while queue_lo:
             lo_all, hi_all = torch.cat(queue_lo), torch.cat(queue_hi)
-            c_all, open_all = torch.cat(queue_c), torch.cat(queue_open)
+            c_all, open_all, lam_all = torch.cat(queue_c), torch.cat(queue_open), torch.cat(queue_lam)
             take = min(self.batch_boxes, lo_all.shape[0])
             if per_box:  # never start a batch the measured cost says cannot finish in time
                 fits = int(deadline.remaining() / per_box)
@@ -806,9 +945,12 @@ class Verifier:
             rest = lo_all.shape[0] - take
             queue_lo, queue_hi = ([lo_all[:rest]], [hi_all[:rest]]) if rest else ([], [])
             queue_c, queue_open = ([c_all[:rest]], [open_all[:rest]]) if rest else ([], [])
+            lam_init, queue_lam = lam_all[-take:], ([lam_all[:rest]] if rest else [])
             if deadline.passed():
                 raise _OutOfTime
-            margin, direction = self._bound_boxes(lo, hi, cidx, cases, open_mask, deadline, stats)
+            margin, direction, lam = self._bound_boxes(lo, hi, cidx, cases, open_mask, deadline, stats,
+                                                       lam_init)
+            lam = lam_init if lam is None else lam
             batches += 1
             worst = margin.amin(1)
             if first:
@@ -828,9 +970,11 @@ class Verifier:
             width = hi - lo
             if bool((width.amax(1) <= 1e-9 * (1 + hi.abs().amax(1))).any()):
                 return self._give_up(cases, deadline, stats, gen)  # cannot split further
-            if deadline.passed():
+            if deadline.remaining() < split_cost * todo.numel():
                 raise _OutOfTime
+            t_split = time.perf_counter()
             score = self._split_scores(lo, hi, direction[todo]).masked_fill(width <= 0, 0.0)
+            split_cost = max(0.5 * split_cost, (time.perf_counter() - t_split) / todo.numel())
             score = torch.where(score.amax(1, keepdim=True) > 0, score, width)
             dim = score.argmax(1)
             rows = torch.arange(todo.numel())
@@ -841,6 +985,7 @@ class Verifier:
             queue_hi += [left_hi, hi]
             queue_c += [cidx, cidx]
             queue_open += [still_open, still_open]
+            queue_lam += [lam[todo], lam[todo]]
             per_box = max(0.5 * per_box, (time.perf_counter() - t_batch) / take)
             if batches % 8 == 0:  # a deep search may be hiding a counterexample: attack the worst boxes
                 pick = worst[todo].argsort()[:16]
@@ -860,16 +1005,28 @@ class Verifier:
         c = torch.from_numpy(center).reshape(-1, *self.example_shape).to(self.device)
         r = torch.from_numpy(radius).reshape(-1, *self.example_shape).to(self.device).requires_grad_(True)
         with torch.enable_grad():
-            lb = DualNetwork(self.net, c, r).lower_bound(direction.to(self.device, torch.float32).unsqueeze(1))
+            rows = direction.to(self.device, torch.float32).unsqueeze(1)
+            lb = DualNetwork(self.net, c, r).lower_bound(rows)
             (g,) = torch.autograd.grad(lb.sum(), r)
         return (g.abs() * r.detach()).reshape(lo.shape[0], -1).double().cpu()
 
     def _give_up(self, cases: _Cases, deadline: Deadline, stats: _Stats, gen: torch.Generator) -> str:
-        """Bounds cannot decide: a stronger attack with a bounded budget, else ``unknown``."""
+        """Bounds cannot decide: stronger attacks with a bounded budget, else ``unknown``. First on every
+        case at once, then targeted: each conjunction of each case attacked on its own (the minimum over
+        conjunctions sends the gradient to one of them only)."""
         idx = torch.arange(cases.lower.shape[0])[cases.has_points]
-        if idx.numel():
-            self._attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases, cases.disjuncts[idx], steps=50,
-                         restarts=4, gen=gen, deadline=deadline, stats=stats)
+        if not idx.numel():
+            return UNKNOWN
+        self._attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases, cases.disjuncts[idx], steps=50,
+                     restarts=2, gen=gen, deadline=deadline, stats=stats)
+        pairs = cases.disjuncts[idx].nonzero()  # (case position, conjunction)
+        if pairs.shape[0] > 1:
+            for chunk in pairs.split(64):
+                cidx = idx[chunk[:, 0]]
+                target = torch.zeros((chunk.shape[0], cases.disjuncts.shape[1]), dtype=torch.bool)
+                target[torch.arange(chunk.shape[0]), chunk[:, 1]] = True
+                self._attack(cases.inner_lo[cidx], cases.inner_hi[cidx], cidx, cases, target, steps=50,
+                             restarts=2, gen=gen, deadline=deadline, stats=stats)
         return UNKNOWN
 
 
@@ -955,6 +1112,8 @@ def declared_networks(text: str, source: str = "<string>") -> list[DeclaredNetwo
 
     def var(v) -> DeclaredVariable:
         kind = str(v.dtype).split(".")[-1]
+        if kind == "Unknown":  # the reference parser (vnnlib 1.0.2) types a declared Real as Unknown
+            kind = "Real"
         return DeclaredVariable(v.name, _VNNLIB_TYPES.get(kind, kind.lower()), tuple(int(d) for d in v.shape))
 
     out = []
@@ -983,18 +1142,19 @@ def match_networks(declared: list[DeclaredNetwork], given: list[tuple[str | None
     if len(given) == 1 and given[0][0] is None and len(needed) == 1:
         return {needed[0]: given[0][1]}
     if any(n is None for n in names):
-        raise QueryError(f"{source} declares networks {', '.join(needed)}: give each as --network NAME=MODEL.onnx",
-                         condition=1)
+        raise QueryError(f"{source} declares networks {', '.join(needed)}: give each as "
+                         "--network NAME=MODEL.onnx", condition=1)
     missing = [n for n in needed if n not in names]
     extra = [n for n in names if n not in needed]
     if missing or extra:
         parts = []
         if missing:
-            parts.append("no model file for network" + ("s " if len(missing) > 1 else " ") + ", ".join(missing))
+            plural = "s" if len(missing) > 1 else ""
+            parts.append(f"no model file for network{plural} " + ", ".join(missing))
         if extra:
             known = {n.name for n in declared}
-            parts.append(", ".join(f"{n!r} ({'declared equal-to another network' if n in known else 'not declared'})"
-                                   for n in extra) + " given but not needed")
+            why = {n: "declared equal-to another network" if n in known else "not declared" for n in extra}
+            parts.append(", ".join(f"{n!r} ({why[n]})" for n in extra) + " given but not needed")
         raise QueryError(f"{source}: " + "; ".join(parts), condition=1)
     return {n: p for n, p in given}
 
@@ -1017,8 +1177,8 @@ def check_element_types(declared: list[DeclaredNetwork], networks: dict[str, Net
                       [vnnlib_type(net.output_type)] * len(decl.outputs)
         for v, model_type in zip(decl.inputs + decl.outputs, model_types):
             if v.element_type != "Real" and v.element_type != model_type:
-                raise QueryError(f"{source}: {v.name} of network {decl.name} is declared {v.element_type} but "
-                                 f"the model's tensor is {model_type}", condition=2)
+                raise QueryError(f"{source}: {v.name} of network {decl.name} is declared {v.element_type} "
+                                 f"but the model's tensor is {model_type}", condition=2)
     as_real = []
     for decl in declared:
         for v in decl.variables:
@@ -1027,9 +1187,9 @@ def check_element_types(declared: list[DeclaredNetwork], networks: dict[str, Net
             if v.element_type == "float32" and not strict:
                 as_real.append(v.name)
                 continue
-            raise QueryError(f"{source}: {v.name} is declared {v.element_type}, which onnxdual cannot analyse "
-                             "soundly (its proofs hold in real arithmetic); declare it Real to accept that",
-                             condition=3)
+            raise QueryError(f"{source}: {v.name} is declared {v.element_type}, which onnxdual cannot "
+                             "analyse soundly (its proofs hold in real arithmetic); declare it Real to "
+                             "accept that", condition=3)
     if as_real:
         notes.append(f"{', '.join(as_real)} declared float32: analysed in real arithmetic (sat answers are "
                      "checked in float32); --strict refuses non-Real types as the standard requires")
@@ -1086,7 +1246,8 @@ def serialise_assignment(directory: str | os.PathLike, variables: list[DeclaredV
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InvalidInputError(f"cannot create assignment directory {str(out)!r}: {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot create assignment directory {str(out)!r}: "
+                                f"{exc.strerror or exc}") from None
     paths = []
     for v, values in zip(variables, _split_values(variables, x, y)):
         dtype = np.float64 if v.element_type == "float64" else np.float32

@@ -41,3 +41,14 @@ def onnx_model():
     from tests.onnx_builders import make_model
 
     return make_model
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and CI runs two test workers on two cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

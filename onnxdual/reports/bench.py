@@ -68,7 +68,7 @@ def render_bench_html(results: pd.DataFrame, summary: pd.DataFrame, meta: Mappin
     context = {
         "title": str(meta.get("title") or "Benchmark report"),
         "meta": [(k, json.dumps(to_jsonable(v)) if isinstance(v, (dict, list)) else str(v))
-                 for k, v in meta.items() if k != "title"],
+                 for k, v in meta.items() if k != "title" and v is not None],
         "rows": rows, "summary": summary_rows, "has_truth": has_truth,
         "answers": _ANSWER_ORDER,
         "overall": {a: int(overall.get(a, 0)) for a in _ANSWER_ORDER}

@@ -186,6 +186,8 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
     if model_source is None:
         hint = f": give the model or architecture {out} was started with" if resume else ""
         raise InvalidInputError("no model given to train" + hint)
+    if world.active:
+        dist.barrier()  # every rank has checked the output directory before rank 0 writes into it
 
     remaining = np.arange(n, dtype=np.int64)
     for entry in done:

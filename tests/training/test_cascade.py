@@ -17,37 +17,7 @@ from onnxdual.errors import InvalidInputError
 from onnxdual.training import (ArrayData, CascadeCallback, TrainConfig, evaluate, exact_certifier,
                                train_cascade)
 
-SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and CI runs two test workers on two cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def conv_model(tmp_path_factory):
-    torch.manual_seed(0)
-    seq = nn.Sequential(nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(4 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10))
-    path = tmp_path_factory.mktemp("model") / "conv.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(seq, torch.zeros(1, *SHAPE), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    return path
-
-
-def synthetic(n: int = 120, seed: int = 0) -> ArrayData:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = (0.25 + 0.5 * y.view(-1, 1, 1, 1) + 0.25 * (torch.rand(n, *SHAPE, generator=g) - 0.5)).clamp(0, 1)
-    return ArrayData(x, y, "synthetic", 10)
+from tests.training.shared import SHAPE, synthetic  # noqa: E402
 
 
 def config(**kw) -> TrainConfig:

@@ -81,12 +81,6 @@ def tiny_problem(tmp_path):
     return model, ArrayData(x, y, "synthetic", 10)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def free_port() -> int:

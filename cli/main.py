@@ -11,6 +11,8 @@ from onnxdual import registry
 from onnxdual_cli.certify import certify_command
 from onnxdual_cli.errors import user_errors
 from onnxdual_cli.train import train_command
+from onnxdual_cli.verify import supports_command, verify_command, vnncomp_command, vnncomp_prepare_command
+from onnxdual_cli.bench import bench_command
 
 NAME = "onnxdual"
 
@@ -53,6 +55,11 @@ def ops(as_json: bool, markdown: bool) -> None:
 
 cli.add_command(certify_command, name="certify")
 cli.add_command(train_command, name="train")
+cli.add_command(verify_command, name="verify")
+cli.add_command(supports_command, name="supports")
+cli.add_command(bench_command, name="bench")
+cli.add_command(vnncomp_command, name="vnncomp")
+cli.add_command(vnncomp_prepare_command, name="vnncomp-prepare")
 
 
 def main() -> None:

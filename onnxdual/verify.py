@@ -936,10 +936,10 @@ class Verifier:
             c_all, open_all, lam_all = torch.cat(queue_c), torch.cat(queue_open), torch.cat(queue_lam)
             take = min(self.batch_boxes, lo_all.shape[0])
             if per_box:  # never start a batch the measured cost says cannot finish in time
-                fits = int(deadline.remaining() / per_box)
+                fits = deadline.remaining() / per_box
                 if fits < 1:
                     raise _OutOfTime
-                take = min(take, fits)
+                take = int(min(take, fits))
             t_batch = time.perf_counter()
             lo, hi, cidx, open_mask = lo_all[-take:], hi_all[-take:], c_all[-take:], open_all[-take:]
             rest = lo_all.shape[0] - take

@@ -45,11 +45,15 @@ def save(model: onnx.ModelProto, path) -> str:
 def mlp(tmp_path_factory):
     """2 -> 8 -> 8 -> 2 ReLU network (fixed random weights)."""
     rng = np.random.default_rng(3)
-    init = {"W1": rng.normal(size=(8, 2)).astype(np.float32), "B1": rng.normal(size=8).astype(np.float32) * .3,
-            "W2": (rng.normal(size=(8, 8)) / 3).astype(np.float32), "B2": rng.normal(size=8).astype(np.float32) * .3,
+    init = {"W1": rng.normal(size=(8, 2)).astype(np.float32),
+            "B1": rng.normal(size=8).astype(np.float32) * .3,
+            "W2": (rng.normal(size=(8, 8)) / 3).astype(np.float32),
+            "B2": rng.normal(size=8).astype(np.float32) * .3,
             "W3": (rng.normal(size=(2, 8)) / 3).astype(np.float32), "B3": np.zeros(2, np.float32)}
-    nodes = [helper.make_node("Gemm", ["input", "W1", "B1"], ["h1"], transB=1), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("Gemm", ["r1", "W2", "B2"], ["h2"], transB=1), helper.make_node("Relu", ["h2"], ["r2"]),
+    nodes = [helper.make_node("Gemm", ["input", "W1", "B1"], ["h1"], transB=1),
+             helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Gemm", ["r1", "W2", "B2"], ["h2"], transB=1),
+             helper.make_node("Relu", ["h2"], ["r2"]),
              helper.make_node("Gemm", ["r2", "W3", "B3"], ["output"], transB=1)]
     path = save(make_model(nodes, [2], [2], init), tmp_path_factory.mktemp("mlp") / "mlp.onnx")
     return load_network(path)
@@ -60,8 +64,10 @@ def twin(tmp_path_factory):
     """1 input, y = [relu(x), relu(x)] (two equal outputs): y0 >= 0.6 and y1 <= 0.4 is unreachable, but no
     single constraint row shows it."""
     init = {"W": np.ones((2, 1), np.float32)}
-    nodes = [helper.make_node("Relu", ["input"], ["r"]), helper.make_node("Gemm", ["r", "W"], ["output"], transB=1)]
-    return load_network(save(make_model(nodes, [1], [2], init), tmp_path_factory.mktemp("twin") / "twin.onnx"))
+    nodes = [helper.make_node("Relu", ["input"], ["r"]),
+             helper.make_node("Gemm", ["r", "W"], ["output"], transB=1)]
+    path = tmp_path_factory.mktemp("twin") / "twin.onnx"
+    return load_network(save(make_model(nodes, [1], [2], init), path))
 
 
 def prop_of(cases, n_in, n_out) -> Property:
@@ -78,7 +84,8 @@ def output_range(network, lo, hi, j, n=4000):
 
 def run_ort(network, x):
     sess = network.session
-    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x.reshape(network.input_shape)})[0]).reshape(-1)
+    feed = {sess.get_inputs()[0].name: x.reshape(network.input_shape)}
+    return np.asarray(sess.run(None, feed)[0]).reshape(-1)
 
 
 def test_unsat_is_proven_with_a_positive_margin(mlp):
@@ -164,7 +171,8 @@ def test_no_proof_and_no_witness_for_a_point_without_a_float32_value(twin):
 
 
 def test_an_empty_conjunction_is_sat_at_any_point_of_the_box(mlp):
-    prop = Property(2, 2, [(InputRegion([0.25, 0.5], [0.25, 0.75]), [OutputConstraint(np.zeros((0, 2)), [])])])
+    everything = OutputConstraint(np.zeros((0, 2)), [])
+    prop = Property(2, 2, [(InputRegion([0.25, 0.5], [0.25, 0.75]), [everything])])
     result = Verifier.for_network(mlp).decide(prop, 5)
     assert result.answer == SAT and result.witness_x[0] == np.float32(0.25)
 
@@ -227,8 +235,8 @@ def test_inputs_without_a_batch_dimension(tmp_path):
     assert net.example_shape == (1,)
     prop = prop_of([([-1.0], [1.0], [([-1.0, 0.0], [-2.5])])], 1, 2)  # y0 = relu(2x) >= 2.5: unsat
     assert Verifier.for_network(net).decide(prop, 5).answer == UNSAT
-    p2 = vector_model([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), helper.make_node("Relu", ["t"], ["y"])],
-                      [1, 2], [2, 1], {}, tmp_path / "tr.onnx")
+    p2 = vector_model([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+                       helper.make_node("Relu", ["t"], ["y"])], [1, 2], [2, 1], {}, tmp_path / "tr.onnx")
     net = load_network(p2)
     prop = prop_of([([0.0, 10.0], [1.0, 11.0], [([0.0, -1.0], [-10.0])])], 2, 2)  # y[1,0] = x[0,1] >= 10: sat
     result = Verifier.for_network(net).decide(prop, 5)
@@ -297,8 +305,8 @@ def test_assignment_formats(tmp_path):
     t.ParseFromString(paths[1].read_bytes())
     assert list(t.dims) == [1, 2] and np.array_equal(numpy_helper.to_array(t).reshape(-1), y)
     v1 = Property(1, 2, [])
-    assert format_assignment(assignment_variables(v1, []), np.array([1.0]), np.array([2.0, 3.0])).splitlines() == \
-        ["X_0 Real []", "1.0", "Y_0 Real []", "2.0", "Y_1 Real []", "3.0"]
+    text = format_assignment(assignment_variables(v1, []), np.array([1.0]), np.array([2.0, 3.0]))
+    assert text.splitlines() == ["X_0 Real []", "1.0", "Y_0 Real []", "2.0", "Y_1 Real []", "3.0"]
 
 
 def test_deadline():

@@ -1,5 +1,5 @@
-"""Generate the CI regression suite of ``onnxdual bench``: tiny ONNX networks, VNN-LIB properties (1.0 and 2.0,
-disjunctions, several input boxes, gzip files) and their ground truth.
+"""Generate the CI regression suite of ``onnxdual bench``: tiny ONNX networks, VNN-LIB properties (1.0 and
+2.0, disjunctions, several input boxes, gzip files) and their ground truth.
 
     python benchmarks/vnnlib/make_suite.py        # rewrites onnx/, vnnlib/, instances.csv, expected.csv
 
@@ -43,8 +43,10 @@ def make_mlp2(rng):
     w3, b3 = dense(rng, 2, 8, 2.0), rng.normal(size=2).astype(np.float32) * 0.5
     spec = [("affine", "h1", [("x", w1)], b1), ("relu", "r1", "h1"), ("affine", "h2", [("r1", w2)], b2),
             ("relu", "r2", "h2"), ("affine", "y", [("r2", w3)], b3)]
-    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h1"], transB=1), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("Gemm", ["r1", "W2", "B2"], ["h2"], transB=1), helper.make_node("Relu", ["h2"], ["r2"]),
+    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h1"], transB=1),
+             helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Gemm", ["r1", "W2", "B2"], ["h2"], transB=1),
+             helper.make_node("Relu", ["h2"], ["r2"]),
              helper.make_node("Gemm", ["r2", "W3", "B3"], ["y"], transB=1)]
     inits = {"W1": w1, "B1": b1, "W2": w2, "B2": b2, "W3": w3, "B3": b3}
     return spec, model(nodes, inits, [1, 2], [1, 2], opset=13)
@@ -113,18 +115,24 @@ def make_skip(rng):
     spec = [("affine", "h1", [("x", w1)], b1), ("relu", "r1", "h1"),
             ("affine", "h2", [("r1", w2), ("x", np.eye(3))], b2), ("relu", "r2", "h2"),
             ("affine", "y", [("r2", w3)], b3)]
-    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h1"], transB=1), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("Gemm", ["r1", "W2", "B2"], ["g"], transB=1), helper.make_node("Add", ["g", "x"], ["h2"]),
-             helper.make_node("Relu", ["h2"], ["r2"]), helper.make_node("Gemm", ["r2", "W3", "B3"], ["y"], transB=1)]
-    return spec, model(nodes, {"W1": w1, "B1": b1, "W2": w2, "B2": b2, "W3": w3, "B3": b3}, [1, 3], [1, 2], opset=13)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["h1"], transB=1),
+             helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Gemm", ["r1", "W2", "B2"], ["g"], transB=1),
+             helper.make_node("Add", ["g", "x"], ["h2"]),
+             helper.make_node("Relu", ["h2"], ["r2"]),
+             helper.make_node("Gemm", ["r2", "W3", "B3"], ["y"], transB=1)]
+    inits = {"W1": w1, "B1": b1, "W2": w2, "B2": b2, "W3": w3, "B3": b3}
+    return spec, model(nodes, inits, [1, 3], [1, 2], opset=13)
 
 
 def model(nodes, inits, in_shape, out_shape, opset):
     graph = helper.make_graph(nodes, "onnxdual_suite",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="make_suite.py")
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k)
+                               for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                          producer_name="make_suite.py")
     m.ir_version = 8
     onnx.checker.check_model(m)
     return m
@@ -307,7 +315,8 @@ class Prop:
             lines += [f"(assert (>= X[{idx(i, in_shape)}] {fmt(lo[i])}))",
                       f"(assert (<= X[{idx(i, in_shape)}] {fmt(hi[i])}))"]
         clauses = ["(and " + " ".join(self._atoms(a, b, y)) + ")" for a, b in conj]
-        lines.append("(assert (or " + " ".join(clauses) + "))" if len(clauses) > 1 else f"(assert {clauses[0]})")
+        lines.append("(assert (or " + " ".join(clauses) + "))" if len(clauses) > 1
+                     else f"(assert {clauses[0]})")
         return "\n".join(lines) + "\n"
 
 
@@ -355,7 +364,8 @@ def main():
               "skip": ([1, 3], [1, 2])}
     for name, (_, m) in nets.items():
         onnx.save(m, str(HERE / "onnx" / f"{name}.onnx"))
-    (HERE / "onnx" / "skip.onnx.gz").write_bytes(gzip.compress((HERE / "onnx" / "skip.onnx").read_bytes(), mtime=0))
+    skip = (HERE / "onnx" / "skip.onnx").read_bytes()
+    (HERE / "onnx" / "skip.onnx.gz").write_bytes(gzip.compress(skip, mtime=0))
 
     e = np.eye
     props = []  # (net, Prop, expected, margin)
@@ -383,7 +393,8 @@ def main():
         add("acas_like", lambda t, s=sat: Prop(
             f"acas_like_two_boxes_{'sat' if s else 'unsat'}",
             [([-0.6, -1.0, -0.8, -0.4, -1.5], [0.0, 1.0, 0.8, 0.9, 1.5], [(-e(5)[[2]], -np.array([t]))]),
-             ([0.0, -1.0, -0.8, -0.4, -1.5], [0.6, 1.0, 0.8, 0.9, 1.5], [(-e(5)[[2]], -np.array([t]))])]), sat)
+             ([0.0, -1.0, -0.8, -0.4, -1.5], [0.6, 1.0, 0.8, 0.9, 1.5],
+             [(-e(5)[[2]], -np.array([t]))])]), sat)
     # conv: robustness of the label at an image (16 perturbed pixels), 1.0 and 2.0
     image = rng.uniform(0, 1, size=16)
     label = int(np.argmax(forward(nets["conv"][0], image)))
@@ -397,8 +408,8 @@ def main():
                 row = np.zeros(3)
                 row[label], row[j] = 1.0, -1.0
                 conj.append((row[None, :], np.array([-t])))
-            return Prop(f"conv_robust_{'sat' if s else 'unsat'}", [(image - eps, image + eps, conj)], version=v,
-                        elem="float32")
+            return Prop(f"conv_robust_{'sat' if s else 'unsat'}", [(image - eps, image + eps, conj)],
+                        version=v, elem="float32")
 
         add("conv", make_conv_prop, sat)
     # skip: a general linear output constraint, 2.0
@@ -422,8 +433,10 @@ def main():
             (HERE / vnn).write_text(text)
         if answer == "sat":  # the MILP optimum is a counterexample for onnxruntime too
             x, a, b, lo, _ = where
-            sess = ort.InferenceSession(str(HERE / "onnx" / f"{net}.onnx"), providers=["CPUExecutionProvider"])
-            y = sess.run(None, {"x": x.astype(np.float32).reshape(in_shape)})[0].reshape(-1).astype(np.float64)
+            sess = ort.InferenceSession(str(HERE / "onnx" / f"{net}.onnx"),
+                                        providers=["CPUExecutionProvider"])
+            y = sess.run(None, {"x": x.astype(np.float32).reshape(in_shape)})[0]
+            y = y.reshape(-1).astype(np.float64)
             assert np.all(a @ y <= b + 1e-9) and np.all(np.asarray(lo) <= x + 1e-9), (prop.name, a @ y - b)
         instances.append((onnx_file, vnn, 10))
         expected.append({"onnx": onnx_file, "vnnlib": vnn, "expected": answer, "milp_margin": f"{margin:.6f}",

@@ -22,9 +22,9 @@ SUITE = REPO / "benchmarks" / "vnnlib"
 
 
 def vnnlib1(lo: float, hi: float, threshold: float) -> str:
-    return ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-            f"(assert (>= X_0 {lo}))\n(assert (<= X_0 {hi}))\n(assert (>= X_1 {lo}))\n(assert (<= X_1 {hi}))\n"
-            f"(assert (>= Y_0 {threshold}))\n")
+    declare = "".join(f"(declare-const {v} Real)\n" for v in ("X_0", "X_1", "Y_0", "Y_1"))
+    box = "".join(f"(assert (>= {v} {lo}))\n(assert (<= {v} {hi}))\n" for v in ("X_0", "X_1"))
+    return declare + box + f"(assert (>= Y_0 {threshold}))\n"
 
 
 @pytest.fixture
@@ -34,13 +34,15 @@ def folder(tmp_path) -> Path:
     (tmp_path / "onnx").mkdir()
     (tmp_path / "vnnlib").mkdir()
     w = np.array([[1.0, 1.0], [1.0, -1.0]], np.float32)
-    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["output"])]
+    gemm = helper.make_node("Gemm", ["input", "W"], ["h"], transB=1)
+    nodes = [gemm, helper.make_node("Relu", ["h"], ["output"])]
     onnx.save(make_model(nodes, [2], [2], {"W": w}), str(tmp_path / "onnx" / "net.onnx"))
-    odd = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1), helper.make_node("Softmax", ["h"], ["output"])]
+    odd = [gemm, helper.make_node("Softmax", ["h"], ["output"])]
     onnx.save(make_model(odd, [2], [2], {"W": w}), str(tmp_path / "onnx" / "softmax.onnx"))
     (tmp_path / "vnnlib" / "unsat.vnnlib").write_text(vnnlib1(0.0, 1.0, 2.5))
     (tmp_path / "vnnlib" / "sat.vnnlib").write_text(vnnlib1(0.0, 1.0, 1.5))
-    (tmp_path / "instances.csv").write_text("onnx/net.onnx,vnnlib/unsat.vnnlib,10\nonnx/net.onnx,vnnlib/sat.vnnlib,10\n"
+    (tmp_path / "instances.csv").write_text("onnx/net.onnx,vnnlib/unsat.vnnlib,10\n"
+                                            "onnx/net.onnx,vnnlib/sat.vnnlib,10\n"
                                             "onnx/softmax.onnx,vnnlib/sat.vnnlib,10\n")
     (tmp_path / "expected.csv").write_text("onnx,vnnlib,expected\nonnx/net.onnx,vnnlib/unsat.vnnlib,unsat\n"
                                            "onnx/net.onnx,vnnlib/sat.vnnlib,sat\nonnx/softmax.onnx,vnnlib/sat.vnnlib,sat\n")
@@ -81,7 +83,8 @@ def test_baseline_regressions(folder, tmp_path):
     out = tmp_path / "out"
     assert run(folder, "--out", out, "--quiet").exit_code == 0
     baseline = pd.read_csv(out / "results.csv", keep_default_na=False)
-    assert run(folder, "--baseline", out / "results.csv", "--out", tmp_path / "same", "--quiet").exit_code == 0
+    same = run(folder, "--baseline", out / "results.csv", "--out", tmp_path / "same", "--quiet")
+    assert same.exit_code == 0
     # an instance the baseline solved is now unsolved: make the baseline claim the unsupported one was sat
     lost = baseline.copy()
     lost.loc[2, "answer"] = "sat"
@@ -92,7 +95,8 @@ def test_baseline_regressions(folder, tmp_path):
     fast = baseline.copy()
     fast["seconds"] = 0.0
     fast.to_csv(tmp_path / "fast.csv", index=False)
-    result = run(folder, "--baseline", tmp_path / "fast.csv", "--slack", "0", "--out", tmp_path / "o3", "--quiet")
+    result = run(folder, "--baseline", tmp_path / "fast.csv", "--slack", "0", "--out", tmp_path / "o3",
+                 "--quiet")
     assert result.exit_code == 4 and "slower" in result.stderr
     found = bench.find_regressions(baseline, fast, slowdown=3.0, slack=0.0)
     assert {r["kind"] for r in found} == {"slower"} and len(found) == 2

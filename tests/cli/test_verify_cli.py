@@ -1,5 +1,5 @@
-"""`onnxdual verify` / `supports` (the VNN-LIB 2.0 solver interface) and the hidden VNN-COMP commands: stdout is
-the verdict and the assignment only, errors are one line on stderr with a non-zero exit, the standard's
+"""`onnxdual verify` / `supports` (the VNN-LIB 2.0 solver interface) and the hidden VNN-COMP commands: stdout
+is the verdict and the assignment only, errors are one line on stderr with a non-zero exit, the standard's
 error conditions, capabilities, gzip files, and the time limit of a real process."""
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ SUITE = REPO / "benchmarks" / "vnnlib"
 def net(tmp_path_factory) -> Path:
     """y = [relu(x0 + x1), relu(x0 - x1)] on a [1, 2] input (ONNX input shape (N, 2))."""
     w = np.array([[1.0, 1.0], [1.0, -1.0]], np.float32)
-    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["output"])]
+    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["output"])]
     path = tmp_path_factory.mktemp("net") / "net.onnx"
     onnx.save(make_model(nodes, [2], [2], {"W": w}), str(path))
     return path
 
 
-def query(tmp_path: Path, threshold: float, elem: str = "Real", name: str = "q.vnnlib", net_name: str = "N") -> Path:
+def query(tmp_path: Path, threshold: float, elem: str = "Real", name: str = "q.vnnlib",
+          net_name: str = "N") -> Path:
     text = f"""(vnnlib-version <2.0>)
 (declare-network {net_name}
     (declare-input X {elem} [1,2])
@@ -139,8 +141,9 @@ def test_errors_are_one_line_on_stderr(net, tmp_path, case):
 def test_gzip_query_and_model_and_vnnlib_1(net, tmp_path):
     gz_model = tmp_path / "net.onnx.gz"
     gz_model.write_bytes(gzip.compress(net.read_bytes()))
-    text = ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-            "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (>= X_1 0.0))\n(assert (<= X_1 1.0))\n"
+    text = ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+            "(declare-const Y_1 Real)\n(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (>= X_1 0.0))\n"
+            "(assert (<= X_1 1.0))\n"
             "(assert (or (and (>= Y_0 1.5)) (and (>= Y_1 3.0))))\n")
     gz_query = tmp_path / "q.vnnlib.gz"
     gz_query.write_bytes(gzip.compress(text.encode()))
@@ -186,7 +189,8 @@ def test_opset_range_is_truthful(tmp_path):
         pad = helper.make_node("Pad", ["input"], ["p"], pads=[0, 0, 0, 0, 0, 0, 0, 0]) if opset < 11 else \
             helper.make_node("Pad", ["input", "P"], ["p"])
         nodes = [pad, helper.make_node("Conv", ["p", "K"], ["c"]), helper.make_node("Flatten", ["c"], ["f"]),
-                 helper.make_node("Gemm", ["f", "W", "B"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["output"])]
+                 helper.make_node("Gemm", ["f", "W", "B"], ["h"], transB=1),
+                 helper.make_node("Relu", ["h"], ["output"])]
         extra = {} if opset < 11 else {"P": np.zeros(8, np.int64)}
         model = make_model(nodes, [1, 2, 1], [2], {**inits, **extra}, opset=opset)
         model.ir_version = 4 if opset < 9 else 8
@@ -199,8 +203,8 @@ def test_opset_range_is_truthful(tmp_path):
 def test_vnncomp_results_file(net, tmp_path):
     v1 = tmp_path / "p.vnnlib"
     v1.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
-                  "(declare-const Y_1 Real)\n(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (>= X_1 0.0))\n"
-                  "(assert (<= X_1 1.0))\n(assert (>= Y_0 1.5))\n")
+                  "(declare-const Y_1 Real)\n(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n"
+                  "(assert (>= X_1 0.0))\n(assert (<= X_1 1.0))\n(assert (>= Y_0 1.5))\n")
     out = tmp_path / "results.txt"
     result = run("vnncomp", "test", net, v1, out, "10", "--device", "cpu", "--threads", "1")
     assert result.exit_code == 0, result.output
@@ -230,3 +234,11 @@ def test_a_real_process_meets_its_time_limit_and_prints_only_the_verdict():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout in ("unsat\n", "timed-out\n")
     assert elapsed < 4.0 + 0.3, elapsed
+
+
+def test_without_a_timeout_a_search_runs_to_its_end():
+    """No --timeout: an unlimited deadline (the regression suite's disjunctive 2.0 query needs splitting)."""
+    model = SUITE / "onnx" / "mlp2.onnx"
+    result = run("verify", SUITE / "vnnlib" / "mlp2_or_unsat.vnnlib", "--network", f"net={model}")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "unsat\n"

@@ -61,6 +61,21 @@ class _Program:
         self.row_lo.extend(np.broadcast_to(lo, (n,)).tolist())
         self.row_hi.extend(np.broadcast_to(hi, (n,)).tolist())
 
+    def affine(self, y: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray]], bias: np.ndarray) -> None:
+        """``y - sum_i mats_i @ x[cols_i] = bias``: one row per entry of ``y``."""
+        start = len(self.row_lo)
+        rr, cc, vv = [np.arange(y.size)], [y], [np.ones(y.size)]
+        for cols, mat in terms:
+            r, k = np.nonzero(mat)
+            rr.append(r)
+            cc.append(cols[k])
+            vv.append(-mat[r, k])
+        self.r.append(start + np.concatenate(rr))
+        self.c.append(np.concatenate(cc))
+        self.v.append(np.concatenate(vv).astype(np.float64))
+        self.row_lo.extend(bias.tolist())
+        self.row_hi.extend(bias.tolist())
+
     def relu(self, z: np.ndarray, shift: np.ndarray, l: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Variables ``y = relu(x[z] - shift)``, exact, given ``l <= x[z] - shift <= u``. Returns their indices."""
         dead, live = u <= 0, l >= 0
@@ -117,14 +132,7 @@ def milp_minimize(net: Network, c: np.ndarray, lower: np.ndarray, upper: np.ndar
         l, u = _pad(*ibp[layer.name])
         if layer.kind == "affine":
             y = prog.variables(l, u)
-            for k in range(layer.size):
-                cols = [np.array([y[k]])]
-                coefs = [np.array([1.0])]
-                for src, mat in zip(layer.inputs, layer.mats):
-                    nz = np.flatnonzero(mat[k])
-                    cols.append(var[src][nz])
-                    coefs.append(-mat[k, nz])
-                prog.rows(np.concatenate(cols)[None], np.concatenate(coefs)[None], layer.bias[k], layer.bias[k])
+            prog.affine(y, [(var[src], mat) for src, mat in zip(layer.inputs, layer.mats)], layer.bias)
             var[layer.name] = y
             continue
         z = var[layer.inputs[0]]

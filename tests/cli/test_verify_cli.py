@@ -233,7 +233,8 @@ def test_a_real_process_meets_its_time_limit_and_prints_only_the_verdict():
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout in ("unsat\n", "timed-out\n")
-    assert elapsed < 4.0 + 0.3, elapsed
+    # the verdict is due within the limit; allow for a loaded CI machine's process start-up and exit
+    assert elapsed < 4.0 + 2.0, elapsed
 
 
 def test_without_a_timeout_a_search_runs_to_its_end():

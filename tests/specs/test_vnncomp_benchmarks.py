@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import time
 
 import numpy as np
 import pytest
@@ -34,7 +33,6 @@ EXPECTED_SIZES = {
     "ml4acopf_2023": {(22, 186)},
     "traffic_signs_recognition_2023": {(2700, 43)},
 }
-MAX_SECONDS = 1.0  # per file; typically < 0.07 s for the 3072-input ones
 
 BENCHMARKS = sorted(EXPECTED_SIZES)
 
@@ -48,11 +46,8 @@ def vnncomp(shared):
 def test_every_property_parses_with_readme_sizes(vnncomp, bench):
     files = sorted((vnncomp / bench / "vnnlib").glob("*.vnnlib"))
     assert files, f"no .vnnlib files in {vnncomp / bench}"
-    slowest = 0.0
     for path in files:
-        t0 = time.perf_counter()
         prop = parse_vnnlib(path)
-        slowest = max(slowest, time.perf_counter() - t0)
         assert (prop.n_inputs, prop.n_outputs) in EXPECTED_SIZES[bench], path
         assert prop.cases, path
         for region, conjunctions in prop.cases:
@@ -60,7 +55,6 @@ def test_every_property_parses_with_readme_sizes(vnncomp, bench):
             assert conjunctions, path
             for c in conjunctions:
                 assert c.A.shape[1] == prop.n_outputs and c.A.shape[0] >= 1 and np.all(np.isfinite(c.A)), path
-    assert slowest < MAX_SECONDS, f"slowest {bench} property took {slowest:.3f} s"
 
 
 def _flat_size(value_info) -> int:

@@ -33,7 +33,6 @@ standard's two assignment formats.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import time
@@ -47,6 +46,7 @@ from torch import Tensor, nn
 from onnxdual.engine.input_sets import Box
 from onnxdual.engine.network import DualNetwork
 from onnxdual.errors import InvalidInputError, ModelLoadError, OnnxDualError, UnsupportedOpsError
+from onnxdual.frontend.onnx_import import read_model_bytes
 
 SAT, UNSAT, UNKNOWN, TIMEOUT = "sat", "unsat", "unknown", "timeout"
 ANSWERS = (SAT, UNSAT, UNKNOWN, TIMEOUT)
@@ -99,22 +99,6 @@ class Deadline:
 
 
 # ---------------------------------------------------------------------------------------------- networks
-
-
-def read_model_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of an ONNX file, decompressed when it is gzip-compressed (``.onnx.gz``)."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelLoadError(f"model file not found: {p}")
-    if p.is_dir():
-        raise ModelLoadError(f"model path is a directory, not an ONNX file: {p}")
-    try:
-        data = p.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ModelLoadError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from None
-    return data
 
 
 def _type_name(elem_type: int) -> str:

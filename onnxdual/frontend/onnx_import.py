@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -40,15 +41,29 @@ class OnnxNodeInfo:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def read_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read and check an ONNX file; a clear :class:`ModelLoadError` for anything unreadable."""
+def read_model_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an ONNX file, decompressed when it is gzip-compressed (``.onnx.gz``)."""
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"model file not found: {p}")
     if p.is_dir():
         raise ModelLoadError(f"model path is a directory, not an ONNX file: {p}")
     try:
-        model = onnx.load(str(p))
+        data = p.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ModelLoadError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    return data
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and check an ONNX file (``.onnx`` or gzip-compressed); a clear :class:`ModelLoadError` for
+    anything unreadable."""
+    p = Path(path)
+    data = read_model_bytes(p)
+    try:
+        model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf DecodeError and friends
         raise ModelLoadError(f"cannot read {p} as an ONNX model ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc

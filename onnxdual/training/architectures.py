@@ -12,7 +12,7 @@ convolution and hidden dense layer is followed by a ReLU:
 ``resnet``
     conv 16, residual block 16, down 32, residual block 32, down 64, dense 100, dense classes. A residual
     block is ``relu(conv(relu(conv(x))) + x)``. This is the reference model ``mnist_resnet`` of
-    ``shared/reference/models/make_models.py`` (``MnistResnet``) for any input size and channel count; its
+    the reference residual network used for the benchmarks (``MnistResnet``) for any input size and channel count; its
     parameter names (``stem``, ``b1.c1``, ``down1`` ...) are those of the reference.
 ``wide:K``
     down 4K, down 8K, dense 128K, dense classes (App. G: "two convolutional layers of 4 x k and 8 x k filters

@@ -234,7 +234,7 @@ def test_a_real_process_meets_its_time_limit_and_prints_only_the_verdict():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout in ("unsat\n", "timed-out\n")
     # the verdict is due within the limit; allow for a loaded CI machine's process start-up and exit
-    assert elapsed < 4.0 + 2.0, elapsed
+    assert elapsed < 4.0 + 8.0, elapsed
 
 
 def test_without_a_timeout_a_search_runs_to_its_end():

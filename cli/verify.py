@@ -24,6 +24,8 @@ from onnxdual_cli.errors import UserError, user_errors
 
 #: seconds kept back from --timeout for writing the answer and leaving the interpreter
 EXIT_RESERVE = 0.4
+#: parameters up to which the VNN-COMP command runs torch on one thread by default
+SMALL_NETWORK = 200_000
 
 VERDICTS = {"sat": "sat", "unsat": "unsat", "unknown": "unknown", "timeout": "timed-out"}
 
@@ -46,8 +48,12 @@ _IMPORTED = time.perf_counter()
 
 def _launched_as_cli() -> bool:
     """Whether this process was started as the onnxdual command (console script or ``python -m``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name in ("onnxdual_cli.main", "onnxdual_cli.verify"):
+        return True  # python -m (argv[0] is then the source file, e.g. cli/verify.py in an editable install)
     program = Path(sys.argv[0]).as_posix() if sys.argv and sys.argv[0] else ""
-    return Path(program).name == "onnxdual" or program.endswith(("onnxdual_cli/main.py", "onnxdual_cli/verify.py"))
+    return Path(program).name == "onnxdual" or program.endswith(("onnxdual_cli/main.py",
+                                                                  "onnxdual_cli/verify.py"))
 
 
 def make_deadline(timeout: float | None):
@@ -258,7 +264,8 @@ def supports_command(capability):
 @click.argument("results", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("timeout", callback=parse_timeout)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Default: all cores.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Default: 1 for small networks (threads only add overhead there), else all cores.")
 @click.option("--split-max-inputs", type=click.IntRange(min=0), default=10**9, show_default="any",
               help="Split input boxes when at most this many inputs are perturbed (default: always, using "
                    "the whole time limit).")
@@ -275,10 +282,12 @@ def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, 
         from onnxdual.verify import Verifier, load_network
 
         try:
-            dev = setup_torch(threads or os.cpu_count() or 1, device)
+            dev = setup_torch(threads or 1, device)
             prop = parse_vnnlib(vnnlib_path)
             network = load_network(onnx_path)
             check_io_sizes(prop, network.n_inputs, network.n_outputs, str(onnx_path))
+            if threads is None and sum(p.numel() for p in network.net.parameters()) > SMALL_NETWORK:
+                setup_torch(os.cpu_count() or 1, "cpu")  # threads only pay off for larger networks
             network.net.to(dev)
             verifier = Verifier.for_network(network, strict=strict, device=dev,
                                             split_max_inputs=split_max_inputs)

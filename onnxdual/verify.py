@@ -1002,7 +1002,7 @@ class Verifier:
         if not idx.numel():
             return UNKNOWN
         self._attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases, cases.disjuncts[idx], steps=50,
-                     restarts=2, gen=gen, deadline=deadline, stats=stats)
+                     restarts=4, gen=gen, deadline=deadline, stats=stats)
         pairs = cases.disjuncts[idx].nonzero()  # (case position, conjunction)
         if pairs.shape[0] > 1:
             for chunk in pairs.split(64):

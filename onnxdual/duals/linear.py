@@ -66,7 +66,8 @@ class ConvDual(AffineDual):
         super().__init__(ctx)
         conv = ctx.module
         if not isinstance(conv, nn.modules.conv._ConvNd) or conv.padding_mode != "zeros":
-            raise ctx.unsupported("only zero-padded convolutions are supported")
+            raise ctx.unsupported("only zero-padded convolutions are supported (onnx2torch turned this Conv into "
+                                  f"{type(conv).__name__}, e.g. for asymmetric pads or a non-zero padding mode)")
         self.conv = conv
         self.dims = len(conv.kernel_size)
 

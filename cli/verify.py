@@ -143,18 +143,17 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     """Decide the VNN-LIB QUERY (1.0 or 2.0; .gz accepted): is there an input of the networks that satisfies
     every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
     deadline = make_deadline(timeout)
-    from onnxdual.specs import check_io_sizes, detect_version, parse_vnnlib
-    from onnxdual.specs.reader import read_text
-    from onnxdual.verify import (
-        Verifier,
+    from onnxdual.specs import (
         assignment_variables,
-        check_element_types,
+        check_io_sizes,
         declared_networks,
-        format_assignment,
-        load_network,
-        match_networks,
+        detect_version,
+        format_vnnlib2_assignment,
+        parse_vnnlib,
         serialise_assignment,
     )
+    from onnxdual.specs.reader import read_text
+    from onnxdual.verify import Verifier, check_element_types, load_network, match_networks
 
     if not networks:
         raise UserError("no network given: use --network NAME=MODEL.onnx")
@@ -187,15 +186,15 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
         if assignments_dir is not None:
             serialise_assignment(assignments_dir, variables, result.witness_x, result.witness_y)
         else:
-            click.echo(format_assignment(variables, result.witness_x, result.witness_y))
+            click.echo(format_vnnlib2_assignment(variables, result.witness_x, result.witness_y))
     finish(0)
 
 
 # ------------------------------------------------------------------------------------------ supports
 
 #: Oldest ONNX opset onnxdual loads (older models are upgraded with ONNX's version converter; VNN-COMP files
-#: use opsets 8 to 15). Models newer than onnx2torch's converters are converted down (onnxdual.verify), so
-#: the newest is the newest opset of the installed onnx package (tests/cli/test_verify_cli.py checks both).
+#: use opsets 8 to 15). Models newer than onnx2torch's converters are converted down
+#: (onnxdual.verify.network), so the newest is the newest opset of the installed onnx package (tests/cli/test_verify_cli.py checks both).
 MIN_OPSET = 7
 VNNLIB_RANGE = ("1.0", "2.0")
 

@@ -5,10 +5,12 @@ a list of cases, each an input box (:class:`InputRegion`) with the UNSAFE output
 disjunction of conjunctions ``A @ y <= b`` (:class:`OutputConstraint`). The property holds ("unsat")
 iff no input of any case's box reaches any of that case's conjunctions.
 
-See :mod:`onnxdual.specs.vnnlib1` and :mod:`onnxdual.specs.vnnlib2` for the supported syntax, and
+See :mod:`onnxdual.specs.vnnlib1` and :mod:`onnxdual.specs.vnnlib2` for the supported syntax,
+:mod:`onnxdual.specs.declarations` for the network declarations of a 2.0 query, and
 :mod:`onnxdual.specs.witness` for counterexample output.
 """
 
+from onnxdual.specs.declarations import DeclaredNetwork, DeclaredVariable, declared_networks, vnnlib_type
 from onnxdual.specs.model import (
     InputRegion,
     OutputConstraint,
@@ -20,7 +22,12 @@ from onnxdual.specs.model import (
     is_violated,
 )
 from onnxdual.specs.reader import detect_version, parse_vnnlib
-from onnxdual.specs.witness import format_vnncomp_witness, format_vnnlib2_assignment
+from onnxdual.specs.witness import (
+    assignment_variables,
+    format_vnncomp_witness,
+    format_vnnlib2_assignment,
+    serialise_assignment,
+)
 
 __all__ = [
     "InputRegion",
@@ -35,4 +42,10 @@ __all__ = [
     "check_io_sizes",
     "format_vnncomp_witness",
     "format_vnnlib2_assignment",
+    "serialise_assignment",
+    "assignment_variables",
+    "DeclaredNetwork",
+    "DeclaredVariable",
+    "declared_networks",
+    "vnnlib_type",
 ]

@@ -4,9 +4,11 @@
   ``((X_0 v)\\n (X_1 v)\\n ...\\n (Y_0 v) ...)``, inputs first, then outputs, each index in order. The
   VNN-COMP scorer (2022+) reads it by splitting on parentheses and ``name value`` on a single space,
   then re-runs the network on ``X`` and compares with ``Y``.
-* VNN-LIB 2.0 standard (``verify`` command of the standard's CLI chapter): after the ``sat`` line, one
-  line ``NAME[i,j,...]=value`` per tensor element, variables in declaration order (inputs, then
-  outputs), elements in row-major order; a scalar (shape ``[]``) is ``NAME=value``.
+* VNN-LIB 2.0 standard (chapter 5, the ``verify`` command): after the ``sat`` line, for each variable of
+  the assignment (the network's input, then its output; for a 1.0 file the scalars ``X_i`` then ``Y_j``)
+  a header line ``NAME TYPE [d1,d2,...]`` and then one value per line in row-major order
+  (:func:`format_vnnlib2_assignment`); or, with ``--serialise-assignments DIR``, one serialised ONNX
+  ``TensorProto`` per variable (:func:`serialise_assignment`).
 
 Values are written with :func:`repr` of the float64 value: the shortest text that reads back to the
 same double, so a float32 witness round-trips exactly.
@@ -14,9 +16,14 @@ same double, so a float32 witness round-trips exactly.
 
 from __future__ import annotations
 
-import itertools
+import math
+import os
+from pathlib import Path
 
 import numpy as np
+
+from onnxdual.errors import InvalidInputError
+from onnxdual.specs.declarations import DeclaredNetwork, DeclaredVariable
 
 
 def _values(v) -> list[float]:
@@ -33,45 +40,63 @@ def format_vnncomp_witness(x, y, *, with_status_line: bool = False) -> str:
     return "sat\n" + body if with_status_line else body
 
 
-def _element_lines(name: str, shape, values: list[float]) -> list[str]:
-    shape = tuple(int(d) for d in shape)
-    if not shape:
-        if len(values) != 1:
-            raise ValueError(f"{name} is a scalar but {len(values)} values were given")
-        return [f"{name}={values[0]!r}"]
-    expected = int(np.prod(shape))
-    if expected != len(values):
-        raise ValueError(f"{name} has shape {list(shape)} ({expected} values) but {len(values)} were given")
-    return [
-        f"{name}[{','.join(map(str, idx))}]={v!r}"
-        for idx, v in zip(itertools.product(*(range(d) for d in shape)), values)
-    ]
+def _value_text(v: float) -> str:
+    return repr(float(v))
 
 
-def format_vnnlib2_assignment(
-    x,
-    y,
-    prop=None,
-    *,
-    input_name: str | None = None,
-    output_name: str | None = None,
-    input_shape=None,
-    output_shape=None,
-    with_status_line: bool = False,
-) -> str:
-    """VNN-LIB 2.0 satisfying assignment: one ``NAME[i,...]=value`` line per element of the input, then
-    of the output. Names and shapes come from the keyword arguments, else from ``prop`` (a
-    :class:`~onnxdual.specs.Property`; 1.0 properties have no shapes), else ``X``/``Y`` and flat shapes.
-    With ``with_status_line`` the text starts with ``sat\\n``. No trailing newline."""
-    xs, ys = _values(x), _values(y)
-    if prop is not None:
-        input_name = input_name or prop.input_name
-        output_name = output_name or prop.output_name
-        input_shape = input_shape if input_shape is not None else prop.input_shape
-        output_shape = output_shape if output_shape is not None else prop.output_shape
-    input_name, output_name = input_name or "X", output_name or "Y"
-    input_shape = (len(xs),) if input_shape is None else input_shape
-    output_shape = (len(ys),) if output_shape is None else output_shape
-    lines = _element_lines(input_name, input_shape, xs) + _element_lines(output_name, output_shape, ys)
-    text = "\n".join(lines)
-    return "sat\n" + text if with_status_line else text
+def assignment_variables(prop, declared: list[DeclaredNetwork]) -> list[DeclaredVariable]:
+    """The variables of a satisfying assignment in declaration order: the network's input then output
+    (VNN-LIB 2.0), or for a 1.0 file the declared constants ``X_i`` then ``Y_j`` (scalars of type Real)."""
+    if declared:
+        net = declared[0]
+        return [net.inputs[0], net.outputs[0]]
+    return ([DeclaredVariable(f"X_{i}", "Real", ()) for i in range(prop.n_inputs)]
+            + [DeclaredVariable(f"Y_{j}", "Real", ()) for j in range(prop.n_outputs)])
+
+
+def _split_values(variables: list[DeclaredVariable], x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    flat = np.concatenate([np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)])
+    out, start = [], 0
+    for v in variables:
+        n = math.prod(v.shape)
+        out.append(flat[start:start + n])
+        start += n
+    if start != flat.size:
+        raise InvalidInputError(f"the assignment has {flat.size} values but the variables need {start}")
+    return out
+
+
+def format_vnnlib2_assignment(variables: list[DeclaredVariable], x: np.ndarray, y: np.ndarray) -> str:
+    """The standard's command-line assignment format (VNN-LIB 2.0, chapter 5): for each variable a line
+    ``NAME TYPE [d1,d2,...]`` and then one line per element in row-major order. No trailing newline."""
+    lines = []
+    for v, values in zip(variables, _split_values(variables, x, y)):
+        lines.append(f"{v.name} {v.element_type} [{','.join(str(d) for d in v.shape)}]")
+        lines.extend(_value_text(a) for a in values)
+    return "\n".join(lines)
+
+
+def serialise_assignment(directory: str | os.PathLike, variables: list[DeclaredVariable], x: np.ndarray,
+                         y: np.ndarray) -> list[Path]:
+    """The standard's serialised format: ``DIR/NAME.pb``, a serialised ONNX ``TensorProto`` per variable with
+    its declared shape (float32: the values are float32 inputs and onnxruntime's float32 outputs; ``Real``
+    variables are written as float32 too, exactly)."""
+    from onnx import numpy_helper
+
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot create assignment directory {str(out)!r}: "
+                                f"{exc.strerror or exc}") from None
+    paths = []
+    for v, values in zip(variables, _split_values(variables, x, y)):
+        dtype = np.float64 if v.element_type == "float64" else np.float32
+        tensor = numpy_helper.from_array(values.astype(dtype).reshape(v.shape), name=v.name)
+        path = out / f"{v.name}.pb"
+        try:
+            path.write_bytes(tensor.SerializeToString())
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        paths.append(path)
+    return paths

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxdual.specs import SpecError, format_vnnlib2_assignment, is_violated, parse_vnnlib
+from onnxdual.specs import SpecError, is_violated, parse_vnnlib
 
 pytest.importorskip("vnnlib", reason="VNN-LIB 2.0 support needs the 'vnnlib' package")
 
@@ -114,17 +114,3 @@ def test_unsupported_declarations():
                 "(assert (<= X[0] 1.0))\n")
     with pytest.raises(SpecError, match="2 networks"):
         parse_vnnlib(two_nets)
-
-
-def test_assignment_format_uses_declared_names_and_shapes():
-    prop = parse_vnnlib(DATA / "small_v2.vnnlib")
-    text = format_vnnlib2_assignment(np.float32([0.1, 0.2, 0.25, -1.0]), [1.0, 2.0, 3.0], prop)
-    assert text.splitlines() == [
-        "X[0,0,0]=0.10000000149011612",
-        "X[0,0,1]=0.20000000298023224",
-        "X[0,1,0]=0.25",
-        "X[0,1,1]=-1.0",
-        "Y[0,0]=1.0",
-        "Y[0,1]=2.0",
-        "Y[0,2]=3.0",
-    ]

@@ -1,19 +1,27 @@
-"""Counterexample text: VNN-COMP list format and the VNN-LIB 2.0 assignment format."""
+"""Counterexample text: the VNN-COMP list format and the VNN-LIB 2.0 standard's assignment formats (text and
+serialised)."""
 
 from __future__ import annotations
 
 import re
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
+from onnxdual.errors import InvalidInputError
 from onnxdual.specs import (
+    Property,
+    SpecError,
+    assignment_variables,
     check_io_sizes,
+    declared_networks,
     format_vnncomp_witness,
     format_vnnlib2_assignment,
     is_counterexample,
     parse_vnnlib,
-    SpecError,
+    serialise_assignment,
 )
 
 
@@ -52,19 +60,52 @@ def test_vnncomp_witness_round_trips_exactly():
     assert all(re.fullmatch(r"\(([XY])_\d+ \S+\)", line.strip()) for line in lines)
 
 
-def test_vnnlib2_assignment_defaults_and_scalars():
-    assert format_vnnlib2_assignment([1.0, 2.0], [0.5]) == "X[0]=1.0\nX[1]=2.0\nY[0]=0.5"
-    text = format_vnnlib2_assignment([[1.0, 2.0], [3.0, 4.0]], 7.0, input_name="img", output_name="score",
-                                     input_shape=(2, 2), output_shape=(), with_status_line=True)
-    assert text == "sat\nimg[0,0]=1.0\nimg[0,1]=2.0\nimg[1,0]=3.0\nimg[1,1]=4.0\nscore=7.0"
-    with pytest.raises(ValueError, match="shape"):
-        format_vnnlib2_assignment([1.0, 2.0, 3.0], [0.0], input_shape=(2, 2))
+QUERY = """(vnnlib-version <2.0>)
+(declare-network f
+    (declare-input X float32 [1,2])
+    (declare-output Y float32 [1,2])
+)
+(assert (>= X[0,0] -1.0))
+(assert (<= X[0,0] 1.0))
+(assert (>= X[0,1] -1.0))
+(assert (<= X[0,1] 1.0))
+(assert (>= Y[0,0] 100.0))
+"""
 
 
-def test_vnnlib2_assignment_for_a_v1_property_is_flat():
-    prop = parse_vnnlib("(declare-const X_0 Real) (declare-const Y_0 Real)\n"
-                        "(assert (<= 0 X_0 1)) (assert (<= Y_0 0))")
-    assert format_vnnlib2_assignment([0.5], [-1.0], prop) == "X[0]=0.5\nY[0]=-1.0"
+def test_vnnlib2_assignment_has_a_header_per_variable_then_row_major_values():
+    prop, decl = parse_vnnlib(QUERY), declared_networks(QUERY)
+    x, y = np.array([0.5, -0.25], np.float32), np.array([0.1, 2.0], np.float32)
+    text = format_vnnlib2_assignment(assignment_variables(prop, decl), x, y)
+    assert text.splitlines() == ["X float32 [1,2]", "0.5", "-0.25", "Y float32 [1,2]",
+                                 repr(float(np.float32(0.1))), "2.0"]
+    assert np.float32(float(text.splitlines()[4])) == y[0]  # round-trips exactly
+
+
+def test_vnnlib2_assignment_for_a_v1_property_lists_scalars():
+    v1 = Property(1, 2, [])
+    text = format_vnnlib2_assignment(assignment_variables(v1, []), np.array([1.0]), np.array([2.0, 3.0]))
+    assert text.splitlines() == ["X_0 Real []", "1.0", "Y_0 Real []", "2.0", "Y_1 Real []", "3.0"]
+
+
+def test_vnnlib2_assignment_refuses_a_wrong_number_of_values():
+    prop, decl = parse_vnnlib(QUERY), declared_networks(QUERY)
+    with pytest.raises(InvalidInputError, match="3 values"):
+        format_vnnlib2_assignment(assignment_variables(prop, decl), np.zeros(2), np.zeros(1))
+
+
+def test_serialised_assignment_is_one_tensor_proto_per_variable(tmp_path):
+    prop, decl = parse_vnnlib(QUERY), declared_networks(QUERY)
+    x, y = np.array([0.5, -0.25], np.float32), np.array([0.1, 2.0], np.float32)
+    paths = serialise_assignment(tmp_path / "a", assignment_variables(prop, decl), x, y)
+    assert [p.name for p in paths] == ["X.pb", "Y.pb"]
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString(paths[1].read_bytes())
+    assert list(tensor.dims) == [1, 2] and np.array_equal(numpy_helper.to_array(tensor).reshape(-1), y)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InvalidInputError, match="cannot create"):
+        serialise_assignment(blocker / "sub", assignment_variables(prop, decl), x, y)
 
 
 def test_is_counterexample_and_io_size_check():

@@ -1,0 +1,56 @@
+"""Deciding VNN-LIB properties with dual bounds, input splitting and attacks.
+
+A property (:mod:`onnxdual.specs`) lists cases: an input box and the unsafe output region there, a disjunction
+of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of any box reaches any conjunction.
+
+* **Proofs.** A conjunction is unreachable on a box when the dual bound (Theorem 1) proves that one of its
+  rows can never be satisfied there, or that a non-negative combination ``lambda`` of its rows cannot:
+  ``lb(lambda^T A y) - lambda^T b > 0`` implies that some row is violated for every reachable ``y``. This is
+  sound for *every* ``lambda >= 0`` because :meth:`DualNetwork.lower_bound` is sound for any objective; we try
+  each row, their (normalised) sum, and a few projected-gradient steps on ``lambda`` over the simplex
+  (``lambda -> lb(lambda^T A y) - lambda^T b`` is concave: the dual objective is concave in its objective
+  vector). Every case of the property is bounded in one batch.
+* **Splitting.** Boxes that stay undecided are split in two along the input coordinate with the largest
+  ``|gradient| x width`` at the box centre, when at most ``split_max_inputs`` coordinates are perturbed (small
+  input spaces, where splitting pays off), until everything is proven or the time runs out.
+* **Counterexamples.** ``sat`` only for a float32 input inside the box (zero tolerance) whose output,
+  recomputed by onnxruntime in float32, satisfies every row of a conjunction with zero tolerance. Candidates
+  come from box centres and from PGD. Otherwise ``unknown`` or ``timeout``.
+* **Time.** The deadline is checked inside every loop (attack steps, lambda steps, splitting batches); a run
+  overruns it by at most one bound computation, and does not start one that its measured cost says cannot
+  finish in time.
+
+Arithmetic: the input box handed to the dual network is rounded *outwards* to float32 (and checked), so the
+bound covers every real input of the box; the network is analysed in real arithmetic on its float32 weights,
+as VNN-COMP tools do (the bound itself is computed in float32). ``strict=True`` refuses a proof whose margin
+is within a float32-rounding tolerance of zero (``unknown`` instead).
+
+Modules: :mod:`~onnxdual.verify.result` (answers, :class:`VerifyResult`, :class:`Deadline`),
+:mod:`~onnxdual.verify.network` (loading a possibly gzip-compressed ONNX network with its onnxruntime
+session, checked against the torch conversion), :mod:`~onnxdual.verify.verifier` (the decision procedure),
+:mod:`~onnxdual.verify.query` (the VNN-LIB 2.0 standard's checks of a query against its networks, chapter 5,
+"error conditions for the verify command"). The query's declarations and the assignment formats live in
+:mod:`onnxdual.specs`.
+"""
+
+from onnxdual.verify.network import Network, load_network
+from onnxdual.verify.query import check_element_types, match_networks
+from onnxdual.verify.result import ANSWERS, SAT, TIMEOUT, UNKNOWN, UNSAT, Deadline, QueryError, VerifyResult
+from onnxdual.verify.verifier import Verifier, dual_box
+
+__all__ = [
+    "ANSWERS",
+    "SAT",
+    "TIMEOUT",
+    "UNKNOWN",
+    "UNSAT",
+    "Deadline",
+    "Network",
+    "QueryError",
+    "Verifier",
+    "VerifyResult",
+    "check_element_types",
+    "dual_box",
+    "load_network",
+    "match_networks",
+]

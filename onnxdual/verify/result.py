@@ -1,0 +1,59 @@
+"""The answers of the ``verify`` command, its result record, its deadline and its query errors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxdual.errors import OnnxDualError
+
+SAT, UNSAT, UNKNOWN, TIMEOUT = "sat", "unsat", "unknown", "timeout"
+ANSWERS = (SAT, UNSAT, UNKNOWN, TIMEOUT)
+
+
+class QueryError(OnnxDualError):
+    """A query the ``verify`` command must refuse (VNN-LIB 2.0, chapter 5: network files that do not match
+    the declarations, element types that do not match the ONNX model, or types onnxdual cannot analyse
+    soundly). ``condition`` is the number of the standard's error condition (1, 2 or 3), 0 for others."""
+
+    def __init__(self, message: str, condition: int = 0):
+        super().__init__(message)
+        self.condition = condition
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The answer of :meth:`Verifier.decide`.
+
+    ``best_margin``: for ``unsat`` the smallest proving margin over the sub-boxes (how much slack the proof
+    had, in units of the normalised constraint rows); otherwise the margin at the root boxes (the best lower
+    bound of ``max_i (a_i y - b_i)`` over the worst case and conjunction; ``<= 0`` means not proven there),
+    ``None`` when no bound was computed."""
+
+    answer: str
+    seconds: float
+    witness_x: np.ndarray | None = None  # flat float32 input inside the box
+    witness_y: np.ndarray | None = None  # flat output computed by onnxruntime at witness_x
+    best_margin: float | None = None
+    boxes: int = 0  # sub-boxes bounded
+    case: int | None = None  # index of the property case the witness belongs to
+    attack_steps: int = 0
+
+
+class Deadline:
+    """A wall-clock deadline (``time.perf_counter``)."""
+
+    def __init__(self, seconds: float, start: float | None = None):
+        self.start = time.perf_counter() if start is None else start
+        self.end = self.start + max(0.0, float(seconds))
+
+    def remaining(self) -> float:
+        return self.end - time.perf_counter()
+
+    def passed(self) -> bool:
+        return time.perf_counter() >= self.end
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,131 @@
+"""onnxdual.verify.verifier: answers on tiny networks (proofs, float32-checked witnesses, timeouts, row
+combinations, several input boxes, strict mode) and the float32 rounding of the input box."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from onnxdual.engine.input_sets import Box
+from onnxdual.specs import InputRegion, OutputConstraint, Property
+from onnxdual.verify import SAT, TIMEOUT, UNKNOWN, UNSAT, Deadline, Verifier, dual_box
+from tests.verify.conftest import output_range, prop_of, run_ort
+
+
+def test_unsat_is_proven_with_a_positive_margin(mlp):
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    _, top = output_range(mlp, lo, hi, 0)
+    prop = prop_of([(lo, hi, [([-1.0, 0.0], [-(top + 3.0)])])], 2, 2)  # unsafe: y0 >= top + 3
+    result = Verifier.for_network(mlp).decide(prop, 10)
+    assert result.answer == UNSAT
+    assert result.best_margin > 0 and result.witness_x is None
+
+
+def test_sat_has_a_float32_witness_in_the_box_confirmed_by_onnxruntime(mlp):
+    lo, hi = [-1.0, -0.5], [1.0, 0.5]
+    _, top = output_range(mlp, lo, hi, 0)
+    a, b = np.array([[-1.0, 0.0]]), np.array([-(top - 0.05)])  # unsafe: y0 >= top - 0.05
+    result = Verifier.for_network(mlp).decide(prop_of([(lo, hi, [(a, b)])], 2, 2), 10)
+    assert result.answer == SAT
+    x, y = result.witness_x, result.witness_y
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    assert np.all(np.array(lo) <= x.astype(np.float64)) and np.all(x.astype(np.float64) <= np.array(hi))
+    assert np.array_equal(run_ort(mlp, x), y)  # the very output onnxruntime computes, bit for bit
+    assert np.all(a @ y.astype(np.float64) <= b)  # zero tolerance
+    assert result.case == 0
+
+
+def test_a_tiny_timeout_answers_timeout_quickly(mlp):
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    _, top = output_range(mlp, lo, hi, 0, n=20000)
+    prop = prop_of([(lo, hi, [([-1.0, 0.0], [-(top + 1e-4)])])], 2, 2)  # barely unsat: needs deep splitting
+    start = time.perf_counter()
+    result = Verifier.for_network(mlp).decide(prop, 1e-3)
+    assert result.answer == TIMEOUT
+    assert time.perf_counter() - start < 0.5
+
+
+def test_the_deadline_holds_during_a_long_search(mlp):
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    _, top = output_range(mlp, lo, hi, 0, n=20000)
+    # unsafe: y0 >= top - 1e-7: (almost surely) sat but hard to hit, or unsat by a hair: a long search
+    prop = prop_of([(lo, hi, [([-1.0, 0.0], [-(top + 1e-9)])])], 2, 2)
+    start = time.perf_counter()
+    result = Verifier.for_network(mlp).decide(prop, 0.8)
+    elapsed = time.perf_counter() - start
+    assert result.answer in (TIMEOUT, SAT, UNSAT)
+    assert elapsed < 0.8 + 0.3
+
+
+def test_a_row_combination_proves_what_no_single_row_or_their_sum_can(twin):
+    # unsafe: y0 >= 0.6, y1 <= 0.4 and y0 <= 5 (always true): weights (1/2, 1/2, 0) prove it, the uniform
+    # sum does not, and with splitting disabled nothing else can
+    a = np.array([[-1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    b = np.array([-0.6, 0.4, 5.0])
+    prop = prop_of([([-1.0], [2.0], [(a, b)])], 1, 2)
+    assert Verifier.for_network(twin, split_max_inputs=0).decide(prop, 10).answer == UNSAT
+    assert Verifier.for_network(twin, split_max_inputs=0, lambda_steps=0).decide(prop, 10).answer == UNKNOWN
+
+
+def test_several_input_boxes_are_decided_together(mlp):
+    lo1, hi1, lo2, hi2 = [-1.0, -1.0], [0.0, 1.0], [0.0, -1.0], [1.0, 1.0]
+    _, top1 = output_range(mlp, lo1, hi1, 1)
+    _, top2 = output_range(mlp, lo2, hi2, 1)
+    cases = [(lo1, hi1, [([0.0, -1.0], [-(top1 + 2.0)])]), (lo2, hi2, [([0.0, -1.0], [-(top2 - 0.05)])])]
+    result = Verifier.for_network(mlp).decide(prop_of(cases, 2, 2), 10)
+    assert result.answer == SAT and result.case == 1
+    assert np.all(np.array(lo2) <= result.witness_x) and np.all(result.witness_x <= np.array(hi2))
+    cases[1] = (lo2, hi2, [([0.0, -1.0], [-(top2 + 2.0)])])
+    assert Verifier.for_network(mlp).decide(prop_of(cases, 2, 2), 10).answer == UNSAT
+
+
+def test_strict_mode_refuses_a_margin_within_rounding(twin):
+    # y0 = relu(x) <= 1 on [0, 1]; unsafe y0 >= 1 + 1e-5 is unreachable by 1e-5 only
+    prop = prop_of([([0.0], [1.0], [([-1.0, 0.0], [-(1.0 + 1e-5)])])], 1, 2)
+    assert Verifier.for_network(twin, split_max_inputs=0).decide(prop, 5).answer == UNSAT
+    strict = Verifier.for_network(twin, split_max_inputs=0, strict=True).decide(prop, 5)
+    assert strict.answer == UNKNOWN
+
+
+def test_no_proof_and_no_witness_for_a_point_without_a_float32_value(twin):
+    # x = 0.1 exactly (no float32 equals it): y0 >= 0.1 holds in real arithmetic, so unsat would be wrong,
+    # and no float32 input lies in the box, so there is no witness either
+    prop = prop_of([([0.1], [0.1], [([-1.0, 0.0], [-0.1])])], 1, 2)
+    assert Verifier.for_network(twin).decide(prop, 2).answer in (UNKNOWN, TIMEOUT)
+
+
+def test_an_empty_conjunction_is_sat_at_any_point_of_the_box(mlp):
+    everything = OutputConstraint(np.zeros((0, 2)), [])
+    prop = Property(2, 2, [(InputRegion([0.25, 0.5], [0.25, 0.75]), [everything])])
+    result = Verifier.for_network(mlp).decide(prop, 5)
+    assert result.answer == SAT and result.witness_x[0] == np.float32(0.25)
+
+
+def test_no_case_means_unsat(mlp):
+    assert Verifier.for_network(mlp).decide(Property(2, 2, []), 5).answer == UNSAT
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 3e4])
+def test_the_dual_box_contains_the_real_box(scale):
+    rng = np.random.default_rng(int(scale * 10))
+    center = rng.normal(size=(50, 7)) * scale
+    width = np.abs(rng.normal(size=(50, 7))) * scale * np.array([0, 1e-12, 1e-9, 1e-7, 1e-3, 1, 10])
+    lower, upper = center - width, center + width
+    lower[0] = upper[0] = 0.1  # a point that float32 cannot represent
+    c, r = dual_box(lower, upper)
+    box = Box.ball(torch.from_numpy(c), torch.from_numpy(r))
+    bc, br = box.center.double().numpy(), box.radius.double().numpy()
+    assert np.all(bc - br <= lower) and np.all(bc + br >= upper)
+    exact = (lower == upper) & (lower.astype(np.float32).astype(np.float64) == lower)
+    assert np.all(r[exact] == 0)
+
+
+def test_deadline():
+    d = Deadline(0.05)
+    assert not d.passed() and 0 < d.remaining() <= 0.05
+    time.sleep(0.06)
+    assert d.passed()
+    assert Deadline(-1).passed()

@@ -60,19 +60,41 @@ def matmul_dual(ctx: NodeContext) -> AffineDual:
 
 
 class ConvDual(AffineDual):
-    """``nn.Conv1d/2d/3d`` with any stride, padding, dilation and groups."""
+    """``nn.Conv1d/2d/3d`` with any stride, padding, dilation and groups.
+
+    ONNX allows asymmetric ``pads`` (TensorFlow exports use them for 'same' convolutions); onnx2torch turns
+    such a Conv into ``Sequential(zero padding, ConvNd)``. Zero padding is linear, so the pair is one affine
+    operation: ``A x = conv(pad(x))`` and ``A^T nu = crop(conv^T(nu))`` (cropping is the adjoint of zero
+    padding)."""
 
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
-        conv = ctx.module
-        if not isinstance(conv, nn.modules.conv._ConvNd) or conv.padding_mode != "zeros":
-            raise ctx.unsupported("only zero-padded convolutions are supported (onnx2torch turned this Conv into "
-                                  f"{type(conv).__name__}, e.g. for asymmetric pads or a non-zero padding mode)")
-        self.conv = conv
-        self.dims = len(conv.kernel_size)
+        module = ctx.module
+        # F.pad order: (last-dim left, last-dim right, next-to-last left, ...)
+        self.pads: tuple[int, ...] = ()
+        if isinstance(module, nn.Sequential) and len(module) == 2:
+            padding, module = module[0], module[1]
+            pads = tuple(int(p) for p in getattr(padding, "pads", ()))
+            if (getattr(padding, "mode", None) != "constant" or float(getattr(padding, "constant_value", 1.0))
+                    or not pads or min(pads) < 0):
+                module = padding  # not a zero padding: reported below
+            self.pads = pads
+        if not isinstance(module, nn.modules.conv._ConvNd) or module.padding_mode != "zeros":
+            raise ctx.unsupported("only zero-padded convolutions are supported (onnx2torch turned this Conv "
+                                  f"into {type(ctx.module).__name__}, e.g. for a non-zero padding mode)")
+        self.conv = module
+        self.dims = len(module.kernel_size)
+
+    def _padded_shape(self) -> tuple[int, ...]:
+        shape = list(self.ctx.input_shapes[0])
+        for i in range(len(self.pads) // 2):
+            shape[-1 - i] += self.pads[2 * i] + self.pads[2 * i + 1]
+        return tuple(shape)
 
     def linear(self, x: Tensor) -> Tensor:
         conv = self.conv
+        if self.pads:
+            x = F.pad(x, self.pads)
         if isinstance(conv.padding, str):
             return conv._conv_forward(x, conv.weight, None)
         fn = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
@@ -82,15 +104,19 @@ class ConvDual(AffineDual):
         conv = self.conv
         if isinstance(conv.padding, str):  # 'same'/'valid' padding: fall back to the generic vjp
             return super().transpose(nu)
-        in_spatial = self.ctx.input_shapes[0][1:]
+        in_shape = self._padded_shape()
+        in_spatial = in_shape[1:]
         out_spatial = nu.shape[2:]
         output_padding = tuple(
             in_spatial[d] - ((out_spatial[d] - 1) * conv.stride[d] - 2 * conv.padding[d]
                              + conv.dilation[d] * (conv.kernel_size[d] - 1) + 1)
             for d in range(self.dims))
         fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.dims - 1]
-        return (fn(nu, conv.weight, None, conv.stride, conv.padding, output_padding, conv.groups,
-                   conv.dilation),)
+        out = fn(nu, conv.weight, None, conv.stride, conv.padding, output_padding, conv.groups, conv.dilation)
+        for i in range(len(self.pads) // 2):  # crop what the zero padding added
+            dim = out.dim() - 1 - i
+            out = out.narrow(dim, self.pads[2 * i], out.shape[dim] - self.pads[2 * i] - self.pads[2 * i + 1])
+        return (out,)
 
 
 def conv_dual(ctx: NodeContext) -> AffineDual:

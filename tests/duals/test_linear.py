@@ -54,6 +54,18 @@ def test_conv1d(dual_check, onnx_model):
     dual_check(model, rng.normal(size=(3, 2, 9)), exact=True)
 
 
+@pytest.mark.parametrize("pads,stride", [([0, 1, 1, 2], 1), ([1, 0, 0, 1], 2), ([2, 0, 1, 0], 1)])
+def test_conv2d_with_asymmetric_pads(dual_check, onnx_model, pads, stride):
+    """onnx2torch turns these into Sequential(zero padding, Conv2d); the dual must treat the pair as one."""
+    w = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    b = rng.normal(size=3).astype(np.float32)
+    node = helper.make_node("Conv", ["input", "W", "B"], ["output"], pads=pads, strides=[stride, stride])
+    h = (6 + pads[0] + pads[2] - 3) // stride + 1
+    w_out = (5 + pads[1] + pads[3] - 3) // stride + 1
+    model = onnx_model([node], [2, 6, 5], [3, h, w_out], {"W": w, "B": b})
+    dual_check(model, rng.normal(size=(2, 2, 6, 5)), exact=True)
+
+
 def test_batchnorm(dual_check, onnx_model):
     c = 3
     params = {"s": rng.normal(size=c), "b": rng.normal(size=c), "m": rng.normal(size=c),

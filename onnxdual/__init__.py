@@ -9,13 +9,15 @@ The stable public API::
     net = onnxdual.load("model.onnx")                      # torch module, output equals onnxruntime's
     dual = onnxdual.DualNetwork(net, x, eps=0.1)           # nothing is computed yet
     lb = dual.lower_bound(C)                               # (batch, m) sound lower bounds of C f(x')
+    pb = dual.probable_lower_bound(C, delta=0.01)          # holds with probability >= 0.99 (App. E)
     loss, err = onnxdual.robust_loss(net, 0.1, x, y, proj=50)
 """
 
 from onnxdual.duals.base import (ActivationDual, AffineDual, DualLayer, ElementwiseActivation, NodeContext,
                                  Relaxation, piecewise_linear_relaxation)
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
-from onnxdual.engine.network import DualNetwork, Estimate, IntervalBounds, margin_matrix, robust_loss
+from onnxdual.engine.network import (DualNetwork, Estimate, IntervalBounds, ProbableBound, margin_matrix,
+                                     robust_loss)
 from onnxdual.errors import (InvalidInputError, ModelLoadError, OnnxDualError, PluginLoadError,
                              UnsupportedOpsError)
 from onnxdual.frontend.onnx_import import load
@@ -23,7 +25,7 @@ from onnxdual.frontend.onnx_import import load
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "DualNetwork", "robust_loss", "margin_matrix", "Estimate", "IntervalBounds",
+    "load", "DualNetwork", "robust_loss", "margin_matrix", "Estimate", "IntervalBounds", "ProbableBound",
     "Box", "L2Ball", "InputSet",
     "DualLayer", "AffineDual", "ActivationDual", "ElementwiseActivation", "NodeContext", "Relaxation",
     "piecewise_linear_relaxation",

@@ -33,6 +33,7 @@ from torch import Tensor
 from onnxdual.duals.base import ActivationDual, AffineDual, Relaxation
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
+from onnxdual.engine.tail_bounds import TailBound
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,23 @@ def _one_hot(index: Tensor, n: int, shape: torch.Size, like: Tensor) -> Tensor:
 def _cauchy(size: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard Cauchy samples ``tan(pi (U - 1/2))``, one matrix shared by the batch: each example's
     estimate is still a median over independent projections (Theorem 2), and drawing ``(1, r, n)``
-    instead of ``(B, r, n)`` makes sampling negligible."""
-    u = torch.rand((1, *size[1:]), generator=generator, dtype=like.dtype,
+    instead of ``(B, r, n)`` makes sampling negligible. ``U`` is drawn in float64: its float32 grid would
+    put an atom at exactly 0, which a geometric mean (App. E) cannot absorb."""
+    u = torch.rand((1, *size[1:]), generator=generator, dtype=torch.float64,
                    device=generator.device if generator is not None else like.device).to(like.device)
-    return torch.tan(torch.pi * (u - 0.5))
+    return torch.tan(torch.pi * (u - 0.5)).to(like.dtype)
 
 
-def _radius(state: _State, sources: list[Source]) -> Tensor:
-    """Sum over sources of the dual norm of each unit's coefficients: ``(B, n_units)``."""
+def _radius(state: _State, sources: list[Source], tail: TailBound | None = None) -> Tensor:
+    """Sum over sources of the dual norm of each unit's coefficients: ``(B, n_units)``. Projected sources
+    give the median / root-mean-square estimate, or with ``tail`` a high-probability upper bound."""
     total = None
     for sid, terms in state.terms.items():
         src = sources[sid]
         flat = terms.flatten(2)  # (Bt, K, n)
-        if src.projected:
+        if src.projected and tail is not None:
+            r = _tail_norm(flat, src.norm, tail)
+        elif src.projected:
             r = flat.abs().median(dim=1).values if src.norm == "l1" else flat.pow(2).mean(dim=1).sqrt()
         elif src.norm == "l1":
             r = (src.weight.unsqueeze(1) @ flat.abs()).squeeze(1)
@@ -118,8 +123,21 @@ def _radius(state: _State, sources: list[Source]) -> Tensor:
     return total.expand(state.center.shape[0], -1)
 
 
-def state_bounds(state: _State, sources: list[Source]) -> tuple[Tensor, Tensor]:
-    radius = _radius(state, sources).reshape(state.center.shape)
+def _tail_norm(flat: Tensor, norm: str, tail: TailBound) -> Tensor:
+    """High-probability upper bound of each unit's norm from ``k * m`` projected columns (App. E): the
+    largest over ``m`` groups of the scaled geometric mean (l1) or root mean square (l2) of ``k`` columns.
+    Computed in float64 so that the logarithms of tiny columns lose nothing."""
+    groups = flat.double().reshape(flat.shape[0], tail.m, tail.k, flat.shape[2])
+    if norm == "l1":
+        per_group = groups.abs().log().mean(dim=2).exp() * tail.l1_factor
+    else:
+        per_group = groups.pow(2).mean(dim=2).sqrt() * tail.l2_factor
+    return per_group.amax(dim=1).to(flat.dtype)
+
+
+def state_bounds(state: _State, sources: list[Source], tail: TailBound | None = None,
+                 ) -> tuple[Tensor, Tensor]:
+    radius = _radius(state, sources, tail).reshape(state.center.shape)
     return state.center - radius, state.center + radius
 
 

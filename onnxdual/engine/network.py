@@ -6,6 +6,9 @@ the first call that needs it, in chunks of examples that fit a memory budget.
 A *bound* and an *estimate* are different types. :meth:`DualNetwork.lower_bound` only exists for exact
 dual networks and returns a sound lower bound; with random projections (``proj=r``) the network offers
 :meth:`DualNetwork.estimate`, whose :class:`Estimate` result can never be mistaken for a certificate.
+Between the two, :meth:`DualNetwork.probable_lower_bound` returns a :class:`ProbableBound`: a lower bound
+that holds with probability at least ``1 - delta`` over its random projections (App. E), for networks too
+large for exact bounds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.autodual import PassResult, forward_pass, objective
 from onnxdual.engine.build import BuiltDual, build_dual
 from onnxdual.engine.input_sets import InputSet, make_input_set
+from onnxdual.engine.probable import probable_pass
 from onnxdual.errors import InvalidInputError
 
 #: default memory budget of the exact pass, bytes (chunks of examples are sized to stay under it)
@@ -42,6 +46,22 @@ class Estimate:
 
     value: Tensor
     proj: int
+
+
+@dataclass(frozen=True)
+class ProbableBound:
+    """A lower bound of the dual objective that holds with probability at least ``1 - delta`` over the
+    random projections behind its intermediate bounds (App. E), for each example separately. It is not a
+    deterministic certificate: report it with its ``delta``.
+
+    ``estimates`` is the number ``N`` of norm estimates the failure probability was split over (union
+    bound); ``k`` columns per geometric estimate, the maximum over ``m`` of them."""
+
+    value: Tensor
+    delta: float
+    k: int
+    m: int
+    estimates: int
 
 
 class DualNetwork:
@@ -75,6 +95,7 @@ class DualNetwork:
         self.memory_budget = memory_budget
         self._built: BuiltDual | None = None
         self._passes: list[tuple[slice, PassResult]] | None = None
+        self._probable: dict[tuple[float, int, int], tuple[list[tuple[slice, PassResult]], int]] = {}
 
     # -- building -------------------------------------------------------------------------------------
     @property
@@ -114,14 +135,18 @@ class DualNetwork:
                                                          self.generator, self.memory_budget)))
         return self._passes
 
-    def _objective(self, c: Tensor) -> Tensor:
+    def _check_c(self, c: Tensor) -> Tensor:
         out_shape = self.built.output_shape
         if c.dim() != 3 or c.shape[0] != self.x.shape[0] or c.shape[2] != math.prod(out_shape):
             raise InvalidInputError(f"C must have shape (batch={self.x.shape[0]}, m, n_out="
                                     f"{math.prod(out_shape)}), got {tuple(c.shape)}")
-        c = c.to(self.x.dtype)
+        return c.to(self.x.dtype)
+
+    def _objective(self, c: Tensor, passes: list[tuple[slice, PassResult]] | None = None) -> Tensor:
+        c = self._check_c(c)
+        out_shape = self.built.output_shape
         parts = []
-        for index, result in self._ensure_pass():
+        for index, result in self._ensure_pass() if passes is None else passes:
             ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
             parts.append(objective(self.built, self.input_set.chunk(index), result.relaxations, ci))
         return torch.cat(parts)
@@ -136,6 +161,36 @@ class DualNetwork:
     def estimate(self, c: Tensor) -> Estimate:
         """The dual objective with projected intermediate bounds (training); exact if ``proj`` is None."""
         return Estimate(self._objective(c), self.proj or 0)
+
+    def probable_lower_bound(self, c: Tensor, delta: float = 0.01, k: int = 200, m: int = 10) -> ProbableBound:
+        """Lower bound of ``C f(x')`` that holds with probability at least ``1 - delta`` per example (App. E).
+
+        Intermediate bounds come from ``k * m`` fresh random projections per activation and source (the
+        maximum of ``m`` geometric estimators of ``k`` columns each, scaled so that all of them bound their
+        norm from above with the required probability); small layers are bounded exactly instead. The
+        objective itself is then exact given those bounds. Independent of ``proj``; uses ``generator``."""
+        if not (isinstance(delta, float | int) and 0 < delta < 1):
+            raise InvalidInputError(f"delta must lie in (0, 1), got {delta!r}")
+        for name, value in (("k", k), ("m", m)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        c = self._check_c(c)
+        key = (float(delta), k, m)
+        if key not in self._probable:
+            built = self.built
+            sources = 1 + sum(isinstance(s.layer, ActivationDual) for s in built.steps)
+            largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
+            per_example = 4 * k * m * sources * largest * self.x.element_size()
+            step = max(1, min(self.x.shape[0], self.memory_budget // max(per_example, 1)))
+            passes, count = [], 0
+            for start in range(0, self.x.shape[0], step):
+                index = slice(start, min(start + step, self.x.shape[0]))
+                result, count = probable_pass(built, self.input_set.chunk(index), float(delta), k, m,
+                                              self.generator, self.memory_budget)
+                passes.append((index, result))
+            self._probable[key] = (passes, count)
+        passes, count = self._probable[key]
+        return ProbableBound(self._objective(c, passes), float(delta), k, m, count)
 
     def bounds(self) -> dict[str, IntervalBounds]:
         """Pre-activation bounds of every activation's input, keyed by the activation node's name

@@ -1,0 +1,113 @@
+"""Intermediate bounds that hold with high probability (App. E): the AutoDual pass for certificates of
+networks too large for exact bounds.
+
+Each activation's pre-activation bounds are computed by one of two routes:
+
+* **estimated**: fresh random columns (``k * m`` per source: Cauchy for the box and the relaxation gaps,
+  normal for an l2 ball) are pushed forward from the input to this activation, through the relaxations
+  already fixed, and every unit's norm is replaced by a high-probability *upper* bound
+  (:mod:`onnxdual.engine.tail_bounds`). Drawing fresh columns for every activation keeps each estimate's
+  columns independent of the relaxations they are pushed through (those depend only on earlier draws), so
+  each tail bound holds conditionally on the past and the union bound over all estimates applies;
+* **exact**: when the layer has few units compared with the columns, the dual network is run backwards
+  from its units (Theorem 1 with ``c = +/- e_j``), as in the exact pass: no estimate, no failure probability.
+
+If every norm bound holds, every pre-activation bound is a true bound (it can only be looser than the
+exact one), every relaxation is valid, and the objective ``J`` -- computed exactly from these relaxations
+by the dual network -- is a true lower bound. The failure probability is spread over the number ``N`` of
+estimates (an upper bound of it is fixed before any draw: units of each estimated layer times the sources
+that can reach it), so the certificate of each example fails with probability at most ``delta``
+(App. E.3-E.5). The probability is over the random draws only; arithmetic is treated as real, as in the
+exact pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from onnxdual.duals.base import ActivationDual, Relaxation
+from onnxdual.engine.autodual import (
+    SWITCH_FACTOR,
+    PassResult,
+    Source,
+    _activation_state,
+    _apply_affine,
+    _input_source,
+    _State,
+    backward_bounds,
+    state_bounds,
+)
+from onnxdual.engine.build import BuiltDual
+from onnxdual.engine.input_sets import InputSet
+from onnxdual.engine.tail_bounds import TailBound
+
+
+def plan(built: BuiltDual, columns: int) -> tuple[list[bool], int]:
+    """For every activation (in order) whether its bounds are estimated (``True``) or exact, and the number
+    ``N`` of norm estimates behind one certificate (an upper bound: every earlier activation is counted as
+    a source, whether or not its gap is non-zero or reaches this layer)."""
+    estimated, count, earlier = [], 0, 0
+    for step in built.steps[: built.last_activation + 1]:
+        if not isinstance(step.layer, ActivationDual):
+            continue
+        units = math.prod(step.output_shape)
+        sources = 1 + earlier
+        forward = not SWITCH_FACTOR * units < columns * sources
+        estimated.append(forward)
+        if forward:
+            count += units * sources
+        earlier += 1
+    return estimated, count
+
+
+def probable_pass(built: BuiltDual, input_set: InputSet, delta: float, k: int, m: int,
+                  generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3,
+                  ) -> tuple[PassResult, int]:
+    """Relaxations from intermediate bounds that all hold with probability at least ``1 - delta`` per
+    example. Returns the pass and the number ``N`` of estimates the failure probability was split over."""
+    estimated, count = plan(built, k * m)
+    tail = TailBound.for_failure(delta / count, k, m) if count else None
+    relaxations: dict[str, Relaxation] = {}
+    bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    offsets: dict[str, torch.Tensor] = {}
+    batch = input_set.center.shape[0]
+    largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
+    max_rows = max(1, memory_budget // (4 * batch * largest * input_set.center.element_size()))
+    activations = [i for i, s in enumerate(built.steps[: built.last_activation + 1])
+                   if isinstance(s.layer, ActivationDual)]
+    for index, forward in zip(activations, estimated):
+        step = built.steps[index]
+        if forward:
+            lower, upper = _estimated_bounds(built, input_set, relaxations, index, tail, generator)
+        else:
+            lower, upper = backward_bounds(built, input_set, relaxations, step.variable_inputs[0],
+                                           step.output_shape, max_rows, offsets)
+        bounds[step.node.name] = (lower, upper)
+        relaxations[step.node.name] = step.layer.relax(lower, upper)
+    return PassResult(relaxations, bounds, True), count
+
+
+def _estimated_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation],
+                      target: int, tail: TailBound, generator: torch.Generator | None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Push fresh projected columns from the input to the activation at step ``target`` through the fixed
+    relaxations of the activations before it; bound its input with the tail estimator."""
+    sources: list[Source] = []
+    src, cols = _input_source(input_set, tail.columns, generator)
+    sources.append(src)
+    states = {built.graph.input_name: _State(input_set.center, {0: cols})}
+    remaining = built.consumers()
+    for step in built.steps[:target]:
+        inputs = [states[name] for name in step.variable_inputs]
+        if isinstance(step.layer, ActivationDual):
+            states[step.node.name] = _activation_state(inputs[0], relaxations[step.node.name], tail.columns,
+                                                       generator, sources, step.node.name)
+        else:
+            states[step.node.name] = _apply_affine(step.layer, inputs)
+        for name in step.variable_inputs:
+            remaining[name] -= 1
+            if remaining[name] == 0:
+                del states[name]
+    return state_bounds(states[built.steps[target].variable_inputs[0]], sources, tail)

@@ -52,6 +52,16 @@ def parse_clip(text: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+def parse_projections(text: str) -> tuple[int, int]:
+    try:
+        k, m = (int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give two positive integers 'k,m' (e.g. 200,10)")
+    if k < 1 or m < 1:
+        raise click.BadParameter(f"{text!r}: k and m must be positive")
+    return k, m
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,11 +113,16 @@ class _Progress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
 @click.option("--pgd-restarts", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--probable", "delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Certify with bounds that hold with probability >= 1 - DELTA per example (random projections, "
+                   "App. E) instead of exact ones: for networks too large for exact bounds.")
+@click.option("--projections", "projections_text", default="200,10", show_default=True,
+              help="With --probable: k,m = columns per geometric estimate, estimates per maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no text summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @user_errors
 def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_size, device, out, seed,
-                    pgd_steps, pgd_restarts, quiet, as_json):
+                    pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json):
     """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
 
     Without MODEL, the robust MNIST model shipped with onnxdual is used."""
@@ -116,6 +131,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
 
     eps = parse_eps(eps_text)
     clip = parse_clip(clip_text)
+    projections = parse_projections(projections_text)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -124,7 +140,8 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     stages = load_stages(model_path)
     dataset = load_dataset(data, split=split, limit=limit)
     settings = CertifySettings(eps=eps, norm=norm, clip=clip if norm == "linf" else None, batch_size=batch_size,
-                               pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed)
+                               pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed, probable=delta,
+                               projections=projections)
     for stage in stages:
         stage.net.to(dev)
     x, y = dataset.x.to(dev), dataset.y.to(dev)
@@ -139,7 +156,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         "stages": [s.path.name for s in stages],
         "dataset": f"{dataset.name} ({x.shape[0]} examples)",
         "norm": norm, "eps": list(eps), "clip": list(clip) if clip and norm == "linf" else None,
-        "bound": "exact", "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "bound": settings.bound, "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
         "versions": _versions(), "started": started.isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t0, 3), "seed": seed,
         "soundness_violations": len(result.violations),
@@ -152,16 +169,22 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
                                "files": {k: str(v) for k, v in paths.items()}}, indent=2))
     elif not quiet:
         label = "ℓ∞" if norm == "linf" else "ℓ2"
+        how = "" if delta is None else f" with probability >= {1 - delta:g} each"
         for row in overall.itertuples():
-            click.echo(f"eps={row.eps:g} ({label}): certified {row.certified_accuracy:.1%}, "
+            click.echo(f"eps={row.eps:g} ({label}): certified{how} {row.certified_accuracy:.1%}, "
                        f"PGD {row.pgd_accuracy:.1%}, clean {row.clean_accuracy:.1%} of {row.n} examples "
                        f"({row.examples_per_second:.1f} examples/s)")
         click.echo(f"report: {paths['report_html']}")
     if result.violations:
         first = result.violations[0]
-        click.echo(f"onnxdual: error: soundness violation: {len(result.violations)} certified bound(s) beaten by "
-                   f"an attack (first: example {first['index']}, eps {first['eps']}, stage {first['stage']}); "
-                   "please report this bug", err=True)
+        where = f"first: example {first['index']}, eps {first['eps']}, stage {first['stage']}"
+        if delta is None:
+            click.echo(f"onnxdual: error: soundness violation: {len(result.violations)} certified bound(s) beaten "
+                       f"by an attack ({where}); please report this bug", err=True)
+        else:
+            click.echo(f"onnxdual: error: {len(result.violations)} bound(s) that held with probability >= "
+                       f"{1 - delta:g} were beaten by an attack ({where}); treat this run's certificates as "
+                       "void", err=True)
         sys.exit(SOUNDNESS_VIOLATION)
 
 

@@ -1,7 +1,9 @@
 """Certification of a model or a cascade on a labelled data set (the engine behind ``onnxdual certify``).
 
 For every example, eps and stage: the exact dual bound of every margin ``f_p - f_j`` around the stage's own
-prediction ``p`` (Alg. 2 certifies a stage's prediction), and a PGD attack on the true label. A cascade's
+prediction ``p`` (Alg. 2 certifies a stage's prediction), and a PGD attack on the true label. With
+``CertifySettings.probable = delta`` the bound holds with probability at least ``1 - delta`` per example
+instead (App. E), and every output says so. A cascade's
 answer is the prediction of the first stage that certifies the example; an example no stage certifies is
 not robust (Alg. 2). An example whose attack beats its certified bound is a soundness violation; it is
 recorded, never hidden.
@@ -44,6 +46,10 @@ class CertifySettings:
     pgd_steps: int = 40
     pgd_restarts: int = 1
     seed: int = 0
+    #: ``None``: exact bounds (a proof). A number ``delta``: bounds that hold with probability at least
+    #: ``1 - delta`` per example (App. E), from ``projections = (k, m)`` random projections.
+    probable: float | None = None
+    projections: tuple[int, int] = (200, 10)
 
     def __post_init__(self):
         if not self.eps:
@@ -55,6 +61,18 @@ class CertifySettings:
             raise InvalidInputError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.batch_size < 1:
             raise InvalidInputError("batch size must be at least 1")
+        if self.probable is not None and not 0 < self.probable < 1:
+            raise InvalidInputError(f"the failure probability delta must lie in (0, 1), got {self.probable}")
+        if len(self.projections) != 2 or min(self.projections) < 1:
+            raise InvalidInputError(f"projections must be two positive integers k,m, got {self.projections}")
+
+    @property
+    def bound(self) -> str:
+        """What kind of bound certifies: ``"exact"``, or ``"probabilistic (delta=..., k=..., m=...)"``."""
+        if self.probable is None:
+            return "exact"
+        k, m = self.projections
+        return f"probabilistic (delta={self.probable:g}, k={k}, m={m})"
 
 
 def load_stages(path: str | Path) -> list[Stage]:
@@ -120,7 +138,9 @@ class CertifyResult:
                                  "clean_accuracy": s.correct.mean(), "certified_accuracy": s.robust.mean(),
                                  "pgd_accuracy": 1 - s.pgd_success.mean(),
                                  "examples_per_second": float("nan"), "seconds": float("nan")})
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        frame["bound"] = self.settings.bound  # a probabilistic run must say so wherever its numbers go
+        return frame
 
     def cascade_frame(self) -> pd.DataFrame | None:
         if len(self.stages) < 2:
@@ -142,13 +162,19 @@ class CertifyResult:
         return pd.DataFrame(rows)
 
 
-def _stage_margins(net: nn.Module, x: Tensor, eps: float, settings: CertifySettings, num_classes: int
-                   ) -> tuple[Tensor, Tensor]:
-    """Prediction and the certified lower bound of its smallest margin ``min_j f_p - f_j``."""
+def _stage_margins(net: nn.Module, x: Tensor, eps: float, settings: CertifySettings, num_classes: int,
+                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Prediction and the certified lower bound of its smallest margin ``min_j f_p - f_j`` (exact, or with
+    high probability when ``settings.probable`` is set)."""
     with torch.no_grad():
         pred = net(x).flatten(1).argmax(1)
-        dual = DualNetwork(net, x, eps, settings.norm, clip=settings.clip)
-        lb = dual.lower_bound(margin_matrix(pred, num_classes).to(x.dtype))
+        dual = DualNetwork(net, x, eps, settings.norm, clip=settings.clip, generator=generator)
+        c = margin_matrix(pred, num_classes).to(x.dtype)
+        if settings.probable is None:
+            lb = dual.lower_bound(c)
+        else:
+            k, m = settings.projections
+            lb = dual.probable_lower_bound(c, settings.probable, k, m).value
         lb[torch.arange(x.shape[0]), pred] = float("inf")
     return pred, lb.min(1).values
 
@@ -177,6 +203,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
                                 f"outputs; found {int(y.min())}..{int(y.max())}")
     result = CertifyResult(stages, settings)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    projections = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
     for eps in settings.eps:
         bound_seconds = 0.0
         for start in range(0, x.shape[0], settings.batch_size):
@@ -185,7 +212,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
             preds, margins, attacks = [], [], []
             for i, stage in enumerate(stages, 1):
                 t0 = time.perf_counter()
-                pred, margin = _stage_margins(stage.net, xb, eps, settings, num_classes)
+                pred, margin = _stage_margins(stage.net, xb, eps, settings, num_classes, projections)
                 bound_seconds += time.perf_counter() - t0
                 c = margin_matrix(yb, num_classes).to(xb.dtype)
                 mask = torch.ones_like(c[:, :, 0], dtype=torch.bool)

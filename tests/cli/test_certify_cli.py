@@ -79,6 +79,27 @@ def test_embedded_default_runs_with_no_arguments(tmp_path):
     assert "certified" in result.output and (tmp_path / "r" / "report.html").exists()
 
 
+def test_probable_bounds_are_labelled_everywhere_and_agree_with_the_api(tiny, tmp_path):
+    model, data = tiny
+    out = tmp_path / "prob"
+    result = run("certify", model, "--data", data, "--eps", "0.002", "--clip", "none", "--out", out,
+                 "--probable", "0.05", "--projections", "16,2", "--pgd-steps", "5", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "with probability >= 0.95" in result.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary.bound == "probabilistic (delta=0.05, k=16, m=2)").all()
+    assert json.loads((out / "summary.json").read_text())["meta"]["bound"].startswith("probabilistic")
+    assert "Probabilistic bounds" in (out / "report.html").read_text()
+    # every probable margin is at most the exact one here (looser intermediate bounds, same objective)
+    exact_out = tmp_path / "exact"
+    assert run("certify", model, "--data", data, "--eps", "0.002", "--clip", "none", "--out", exact_out,
+               "--quiet", "--pgd-steps", "5").exit_code == 0
+    probable = pd.read_csv(out / "examples.csv").margin_lower_bound.to_numpy()
+    exact = pd.read_csv(exact_out / "examples.csv").margin_lower_bound.to_numpy()
+    assert (probable <= exact + 1e-4).all() and (probable < exact - 1e-6).any()
+    assert (pd.read_csv(exact_out / "summary.csv").bound == "exact").all()
+
+
 @pytest.mark.parametrize("args,message", [
     (["certify", "MISSING.onnx"], "not found"),
     (["certify", "{bad}"], "cannot read"),
@@ -90,6 +111,10 @@ def test_embedded_default_runs_with_no_arguments(tmp_path):
     (["certify", "{model}", "--data", "{data}", "--out", "{file}/sub"], ""),
     (["certify", "{unsupported}"], "no dual layer"),
     (["certify", "{model}", "--clip", "1,0"], "empty range"),
+    (["certify", "{model}", "--probable", "0"], "probable"),
+    (["certify", "{model}", "--probable", "1.5"], "probable"),
+    (["certify", "{model}", "--probable", "0.01", "--projections", "200"], "k,m"),
+    (["certify", "{model}", "--probable", "0.01", "--projections", "0,3"], "positive"),
 ])
 def test_user_errors_give_one_line_and_exit_2(tiny, tmp_path, args, message):
     model, data = tiny

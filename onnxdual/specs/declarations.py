@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxdual.specs.model import SpecError
 from onnxdual.specs.reader import detect_version
+from onnxdual.specs.vnnlib2 import parse_reference_query
 
 #: VNN-LIB spelling of the element types (the ONNX IR names, plus the extra ``Real``)
 _VNNLIB_TYPES = {
@@ -56,16 +56,7 @@ def declared_networks(text: str, source: str = "<string>") -> list[DeclaredNetwo
     Raises :class:`~onnxdual.specs.SpecError` for a query the reference parser rejects."""
     if detect_version(text) != "2.0":
         return []
-    try:
-        import vnnlib
-
-        from onnxdual.specs.vnnlib2 import _reference_error, prepare_text
-    except ImportError as exc:  # pragma: no cover - vnnlib is a declared dependency
-        raise SpecError(f"{source}: VNN-LIB 2.0 files need the 'vnnlib' package ({exc})") from None
-    try:
-        query = vnnlib.parse_query_string(prepare_text(text))
-    except vnnlib.VNNLibException as exc:
-        raise _reference_error(source, exc) from None
+    query = parse_reference_query(text, source)
 
     def var(v) -> DeclaredVariable:
         kind = str(v.dtype).split(".")[-1]

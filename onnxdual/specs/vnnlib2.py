@@ -117,17 +117,23 @@ def _label(name: str, shape: tuple, flat: int) -> str:
     return f"{name}[{','.join(str(i) for i in reversed(idx))}]"
 
 
-def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
-    """Parse VNN-LIB 2.0 text with the reference parser; ``name`` is used in error messages."""
+def parse_reference_query(text: str, name: str = "<string>"):
+    """The reference parser's query object for VNN-LIB 2.0 text; its errors become one-line
+    :class:`SpecError` messages naming ``name``."""
     try:
         import vnnlib
     except ImportError as exc:  # pragma: no cover - vnnlib is a declared dependency
         raise SpecError(f"{name}: VNN-LIB 2.0 files need the 'vnnlib' package ({exc})") from None
-
     try:
-        query = vnnlib.parse_query_string(prepare_text(text))
+        return vnnlib.parse_query_string(prepare_text(text))
     except vnnlib.VNNLibException as exc:
         raise _reference_error(name, exc) from None
+
+
+def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
+    """Parse VNN-LIB 2.0 text with the reference parser; ``name`` is used in error messages."""
+    query = parse_reference_query(text, name)
+    import vnnlib  # importable: the query was parsed by it
 
     networks = query.networks
     if len(networks) != 1:

@@ -13,8 +13,8 @@ The stable public API::
     loss, err = onnxdual.robust_loss(net, 0.1, x, y, proj=50)
 """
 
-from onnxdual.duals.base import (ActivationDual, AffineDual, DualLayer, ElementwiseActivation, NodeContext,
-                                 Relaxation, piecewise_linear_relaxation)
+from onnxdual.duals.base import (ActivationDual, AffineDual, DualLayer, ElementwiseActivation, LinearRelaxation,
+                                 NodeContext, Relaxation, piecewise_linear_relaxation)
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.network import (DualNetwork, Estimate, IntervalBounds, ProbableBound, margin_matrix,
                                      robust_loss)
@@ -28,6 +28,7 @@ __all__ = [
     "load", "DualNetwork", "robust_loss", "margin_matrix", "Estimate", "IntervalBounds", "ProbableBound",
     "Box", "L2Ball", "InputSet",
     "DualLayer", "AffineDual", "ActivationDual", "ElementwiseActivation", "NodeContext", "Relaxation",
+    "LinearRelaxation",
     "piecewise_linear_relaxation",
     "OnnxDualError", "ModelLoadError", "InvalidInputError", "PluginLoadError", "UnsupportedOpsError",
 ]

@@ -14,6 +14,6 @@ repo="$(dirname "$here")"
 python="${PYTHON:-python3}"
 "$python" -m venv "$here/.venv"
 "$here/.venv/bin/pip" install --upgrade pip >/dev/null
-"$here/.venv/bin/pip" install "$repo" "$repo/plugins/onnxdual-sshaped"
+"$here/.venv/bin/pip" install "$repo" "$repo/plugins/onnxdual-sshaped" "$repo/plugins/onnxdual-maxpool"
 "$here/.venv/bin/python" -m onnxdual_cli.verify supports --onnx-operators >/dev/null
 echo "onnxdual installed in $here/.venv"

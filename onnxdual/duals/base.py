@@ -6,15 +6,17 @@ dual layer is linear, which is what AutoDual (Alg. 3) and random projections (Al
 
 * :class:`AffineDual` -- ``z = A(x_1, ..., x_n) + b`` for a linear map ``A`` (Corollary 1, App. B.1, B.2, B.5).
   Its dual is ``nu_i = A_i^T nu`` with objective term ``b^T nu``.
-* :class:`ActivationDual` -- an element-wise function ``z = sigma(x)`` that, given pre-activation bounds
-  ``l <= x <= u``, is enclosed by a *same-slope parallelogram*::
+* :class:`ActivationDual` -- a function ``z = sigma(x)`` that, given pre-activation bounds ``l <= x <= u``,
+  is enclosed by a linear map plus an interval (:class:`LinearRelaxation`); for an element-wise function
+  a *same-slope parallelogram* (:class:`Relaxation`)::
 
       slope * x + low <= sigma(x) <= slope * x + high     for l <= x <= u
 
   Its dual is ``nu_in = diag(slope) nu`` with objective term
   ``nu^T (low + high) / 2 - |nu|^T (high - low) / 2``. For ReLU with ``slope = u / (u - l)``,
   ``low = 0``, ``high = -slope * l`` this is exactly Corollary 2 (eq. 10, 11): ``-l [nu]_+`` rewritten as
-  ``[nu]_+ = (nu + |nu|) / 2`` -- the same split Theorem 2 (eq. 13) uses for its estimate.
+  ``[nu]_+ = (nu + |nu|) / 2`` -- the same split Theorem 2 (eq. 13) uses for its estimate. A general
+  ``A`` in place of ``diag(slope)`` (e.g. MaxPool selecting one input per window) changes nothing else.
 
 Everything an engine needs follows from these few methods, so a plugin implements only the operator's own
 math; it never sees batching, chunking, projections or the graph.
@@ -133,13 +135,15 @@ class AffineDual(DualLayer):
         return torch.device("cpu")
 
 
-@dataclass(frozen=True)
-class Relaxation:
-    """A same-slope parallelogram ``slope*x + low <= sigma(x) <= slope*x + high`` on ``[l, u]``.
+class LinearRelaxation(ABC):
+    """An enclosure ``A x + low <= sigma(x) <= A x + high`` of an activation on its input box ``[l, u]``:
+    a linear map ``A`` (chosen from the bounds) plus an interval. The dual of the activation is then
+    ``nu_in = A^T nu`` with objective term ``nu^T (low + high) / 2 - |nu|^T (high - low) / 2`` -- the
+    same-slope parallelogram of Corollary 2 when ``A`` is diagonal, and the same argument for any ``A``.
 
-    All three tensors have the pre-activation's shape ``(B, *shape)``; ``high >= low`` everywhere."""
+    ``low`` and ``high`` have the activation's *output* shape ``(B, *out_shape)``, ``high >= low``.
+    Subclasses give ``A`` as :meth:`apply` and its transpose :meth:`transpose`; both act on dual columns."""
 
-    slope: Tensor
     low: Tensor
     high: Tensor
 
@@ -151,13 +155,42 @@ class Relaxation:
     def half_width(self) -> Tensor:
         return (self.high - self.low) / 2
 
-
-class ActivationDual(DualLayer):
-    """Dual of an element-wise activation; needs bounds on its (single, variable) input."""
+    @abstractmethod
+    def apply(self, x: Tensor) -> Tensor:
+        """``A x`` for columns ``x`` of shape ``(B or 1, K, *in_shape)`` (``1``: shared by the batch);
+        returns ``(B, K, *out_shape)``."""
 
     @abstractmethod
-    def relax(self, lower: Tensor, upper: Tensor) -> Relaxation:
-        """A sound same-slope enclosure of the activation on ``[lower, upper]`` (element-wise)."""
+    def transpose(self, nu: Tensor) -> Tensor:
+        """``A^T nu`` for ``nu`` of shape ``(B or 1, K, *out_shape)``; returns ``(B, K, *in_shape)``."""
+
+
+@dataclass(frozen=True)
+class Relaxation(LinearRelaxation):
+    """A same-slope parallelogram ``slope*x + low <= sigma(x) <= slope*x + high`` on ``[l, u]`` for an
+    element-wise activation (``A = diag(slope)``).
+
+    All three tensors have the pre-activation's shape ``(B, *shape)``; ``high >= low`` everywhere."""
+
+    slope: Tensor
+    low: Tensor
+    high: Tensor
+
+    def apply(self, x: Tensor) -> Tensor:
+        return self.slope.unsqueeze(1) * x
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        return nu * self.slope.unsqueeze(1)
+
+
+class ActivationDual(DualLayer):
+    """Dual of a non-linear operation of one variable input; needs bounds on that input. Element-wise
+    activations return a :class:`Relaxation`; others (``MaxPool``: each output encloses one selected input)
+    return their own :class:`LinearRelaxation`."""
+
+    @abstractmethod
+    def relax(self, lower: Tensor, upper: Tensor) -> LinearRelaxation:
+        """A sound enclosure of the operation on the input box ``[lower, upper]`` (``(B, *in_shape)``)."""
 
 
 class ConstantDual(DualLayer):

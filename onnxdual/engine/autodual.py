@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from onnxdual.duals.base import ActivationDual, AffineDual, Relaxation
+from onnxdual.duals.base import ActivationDual, AffineDual, LinearRelaxation
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.tail_bounds import TailBound
@@ -56,7 +56,7 @@ class _State:
 class PassResult:
     """Output of one AutoDual pass: each activation's relaxation and the pre-activation bounds behind it."""
 
-    relaxations: dict[str, Relaxation]
+    relaxations: dict[str, LinearRelaxation]
     preactivation_bounds: dict[str, tuple[Tensor, Tensor]]
     projected: bool
 
@@ -165,7 +165,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     units than forward columns; from there on each activation's bounds cost one backward pass over its own
     units, in chunks that fit ``memory_budget``. Both directions compute the same dual bound."""
     sources: list[Source] = []
-    relaxations: dict[str, Relaxation] = {}
+    relaxations: dict[str, LinearRelaxation] = {}
     bounds: dict[str, tuple[Tensor, Tensor]] = {}
     last = built.last_activation
     if last < 0:
@@ -184,7 +184,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     next_units, upcoming = [0] * (last + 1), 0
     for i in range(last, -1, -1):
         if isinstance(built.steps[i].layer, ActivationDual):
-            upcoming = math.prod(built.steps[i].output_shape)
+            upcoming = math.prod(built.steps[i].input_shapes[0])
         next_units[i] = upcoming
     for i, step in enumerate(built.steps[: last + 1]):
         inputs = [] if backward else [states[name] for name in step.variable_inputs]
@@ -193,7 +193,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
             states.clear()
         if isinstance(step.layer, ActivationDual):
             name = step.variable_inputs[0]
-            shape = step.output_shape
+            shape = step.input_shapes[0]
             if backward:
                 lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows, offsets)
             else:
@@ -227,12 +227,12 @@ def _turn_backward(units: int, state: _State, batch: int) -> bool:
 SWITCH_FACTOR = 2.0
 
 
-def _activation_state(state: _State, relax: Relaxation, proj: int | None, generator: torch.Generator | None,
-                      sources: list[Source], origin: str) -> _State:
-    """Forward images after an activation: scaled by its slope, plus the relaxation gap as a new source."""
-    out = _State(relax.slope * state.center + relax.mid)
-    slope = relax.slope.unsqueeze(1)
-    out.terms = {sid: slope * t for sid, t in state.terms.items()}
+def _activation_state(state: _State, relax: LinearRelaxation, proj: int | None,
+                      generator: torch.Generator | None, sources: list[Source], origin: str) -> _State:
+    """Forward images after an activation: through its relaxation's linear map, plus the relaxation gap as
+    a new source."""
+    out = _State(relax.apply(state.center.unsqueeze(1)).squeeze(1) + relax.mid)
+    out.terms = {sid: relax.apply(t) for sid, t in state.terms.items()}
     half = relax.half_width
     if (half > 0).any():
         flat = half.flatten(1)
@@ -247,7 +247,7 @@ def _activation_state(state: _State, relax: Relaxation, proj: int | None, genera
     return out
 
 
-def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], c: Tensor,
+def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], c: Tensor,
                start: str | None = None, offsets: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """The dual network run backwards from ``start`` (default: the output) on ``c`` of shape
     ``(B or 1, m, *shape)`` (eq. 8), split into the two parts of the objective (eq. 7): the terms linear in
@@ -277,7 +277,7 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Rel
             relax = relaxations[step.node.name]
             linear = linear + (flat @ relax.mid.flatten(1).unsqueeze(-1)).squeeze(-1)
             spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
-            push(step.variable_inputs[0], nu * relax.slope.unsqueeze(1))
+            push(step.variable_inputs[0], relax.transpose(nu))
         else:
             if step.node.name not in offsets:
                 offsets[step.node.name] = layer.offset()
@@ -294,14 +294,15 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Rel
     return linear, spread
 
 
-def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], c: Tensor) -> Tensor:
+def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], c: Tensor,
+              ) -> Tensor:
     """Lower bound of ``c . f(x')`` over the input set for ``c`` of shape ``(B, m, *out_shape)``: the dual
     objective ``J`` of eq. 7 evaluated at ``nu = g(c)`` (eq. 8). Returns ``(B, m)``."""
     linear, spread = dual_parts(built, input_set, relaxations, c)
     return linear - spread
 
 
-def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation], name: str,
+def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], name: str,
                     shape: torch.Size, max_rows: int, offsets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """Bounds of every unit of value ``name`` by the dual network run backwards from it on identity rows
     (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows."""

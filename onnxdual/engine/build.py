@@ -26,6 +26,7 @@ class DualStep:
     layer: DualLayer
     variable_inputs: tuple[str, ...]  # names of the values feeding the layer's variable inputs, in order
     output_shape: torch.Size
+    input_shapes: tuple[torch.Size, ...] = ()  # per-example shapes of the variable inputs, in order
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def _build(net: nn.Module, x: Tensor) -> BuiltDual:
             if not isinstance(layer, (AffineDual, ActivationDual)):
                 raise OnnxDualError(f"dual layer {type(layer).__name__} for {node.info.op_type} implements "
                                     "neither AffineDual nor ActivationDual")
-            steps.append(DualStep(node, layer, tuple(a.name for a in var_args), out.shape[1:]))
+            steps.append(DualStep(node, layer, tuple(a.name for a in var_args), out.shape[1:],
+                                  tuple(values[a.name].shape[1:] for a in var_args)))
     if missing:
         raise UnsupportedOpsError(missing)
     if graph.output_name not in variable:

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from onnxdual.duals.base import ActivationDual, Relaxation
+from onnxdual.duals.base import ActivationDual, LinearRelaxation
 from onnxdual.engine.autodual import (
     SWITCH_FACTOR,
     PassResult,
@@ -52,7 +52,7 @@ def plan(built: BuiltDual, columns: int) -> tuple[list[bool], int]:
     for step in built.steps[: built.last_activation + 1]:
         if not isinstance(step.layer, ActivationDual):
             continue
-        units = math.prod(step.output_shape)
+        units = math.prod(step.input_shapes[0])  # the bounds are needed on the activation's input
         sources = 1 + earlier
         forward = not SWITCH_FACTOR * units < columns * sources
         estimated.append(forward)
@@ -69,7 +69,7 @@ def probable_pass(built: BuiltDual, input_set: InputSet, delta: float, k: int, m
     example. Returns the pass and the number ``N`` of estimates the failure probability was split over."""
     estimated, count = plan(built, k * m)
     tail = TailBound.for_failure(delta / count, k, m) if count else None
-    relaxations: dict[str, Relaxation] = {}
+    relaxations: dict[str, LinearRelaxation] = {}
     bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     offsets: dict[str, torch.Tensor] = {}
     batch = input_set.center.shape[0]
@@ -83,13 +83,13 @@ def probable_pass(built: BuiltDual, input_set: InputSet, delta: float, k: int, m
             lower, upper = _estimated_bounds(built, input_set, relaxations, index, tail, generator)
         else:
             lower, upper = backward_bounds(built, input_set, relaxations, step.variable_inputs[0],
-                                           step.output_shape, max_rows, offsets)
+                                           step.input_shapes[0], max_rows, offsets)
         bounds[step.node.name] = (lower, upper)
         relaxations[step.node.name] = step.layer.relax(lower, upper)
     return PassResult(relaxations, bounds, True), count
 
 
-def _estimated_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Relaxation],
+def _estimated_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation],
                       target: int, tail: TailBound, generator: torch.Generator | None,
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Push fresh projected columns from the input to the activation at step ``target`` through the fixed

@@ -165,6 +165,56 @@ def _node_infos(model: onnx.ModelProto) -> dict[str, OnnxNodeInfo]:
     return infos
 
 
+_AUTO_PAD_OPS = ("Conv", "AveragePool", "MaxPool")
+
+
+def _explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``auto_pad`` (``SAME_UPPER``, ``SAME_LOWER``, ``VALID``) of ``Conv``, ``AveragePool`` and ``MaxPool``
+    written as explicit ``pads`` (onnx2torch implements only the latter), from the inferred input shapes."""
+    nodes = [n for n in model.graph.node if n.op_type in _AUTO_PAD_OPS and any(
+        a.name == "auto_pad" and helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET")
+        for a in n.attribute)]
+    if not nodes:
+        return model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - best effort
+        return model
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    inits = {t.name: t for t in model.graph.initializer}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        if node.op_type not in _AUTO_PAD_OPS:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode == "NOTSET":
+            continue
+        in_shape = shapes.get(node.input[0])
+        kernel = attrs.get("kernel_shape")
+        if kernel is None and node.op_type == "Conv" and node.input[1] in inits:
+            kernel = list(inits[node.input[1]].dims[2:])
+        if not in_shape or kernel is None or any(d <= 0 for d in in_shape[2:]):
+            continue
+        spatial = in_shape[2:]
+        strides = attrs.get("strides", [1] * len(spatial))
+        dilations = attrs.get("dilations", [1] * len(spatial))
+        begins, ends = [], []
+        for size, k, st, dl in zip(spatial, kernel, strides, dilations):
+            total = 0 if mode == "VALID" else max((-(-size // st) - 1) * st + (k - 1) * dl + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            begins.append(small if mode != "SAME_LOWER" else large)
+            ends.append(large if mode != "SAME_LOWER" else small)
+        for a in list(node.attribute):
+            if a.name in ("auto_pad", "pads"):
+                node.attribute.remove(a)
+        node.attribute.append(helper.make_attribute("pads", begins + ends))
+    return out
+
+
 def load(path: str | os.PathLike | onnx.ModelProto) -> fx.GraphModule:
     """Load an ONNX network as a torch module whose output equals onnxruntime's (float32).
 
@@ -183,7 +233,7 @@ def load(path: str | os.PathLike | onnx.ModelProto) -> fx.GraphModule:
     missing = missing_duals(model)
     if missing:
         raise UnsupportedOpsError(missing)
-    model = _fill_optional_clip_min(_free_batch_in_reshapes(model))
+    model = _explicit_pads(_fill_optional_clip_min(_free_batch_in_reshapes(model)))
     try:
         module = _convert(model)
     except NotImplementedError as first:

@@ -102,7 +102,7 @@ def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
     if missing:
         raise UnsupportedOpsError(missing)
     shape = _static_shape(in_info)
-    model = _explicit_pads(_downgrade(_constants_to_initializers(model)))
+    model = _downgrade(_constants_to_initializers(model))  # onnxdual.load writes auto_pad out
     # the first dimension is a batch of 1 when it can be (as in VNN-COMP files); otherwise (or if that
     # interpretation does not compute onnxruntime's function) a batch dimension is added in front
     modes = [True, False] if len(shape) >= 2 and shape[0] == 1 else [False]
@@ -160,56 +160,6 @@ def _downgrade(model):
     keep = [o for o in out.opset_import if o.domain != _HOLD_DOMAIN]
     del out.opset_import[:]
     out.opset_import.extend(keep)
-    return out
-
-
-def _explicit_pads(model):
-    """``auto_pad`` (``SAME_UPPER``, ``SAME_LOWER``, ``VALID``) of ``Conv`` and ``AveragePool`` written as
-    explicit ``pads`` (onnx2torch implements only the latter), from the inferred input shapes."""
-    import onnx
-    from onnx import helper
-
-    nodes = [n for n in model.graph.node if n.op_type in ("Conv", "AveragePool") and any(
-        a.name == "auto_pad" and helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET")
-        for a in n.attribute)]
-    if not nodes:
-        return model
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - best effort
-        return model
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
-    inits = {t.name: t for t in model.graph.initializer}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for node in out.graph.node:
-        if node.op_type not in ("Conv", "AveragePool"):
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        mode = attrs.get("auto_pad", b"NOTSET")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode == "NOTSET":
-            continue
-        in_shape = shapes.get(node.input[0])
-        kernel = attrs.get("kernel_shape")
-        if kernel is None and node.op_type == "Conv" and node.input[1] in inits:
-            kernel = list(inits[node.input[1]].dims[2:])
-        if not in_shape or kernel is None or any(d <= 0 for d in in_shape[2:]):
-            continue
-        spatial = in_shape[2:]
-        strides = attrs.get("strides", [1] * len(spatial))
-        dilations = attrs.get("dilations", [1] * len(spatial))
-        begins, ends = [], []
-        for size, k, st, dl in zip(spatial, kernel, strides, dilations):
-            total = 0 if mode == "VALID" else max((-(-size // st) - 1) * st + (k - 1) * dl + 1 - size, 0)
-            small, large = total // 2, total - total // 2
-            begins.append(small if mode != "SAME_LOWER" else large)
-            ends.append(large if mode != "SAME_LOWER" else small)
-        for a in list(node.attribute):
-            if a.name in ("auto_pad", "pads"):
-                node.attribute.remove(a)
-        node.attribute.append(helper.make_attribute("pads", begins + ends))
     return out
 
 

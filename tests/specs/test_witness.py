@@ -23,6 +23,7 @@ from onnxdual.specs import (
     parse_vnnlib,
     serialise_assignment,
 )
+from tests.specs.queries import BOX_QUERY
 
 
 def read_back_like_vnncomp(text: str) -> tuple[list[float], list[float]]:
@@ -60,17 +61,7 @@ def test_vnncomp_witness_round_trips_exactly():
     assert all(re.fullmatch(r"\(([XY])_\d+ \S+\)", line.strip()) for line in lines)
 
 
-QUERY = """(vnnlib-version <2.0>)
-(declare-network f
-    (declare-input X float32 [1,2])
-    (declare-output Y float32 [1,2])
-)
-(assert (>= X[0,0] -1.0))
-(assert (<= X[0,0] 1.0))
-(assert (>= X[0,1] -1.0))
-(assert (<= X[0,1] 1.0))
-(assert (>= Y[0,0] 100.0))
-"""
+QUERY = BOX_QUERY.format(t="float32")
 
 
 def test_vnnlib2_assignment_has_a_header_per_variable_then_row_major_values():

@@ -6,18 +6,9 @@ import pytest
 
 from onnxdual.specs import SpecError, declared_networks
 from onnxdual.verify import QueryError, check_element_types, match_networks
+from tests.specs.queries import BOX_QUERY
 
-QUERY = """(vnnlib-version <2.0>)
-(declare-network f
-    (declare-input X {t} [1,2])
-    (declare-output Y {t} [1,2])
-)
-(assert (>= X[0,0] -1.0))
-(assert (<= X[0,0] 1.0))
-(assert (>= X[0,1] -1.0))
-(assert (<= X[0,1] 1.0))
-(assert (>= Y[0,0] 100.0))
-"""
+QUERY = BOX_QUERY
 
 
 def test_declared_networks_and_error_condition_1():

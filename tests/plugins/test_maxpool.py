@@ -32,6 +32,18 @@ def test_one_node_matches_onnxruntime_and_is_sound(dual_check, onnx_model, attrs
     dual_check(model, rng.normal(size=(3, *in_shape)), eps=0.4)
 
 
+def test_a_box_without_perturbed_inputs_gives_the_value(onnx_model):
+    """No input column at all (every coordinate fixed): the dual works on empty column sets."""
+    attrs, in_shape, out_shape = CASES[0]
+    model = onnx_model([helper.make_node("MaxPool", ["input"], ["output"], **attrs)], in_shape, out_shape)
+    net = onnxdual.load(model)
+    x = torch.from_numpy(rng.normal(size=(2, *in_shape)).astype(np.float32))
+    n = int(np.prod(out_shape))
+    with torch.no_grad():
+        lb = onnxdual.DualNetwork(net, x, 0.0).lower_bound(torch.eye(n).expand(2, -1, -1))
+        torch.testing.assert_close(lb, net(x).flatten(1))
+
+
 @pytest.mark.parametrize("attrs,in_shape,out_shape", CASES[:4])
 def test_lone_maxpool_lower_bounds_are_exact(onnx_model, attrs, in_shape, out_shape):
     """Over a box the minimum of a window's maximum is the largest lower bound in it: the dual finds it."""

@@ -31,14 +31,14 @@ class SelectionRelaxation(LinearRelaxation):
         self.low, self.high = low, high
 
     def apply(self, x: Tensor) -> Tensor:
-        batch, k = self.index.shape[0], x.shape[1]
-        flat = x.reshape(x.shape[0], k, -1).expand(batch, k, -1)
+        batch, k = self.index.shape[0], x.shape[1]  # k may be 0 (e.g. a box with no perturbed input)
+        flat = x.reshape(x.shape[0], k, math.prod(self.in_shape)).expand(batch, k, -1)
         out = flat.gather(2, self.index.unsqueeze(1).expand(batch, k, -1))
         return out.reshape(batch, k, *self.out_shape)
 
     def transpose(self, nu: Tensor) -> Tensor:
         batch, k = self.index.shape[0], nu.shape[1]
-        flat = nu.reshape(nu.shape[0], k, -1).expand(batch, k, -1)
+        flat = nu.reshape(nu.shape[0], k, math.prod(self.out_shape)).expand(batch, k, -1)
         out = torch.zeros((batch, k, math.prod(self.in_shape)), dtype=nu.dtype, device=nu.device)
         out.scatter_add_(2, self.index.unsqueeze(1).expand(batch, k, -1), flat)
         return out.reshape(batch, k, *self.in_shape)

@@ -28,7 +28,14 @@ import torch
 import onnxdual
 from tests.oracles.attacks import box_samples, pgd_minimize, sample_minimize
 from tests.oracles.fixtures import torch_one_thread  # noqa: F401  (fixture)
-from tests.oracles.harness import Case, check_box_case, random_box_case, random_large_case, run_engine
+from tests.oracles.harness import (
+    Case,
+    assert_clean,
+    check_box_case,
+    random_box_case,
+    random_large_case,
+    run_engine,
+)
 from tests.oracles.milp import milp_minimize
 from tests.oracles.networks import FAMILIES, INPUT, Layer, Network, conv_net, dense_net, random_network
 
@@ -38,11 +45,6 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 N_CASES = 180
 
 
-def _assert_clean(report, case: Case) -> None:
-    assert not report.oracle_errors, "the oracles disagree:\n" + report.fail_message(case)
-    assert not report.violations, "UNSOUND bound:\n" + report.fail_message(case)
-
-
 # -- the main property ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(N_CASES))
 def test_bound_is_sound_on_random_boxes(seed):
@@ -50,7 +52,7 @@ def test_bound_is_sound_on_random_boxes(seed):
     net = onnxdual.load(case.net.model)
     lb, bounds = run_engine(case, net)
     report = check_box_case(case, lb, bounds, net)
-    _assert_clean(report, case)
+    assert_clean(report, case)
     assert report.milp_checks == sum(len(r) for r in case.milp_rows)
 
 
@@ -60,7 +62,7 @@ def test_bound_is_sound_on_larger_networks(seed):
     case = random_large_case(seed, "linf")
     net = onnxdual.load(case.net.model)
     lb, bounds = run_engine(case, net)
-    _assert_clean(check_box_case(case, lb, bounds, net, use_milp=False), case)
+    assert_clean(check_box_case(case, lb, bounds, net, use_milp=False), case)
 
 
 def test_random_cases_are_not_trivial():
@@ -71,7 +73,7 @@ def test_random_cases_are_not_trivial():
         net = onnxdual.load(case.net.model)
         lb, bounds = run_engine(case, net)
         report = check_box_case(case, lb, bounds, net, pgd_steps=10, restarts=2, samples=32)
-        _assert_clean(report, case)
+        assert_clean(report, case)
         unstable.append(report.unstable)
         gaps += report.gaps
         families.add(case.net.family)
@@ -117,7 +119,7 @@ def test_tiny_radius_bound_is_exact_where_stable(seed):
     net = onnxdual.load(case.net.model)
     lb, bounds = run_engine(case, net)
     report = check_box_case(case, lb, bounds, net, pgd_steps=10, restarts=2, samples=32)
-    _assert_clean(report, case)
+    assert_clean(report, case)
     assert report.exact_checks > 0 or report.unstable > 0
 
 
@@ -135,7 +137,7 @@ def test_asymmetric_conv_padding_is_sound_or_rejected(seed):
     case.milp_rows = [[0, 1], [0, 1]]
     tnet = onnxdual.load(net.model)
     lb, bounds = run_engine(case, tnet)
-    _assert_clean(check_box_case(case, lb, bounds, tnet), case)
+    assert_clean(check_box_case(case, lb, bounds, tnet), case)
 
 
 def test_batch_of_identical_boxes_gives_identical_bounds():

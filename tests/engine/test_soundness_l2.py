@@ -16,7 +16,14 @@ import torch
 import onnxdual
 from tests.oracles.attacks import ball_samples, pgd_minimize_l2, sample_minimize_l2
 from tests.oracles.fixtures import torch_one_thread  # noqa: F401  (fixture)
-from tests.oracles.harness import Case, check_l2_case, random_l2_case, random_large_case, run_engine
+from tests.oracles.harness import (
+    Case,
+    assert_clean,
+    check_l2_case,
+    random_l2_case,
+    random_large_case,
+    run_engine,
+)
 from tests.oracles.networks import dense_net, random_network
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -25,17 +32,12 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 N_CASES = 140
 
 
-def _assert_clean(report, case: Case) -> None:
-    assert not report.oracle_errors, "the oracles disagree:\n" + report.fail_message(case)
-    assert not report.violations, "UNSOUND bound:\n" + report.fail_message(case)
-
-
 @pytest.mark.parametrize("seed", range(N_CASES))
 def test_bound_is_sound_on_random_l2_balls(seed):
     case = random_l2_case(seed)
     net = onnxdual.load(case.net.model)
     lb, bounds = run_engine(case, net)
-    _assert_clean(check_l2_case(case, lb, bounds, net), case)
+    assert_clean(check_l2_case(case, lb, bounds, net), case)
 
 
 @pytest.mark.parametrize("seed", range(0, 60, 2))
@@ -44,7 +46,7 @@ def test_bound_is_sound_on_larger_networks_l2(seed):
     case = random_large_case(seed, "l2")
     net = onnxdual.load(case.net.model)
     lb, bounds = run_engine(case, net)
-    _assert_clean(check_l2_case(case, lb, bounds, net), case)
+    assert_clean(check_l2_case(case, lb, bounds, net), case)
 
 
 def test_l2_cases_are_not_trivial():
@@ -56,7 +58,7 @@ def test_l2_cases_are_not_trivial():
         net = onnxdual.load(case.net.model)
         lb, bounds = run_engine(case, net)
         report = check_l2_case(case, lb, bounds, net, pgd_steps=20, restarts=4, samples=64)
-        _assert_clean(report, case)
+        assert_clean(report, case)
         unstable.append(report.unstable)
         for b in range(case.batch):
             c = case.c[b, -1].astype(np.float64)  # the random row
@@ -97,7 +99,7 @@ def test_tiny_l2_radius_is_exact_where_stable(seed):
     net = onnxdual.load(case.net.model)
     lb, bounds = run_engine(case, net)
     report = check_l2_case(case, lb, bounds, net, pgd_steps=10, restarts=2, samples=32)
-    _assert_clean(report, case)
+    assert_clean(report, case)
     assert report.exact_checks > 0 or report.unstable > 0
 
 

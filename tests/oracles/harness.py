@@ -384,3 +384,9 @@ def check_l2_case(case: Case, lb: np.ndarray, bounds, torch_net, *, pgd_steps: i
             _check_affine_exact(report, case, lb, b, c, nonzero)
         _check_containment(report, net, bounds, b, np.concatenate([pts, pgd_pts]), "sampled/PGD")
     return report
+
+
+def assert_clean(report: Report, case: Case) -> None:
+    """Fail with the case's story when the oracles disagree with each other or a bound is unsound."""
+    assert not report.oracle_errors, "the oracles disagree:\n" + report.fail_message(case)
+    assert not report.violations, "UNSOUND bound:\n" + report.fail_message(case)

@@ -100,8 +100,11 @@ def conv_as_dense(rng: np.random.Generator, channels: int = 1, size: int = 5, fi
     return net
 
 
-def milp_minimum(net: DenseNet, c: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
-    """Exact ``min c . f(x)`` over ``lower <= x <= upper`` (flat input)."""
+def milp_minimum(net: DenseNet, c: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                 phases: dict[tuple[int, int], bool] | None = None) -> float:
+    """Exact ``min c . f(x)`` over ``lower <= x <= upper`` (flat input). ``phases`` restricts the domain
+    further: ``{(layer, unit): True}`` keeps the inputs where that ReLU's pre-activation is ``>= 0``,
+    ``False`` where it is ``<= 0`` (a branch of branch and bound); ``+inf`` when nothing is left."""
     lower, upper = lower.reshape(-1).astype(np.float64), upper.reshape(-1).astype(np.float64)
     n_in = lower.size
     # variable layout: x, then per layer (z, h, delta)
@@ -121,7 +124,7 @@ def milp_minimum(net: DenseNet, c: np.ndarray, lower: np.ndarray, upper: np.ndar
         return idx
 
     pending = []
-    for w, b, skip in zip(net.weights, net.biases, net.skips):
+    for layer, (w, b, skip) in enumerate(zip(net.weights, net.biases, net.skips)):
         w, b = w.astype(np.float64), b.astype(np.float64)
         pos, neg = np.maximum(w, 0), np.minimum(w, 0)
         zl = pos @ h_lo[-1] + neg @ h_hi[-1] + b
@@ -130,6 +133,12 @@ def milp_minimum(net: DenseNet, c: np.ndarray, lower: np.ndarray, upper: np.ndar
             zl, zu = zl + h_lo[-2], zu + h_hi[-2]
         zl, zu = zl - 1e-6 * (1 + np.abs(zl)), zu + 1e-6 * (1 + np.abs(zu))
         z = add_vars(zl, zu, 0)
+        for (at, unit), active in (phases or {}).items():
+            if at == layer:
+                if active:
+                    var_lo[z[unit]] = max(var_lo[z[unit]], 0.0)
+                else:
+                    var_hi[z[unit]] = min(var_hi[z[unit]], 0.0)
         h = add_vars(np.zeros_like(zl), np.maximum(zu, 0), 0)
         dlt = add_vars(np.zeros_like(zl), np.ones_like(zl), 1)
         for j in range(len(b)):
@@ -153,8 +162,12 @@ def milp_minimum(net: DenseNet, c: np.ndarray, lower: np.ndarray, upper: np.ndar
     out_c = c.astype(np.float64) @ net.out_w.astype(np.float64)
     for k, v in zip(h_idx[-1], out_c):
         objective[k] += v
+    if any(lo > hi for lo, hi in zip(var_lo, var_hi)):
+        return float("inf")  # a phase its interval bounds already exclude
     res = milp(objective, integrality=np.array(integrality), bounds=Bounds(var_lo, var_hi),
                constraints=[LinearConstraint(np.array(rows), row_lo, row_hi)] if rows else [],
                options={"mip_rel_gap": 1e-9, "presolve": True})
+    if res.status == 2:  # infeasible: the phases leave no input
+        return float("inf")
     assert res.success, res.message
     return float(res.fun + c.astype(np.float64) @ net.out_b.astype(np.float64))

@@ -54,11 +54,36 @@ class _State:
 
 @dataclass(frozen=True)
 class PassResult:
-    """Output of one AutoDual pass: each activation's relaxation and the pre-activation bounds behind it."""
+    """Output of one AutoDual pass: each activation's relaxation and the pre-activation bounds behind it.
+
+    ``empty``: per example, whether its split limits leave no input at all (``None``: no splits)."""
 
     relaxations: dict[str, LinearRelaxation]
     preactivation_bounds: dict[str, tuple[Tensor, Tensor]]
     projected: bool
+    empty: Tensor | None = None
+
+
+#: per activation node, per-example ``(lower, upper)`` limits of its input (branch and bound)
+Splits = dict[str, tuple[Tensor, Tensor]]
+
+
+def apply_splits(lower: Tensor, upper: Tensor, limits: tuple[Tensor, Tensor] | None,
+                 empty: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Intersect pre-activation bounds with split limits. The bounds then hold for the inputs whose
+    pre-activations lie within the limits (the subdomain of a branch), and so does every relaxation built
+    on them: the relaxed problem still contains every true point of the subdomain, so its dual bound is a
+    bound there (Theorem 1). Examples whose interval becomes empty are marked in ``empty`` (their subdomain
+    has no input) and get a degenerate interval, so that the rest of the pass stays finite."""
+    if limits is None:
+        return lower, upper, empty
+    lo_limit, hi_limit = (v.to(lower.device, lower.dtype) for v in limits)
+    lower, upper = torch.maximum(lower, lo_limit), torch.minimum(upper, hi_limit)
+    crossed = lower > upper
+    hit = crossed.flatten(1).any(1)
+    empty = hit if empty is None else empty | hit
+    upper = torch.where(crossed, lower, upper)
+    return lower, upper, empty
 
 
 def _input_source(input_set: InputSet, proj: int | None, generator: torch.Generator | None,
@@ -149,21 +174,27 @@ def _apply_affine(layer: AffineDual, inputs: list[_State]) -> _State:
         present = [t for t in parts if t is not None]
         bt = max(t.shape[0] for t in present)
         k = present[0].shape[1]
-        flat = [None if t is None else t.expand(bt, *t.shape[1:]).reshape(bt * k, *t.shape[2:]) for t in parts]
+        flat = [None if t is None else t.expand(bt, *t.shape[1:]).reshape(bt * k, *t.shape[2:])
+                for t in parts]
         image = layer.linear(*flat)
         out.terms[sid] = image.reshape(bt, k, *image.shape[1:])
     return out
 
 
 def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
-                 generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3) -> PassResult:
+                 generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3,
+                 splits: Splits | None = None) -> PassResult:
     """Compute every activation's pre-activation bounds and relaxation in one layer-by-layer pass.
 
     With ``proj`` every bound is estimated in the forward direction (Alg. 1). Exact bounds start forward
     (Alg. 3: the input identity is shared by the batch and cheap to push through the first layers) and
     switch to the backward direction (Theorem 1 with ``c = +/- e_j``) at the first activation with fewer
     units than forward columns; from there on each activation's bounds cost one backward pass over its own
-    units, in chunks that fit ``memory_budget``. Both directions compute the same dual bound."""
+    units, in chunks that fit ``memory_budget``. Both directions compute the same dual bound.
+
+    ``splits`` limits activation inputs per example (see :func:`apply_splits`)."""
+    splits = splits or {}
+    empty: Tensor | None = None
     sources: list[Source] = []
     relaxations: dict[str, LinearRelaxation] = {}
     bounds: dict[str, tuple[Tensor, Tensor]] = {}
@@ -198,6 +229,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
                 lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows, offsets)
             else:
                 lower, upper = state_bounds(inputs[0], sources)
+            lower, upper, empty = apply_splits(lower, upper, splits.get(step.node.name), empty)
             bounds[step.node.name] = (lower, upper)
             relax = step.layer.relax(lower, upper)
             relaxations[step.node.name] = relax
@@ -211,7 +243,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
                 remaining[name] -= 1
                 if remaining[name] == 0:
                     del states[name]
-    return PassResult(relaxations, bounds, proj is not None)
+    return PassResult(relaxations, bounds, proj is not None, empty)
 
 
 def _turn_backward(units: int, state: _State, batch: int) -> bool:
@@ -248,12 +280,17 @@ def _activation_state(state: _State, relax: LinearRelaxation, proj: int | None,
 
 
 def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], c: Tensor,
-               start: str | None = None, offsets: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+               start: str | None = None, offsets: dict[str, Tensor] | None = None,
+               record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None,
+               ) -> tuple[Tensor, Tensor]:
     """The dual network run backwards from ``start`` (default: the output) on ``c`` of shape
     ``(B or 1, m, *shape)`` (eq. 8), split into the two parts of the objective (eq. 7): the terms linear in
     ``nu`` (biases, relaxation midpoints, the input centre) and the non-negative spread (``eps ||nu_1||_*``
     and the relaxations' ``|nu|`` terms). ``J(c) = linear - spread``; because every dual layer is linear,
-    ``J(-c) = -linear - spread``, so one pass bounds ``c . z`` from both sides. Returns two ``(B, m)``."""
+    ``J(-c) = -linear - spread``, so one pass bounds ``c . z`` from both sides. Returns two ``(B, m)``.
+    ``record`` receives the dual variable ``nu`` at every activation's output (eq. 8), by node name.
+    ``inner`` adds objective terms on intermediate values: ``c . z_out + sum_v inner[v] . z_v`` (by value
+    name, each ``(B or 1, m, *shape_v)``); the backward pass simply starts from there too."""
     start = built.graph.output_name if start is None else start
     batch = input_set.center.shape[0]
     m = c.shape[1]
@@ -265,6 +302,9 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Lin
     def push(name: str, value: Tensor) -> None:
         nus[name] = value if name not in nus else nus[name] + value
 
+    for name, value in (inner or {}).items():
+        push(name, value.to(c.dtype))
+
     for step in reversed(built.steps):
         if not nus or (len(nus) == 1 and built.graph.input_name in nus):
             break
@@ -275,6 +315,8 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Lin
         flat = nu.flatten(2)
         if isinstance(layer, ActivationDual):
             relax = relaxations[step.node.name]
+            if record is not None:
+                record[step.node.name] = nu
             linear = linear + (flat @ relax.mid.flatten(1).unsqueeze(-1)).squeeze(-1)
             spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
             push(step.variable_inputs[0], relax.transpose(nu))
@@ -295,15 +337,17 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Lin
 
 
 def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], c: Tensor,
-              ) -> Tensor:
+              record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None) -> Tensor:
     """Lower bound of ``c . f(x')`` over the input set for ``c`` of shape ``(B, m, *out_shape)``: the dual
-    objective ``J`` of eq. 7 evaluated at ``nu = g(c)`` (eq. 8). Returns ``(B, m)``."""
-    linear, spread = dual_parts(built, input_set, relaxations, c)
+    objective ``J`` of eq. 7 evaluated at ``nu = g(c)`` (eq. 8), plus ``inner`` terms (see
+    :func:`dual_parts`). Returns ``(B, m)``."""
+    linear, spread = dual_parts(built, input_set, relaxations, c, record=record, inner=inner)
     return linear - spread
 
 
-def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], name: str,
-                    shape: torch.Size, max_rows: int, offsets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation],
+                    name: str, shape: torch.Size, max_rows: int, offsets: dict[str, Tensor],
+                    ) -> tuple[Tensor, Tensor]:
     """Bounds of every unit of value ``name`` by the dual network run backwards from it on identity rows
     (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows."""
     center = input_set.center

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onnxdual.duals.base import ActivationDual
-from onnxdual.engine.autodual import PassResult, forward_pass, objective
+from onnxdual.engine.autodual import PassResult, Splits, forward_pass, objective
 from onnxdual.engine.build import BuiltDual, build_dual
 from onnxdual.engine.input_sets import InputSet, make_input_set
 from onnxdual.engine.probable import probable_pass
@@ -77,11 +77,16 @@ class DualNetwork:
         clip: optional data domain ``(lo, hi)`` intersected with an l-inf ball (e.g. pixels in ``(0, 1)``).
         generator: random generator for the projections (reproducible runs).
         memory_budget: bytes the exact pass may use; examples are processed in chunks that fit.
+        splits: branch and bound: for activation nodes (by name, as in :meth:`bounds`), per-example
+            ``(lower, upper)`` limits of their input, each ``(B, *input_shape)``. The bounds then hold for
+            the inputs of the set whose pre-activations lie within the limits (a ReLU split ``x_j >= 0`` is
+            ``lower[j] = 0``); an example whose limits leave no input gets ``+inf``.
     """
 
     def __init__(self, net: nn.Module, x: Tensor, eps: float | Tensor, norm: str = "linf",
                  proj: int | None = None, *, clip: tuple[float, float] | None = None,
-                 generator: torch.Generator | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+                 generator: torch.Generator | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 splits: Splits | None = None):
         if proj is not None and (isinstance(proj, bool) or not isinstance(proj, int) or proj < 1):
             raise InvalidInputError(f"proj must be None or a positive number of projections, got {proj!r}")
         if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
@@ -93,6 +98,7 @@ class DualNetwork:
         self.proj = proj
         self.generator = generator
         self.memory_budget = memory_budget
+        self.splits: Splits = dict(splits or {})
         self._built: BuiltDual | None = None
         self._passes: list[tuple[slice, PassResult]] | None = None
         self._probable: dict[tuple[float, int, int], tuple[list[tuple[slice, PassResult]], int]] = {}
@@ -131,8 +137,9 @@ class DualNetwork:
             self._passes = []
             for start in range(0, self.x.shape[0], step):
                 index = slice(start, min(start + step, self.x.shape[0]))
+                splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
                 self._passes.append((index, forward_pass(built, self.input_set.chunk(index), self.proj,
-                                                         self.generator, self.memory_budget)))
+                                                         self.generator, self.memory_budget, splits)))
         return self._passes
 
     def _check_c(self, c: Tensor) -> Tensor:
@@ -142,33 +149,75 @@ class DualNetwork:
                                     f"{math.prod(out_shape)}), got {tuple(c.shape)}")
         return c.to(self.x.dtype)
 
-    def _objective(self, c: Tensor, passes: list[tuple[slice, PassResult]] | None = None) -> Tensor:
+    def _objective(self, c: Tensor, passes: list[tuple[slice, PassResult]] | None = None,
+                   record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None) -> Tensor:
         c = self._check_c(c)
         out_shape = self.built.output_shape
-        parts = []
+        values = self._activation_inputs(inner or {})
+        parts, recorded = [], []
         for index, result in self._ensure_pass() if passes is None else passes:
             ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
-            parts.append(objective(self.built, self.input_set.chunk(index), result.relaxations, ci))
+            chunk_record: dict[str, Tensor] = {}
+            chunk_inner = {values[name]: v[index] for name, v in (inner or {}).items()}
+            value = objective(self.built, self.input_set.chunk(index), result.relaxations, ci,
+                              chunk_record if record is not None else None, chunk_inner)
+            if result.empty is not None:  # no input satisfies these split constraints
+                value = value.masked_fill(result.empty.unsqueeze(1), float("inf"))
+            parts.append(value)
+            recorded.append((index.stop - index.start, chunk_record))
+        if record is not None:
+            for name in recorded[0][1]:
+                record[name] = torch.cat([r[name].expand(n, *r[name].shape[1:]) for n, r in recorded])
         return torch.cat(parts)
 
-    def lower_bound(self, c: Tensor) -> Tensor:
-        """Sound lower bound of ``C f(x')`` over the input set: ``(B, m)`` for ``C`` of shape ``(B, m, n_out)``."""
+    def activation_duals(self, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The lower bound of ``C f(x')`` (as :meth:`lower_bound`) and the dual variable ``nu`` at every
+        activation's output (eq. 8), ``(B, m, *out_shape)`` by node name: how much each unit's relaxation
+        costs the bound (what to split in branch and bound). Exact networks only."""
+        if self.proj is not None:
+            raise TypeError("dual variables of a projected network belong to estimates, not bounds")
+        record: dict[str, Tensor] = {}
+        value = self._objective(c, record=record)
+        return value, record
+
+    def _activation_inputs(self, inner: dict[str, Tensor]) -> dict[str, str]:
+        """Activation node name -> the value name of its input (checks the names and shapes of ``inner``)."""
+        values = {s.node.name: s.variable_inputs[0] for s in self.built.steps
+                  if isinstance(s.layer, ActivationDual)}
+        for name, value in inner.items():
+            if name not in values:
+                raise InvalidInputError(f"{name!r} is not an activation of this network")
+            if value.dim() < 3 or value.shape[0] != self.x.shape[0]:
+                raise InvalidInputError(f"inner[{name!r}] must have shape (batch, m, *input_shape)")
+        return values
+
+    def lower_bound(self, c: Tensor, inner: dict[str, Tensor] | None = None) -> Tensor:
+        """Sound lower bound of ``C f(x')`` over the input set: ``(B, m)`` for ``C`` ``(B, m, n_out)``.
+
+        ``inner`` (by activation node name, each ``(B, m, *input_shape)``) adds terms on activation inputs:
+        the result bounds ``C f(x') + sum_v inner[v] . x_v(x')``. With ``splits``, a term ``-beta x_j``
+        (``beta >= 0``) for a split ``x_j >= 0``, or ``+beta x_j`` for ``x_j <= 0``, is never positive on
+        the branch, so the result still bounds ``C f(x')`` there: a Lagrange multiplier of the split
+        constraint, which the dual otherwise does not see (tune ``beta`` to tighten)."""
         if self.proj is not None:
             raise TypeError("a DualNetwork with random projections gives estimates, not bounds: "
                             "use .estimate(C), or proj=None for a certificate")
-        return self._objective(c)
+        return self._objective(c, inner=inner)
 
     def estimate(self, c: Tensor) -> Estimate:
         """The dual objective with projected intermediate bounds (training); exact if ``proj`` is None."""
         return Estimate(self._objective(c), self.proj or 0)
 
-    def probable_lower_bound(self, c: Tensor, delta: float = 0.01, k: int = 200, m: int = 10) -> ProbableBound:
+    def probable_lower_bound(self, c: Tensor, delta: float = 0.01, k: int = 200, m: int = 10,
+                             ) -> ProbableBound:
         """Lower bound of ``C f(x')`` that holds with probability at least ``1 - delta`` per example (App. E).
 
         Intermediate bounds come from ``k * m`` fresh random projections per activation and source (the
         maximum of ``m`` geometric estimators of ``k`` columns each, scaled so that all of them bound their
         norm from above with the required probability); small layers are bounded exactly instead. The
         objective itself is then exact given those bounds. Independent of ``proj``; uses ``generator``."""
+        if self.splits:
+            raise InvalidInputError("high-probability bounds do not take split constraints")
         if not (isinstance(delta, float | int) and 0 < delta < 1):
             raise InvalidInputError(f"delta must lie in (0, 1), got {delta!r}")
         for name, value in (("k", k), ("m", m)):

@@ -101,6 +101,8 @@ class Verifier:
         example_shape: per-example input shape of ``net`` (default ``input_shape[1:]``).
         strict: refuse proofs whose margin is within a float32-rounding tolerance of zero.
         split_max_inputs: split input boxes only when at most this many coordinates are perturbed.
+        relu_branching: otherwise, branch on ReLU phases (:mod:`onnxdual.verify.branching`) with the time
+            the attacks leave.
         batch_boxes: boxes bounded in one batch.
         lambda_steps: projected-gradient steps on the row combination of a conjunction.
         device: where bounds and attacks are computed (default: the network's device).
@@ -108,7 +110,7 @@ class Verifier:
 
     def __init__(self, net: nn.Module, input_shape: tuple[int, ...], ort_session, *,
                  example_shape: tuple[int, ...] | None = None, strict: bool = False,
-                 split_max_inputs: int = 16,
+                 split_max_inputs: int = 16, relu_branching: bool = True,
                  batch_boxes: int = 512, lambda_steps: int = 20, device: torch.device | str | None = None):
         self.net = net.eval()
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -116,6 +118,7 @@ class Verifier:
         self.session = ort_session
         self.strict = strict
         self.split_max_inputs = split_max_inputs
+        self.relu_branching = relu_branching
         self.batch_boxes = max(1, batch_boxes)
         self.lambda_steps = lambda_steps
         if device is None:
@@ -477,7 +480,13 @@ class Verifier:
                 per_box = max(per_box, (time.perf_counter() - t_batch) / take)
                 continue
             if not splittable:
-                return self._give_up(cases, deadline, stats, gen)
+                answer = self._give_up(cases, deadline, stats, gen)
+                if not self.relu_branching:
+                    return answer
+                todo = (~proven).nonzero().squeeze(1)  # with the root boxes not bounded yet, if any
+                return self._branch_relus(cases, torch.cat([cidx[todo], *queue_c]),
+                                          torch.cat([open_mask[todo] & ~(margin[todo] > 0), *queue_open]),
+                                          deadline, stats, answer)
             todo = (~proven).nonzero().squeeze(1)
             lo, hi, cidx = lo[todo], hi[todo], cidx[todo]
             still_open = open_mask[todo] & ~(margin[todo] > 0)
@@ -523,6 +532,17 @@ class Verifier:
             lb = DualNetwork(self.net, c, r).lower_bound(rows)
             (g,) = torch.autograd.grad(lb.sum(), r)
         return (g.abs() * r.detach()).reshape(lo.shape[0], -1).double().cpu()
+
+    def _branch_relus(self, cases: _Cases, case_ids: Tensor, open_mask: Tensor, deadline: Deadline,
+                      stats: _Stats, otherwise: str) -> str:
+        """ReLU branch and bound on the unproven root boxes (their inputs are too many to split)."""
+        from onnxdual.verify.branching import ReluBranching, relu_layers
+
+        layers = relu_layers(self.net, self.example_shape)
+        if not layers:
+            return otherwise
+        search = ReluBranching(self, cases, layers)
+        return UNSAT if search.run(search.roots(case_ids, open_mask), deadline, stats) else otherwise
 
     def _give_up(self, cases: _Cases, deadline: Deadline, stats: _Stats, gen: torch.Generator) -> str:
         """Bounds cannot decide: stronger attacks with a bounded budget, else ``unknown``. First on every

@@ -1,0 +1,251 @@
+"""ReLU branch and bound: proofs for properties whose input space is too large to split.
+
+A *domain* is a case's input box plus a set of ReLU phase decisions ``x_j >= 0`` or ``x_j <= 0``. Its
+bound is the dual bound of Theorem 1 computed with the decisions as limits on the pre-activation bounds
+(:class:`onnxdual.DualNetwork` ``splits``): every relaxation stays valid on the domain, so the bound is a
+bound there. The dual does not see the decisions themselves, so each one also enters the objective with a
+Lagrange multiplier ``beta >= 0`` (``-beta x_j`` for ``x_j >= 0``, ``+beta x_j`` for ``x_j <= 0``: never
+positive on the domain, so any ``beta`` keeps the bound sound), tuned by projected gradient ascent -- the
+idea of beta-CROWN, here on the paper's dual network. A domain is proven when every open conjunction of
+its case has a row with a positive margin; otherwise it is split on the unstable ReLU whose relaxation
+gap costs the bound most (``gap * max(-nu, 0)``, ``nu`` the dual variable at the ReLU's output, eq. 8).
+The two children cover the parent, so the case holds when every leaf is proven.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from onnxdual.engine.network import DualNetwork
+
+
+@dataclass
+class Domains:
+    """A batch of domains: case index, open conjunctions, and per ReLU layer the flat split limits."""
+
+    cidx: Tensor  # (N,) case of each domain
+    open: Tensor  # (N, D) bool: conjunctions still to prove
+    lower: dict[str, Tensor]  # layer -> (N, n) lower limits (-inf or 0)
+    upper: dict[str, Tensor]  # layer -> (N, n) upper limits (0 or +inf)
+    priority: Tensor  # (N,) the parent's worst margin (the lowest first)
+
+    def __len__(self) -> int:
+        return int(self.cidx.shape[0])
+
+    def take(self, index: Tensor) -> Domains:
+        return Domains(self.cidx[index], self.open[index], {k: v[index] for k, v in self.lower.items()},
+                       {k: v[index] for k, v in self.upper.items()}, self.priority[index])
+
+    @staticmethod
+    def cat(parts: list[Domains]) -> Domains:
+        return Domains(torch.cat([p.cidx for p in parts]), torch.cat([p.open for p in parts]),
+                       {k: torch.cat([p.lower[k] for p in parts]) for k in parts[0].lower},
+                       {k: torch.cat([p.upper[k] for p in parts]) for k in parts[0].upper},
+                       torch.cat([p.priority for p in parts]))
+
+
+class ReluBranching:
+    """Branch and bound over the ReLUs of one verifier's network (see the module docstring).
+
+    ``bound_domains`` is the workhorse; :meth:`run` is the search. ``relu_layers`` maps the ReLU node names
+    to their per-example input shapes."""
+
+    def __init__(self, verifier, cases, relu_layers: dict[str, torch.Size], *, batch: int = 64,
+                 beta_steps: int = 20, beta_lr: float = 0.05, max_domains: int = 20000):
+        self.v, self.cases, self.layers = verifier, cases, relu_layers
+        self.batch, self.beta_steps, self.beta_lr, self.max_domains = batch, beta_steps, beta_lr, max_domains
+
+    # -- bounding -------------------------------------------------------------------------------------------
+    def bound_domains(self, domains: Domains, deadline) -> tuple[Tensor, Tensor, dict, dict]:
+        """Margins ``(N, D)`` of each open conjunction (+inf where closed or proven by emptiness), the
+        (clamped) pre-activation bounds and the dual variables of the worst conjunction's best row, for
+        choosing splits."""
+        v, cases = self.v, self.cases
+        n = len(domains)
+        a, b, rows = cases.a[domains.cidx], cases.b[domains.cidx], cases.rows[domains.cidx]
+        _, d, k, n_out = a.shape
+        from onnxdual.verify.verifier import dual_box
+
+        center, radius = dual_box(cases.lower[domains.cidx].numpy(), cases.upper[domains.cidx].numpy())
+        center_t = torch.from_numpy(center).reshape(n, *v.example_shape).to(v.device)
+        radius_t = torch.from_numpy(radius).reshape(n, *v.example_shape).to(v.device)
+        splits = {name: (domains.lower[name].reshape(n, *shape).to(v.device),
+                         domains.upper[name].reshape(n, *shape).to(v.device))
+                  for name, shape in self.layers.items()}
+        dual = DualNetwork(v.net, center_t, radius_t, splits=splits)
+        c = a.reshape(n, d * k, n_out).to(v.device, torch.float32)
+        signs = {name: (domains.upper[name] <= 0).float() - (domains.lower[name] >= 0).float()
+                 for name in self.layers}  # +1: x_j <= 0, -1: x_j >= 0, 0: free
+        live = (domains.open & cases.disjuncts[domains.cidx])
+        with torch.no_grad():
+            lb = dual.lower_bound(c).double().cpu()
+        best = lb
+        split_any = any(bool((s != 0).any()) for s in signs.values())
+        if split_any and self.beta_steps:
+            best = self._tune_beta(dual, c, signs, lb, b, rows, live, deadline)
+        row_m = (best.reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
+        with torch.no_grad():
+            y_center = v._forward(center_t.reshape(n, -1)).double().abs().amax(1).cpu()
+        tol = v._tolerance(b, y_center, n_out)
+        margin = (row_m.amax(2) - tol).masked_fill(~live, math.inf)
+        # the row that decides the worst open conjunction: where the split should help
+        worst_d = margin.argmin(1)
+        worst_row = worst_d * k + row_m[torch.arange(n), worst_d].argmax(1)
+        with torch.no_grad():
+            _, nus = dual.activation_duals(c[torch.arange(n), worst_row].unsqueeze(1))
+        bounds = {name: (ib.lower.reshape(n, -1).cpu(), ib.upper.reshape(n, -1).cpu())
+                  for name, ib in dual.bounds().items() if name in self.layers}
+        duals = {name: nus[name].reshape(n, -1).cpu() for name in self.layers}
+        return margin, worst_row, bounds, duals
+
+    def _tune_beta(self, dual: DualNetwork, c: Tensor, signs: dict[str, Tensor], lb: Tensor, b: Tensor,
+                   rows: Tensor, live: Tensor, deadline, steps: int | None = None) -> Tensor:
+        """Ascent of every row's bound in the multipliers ``beta >= 0`` (Adam, projected onto
+        ``beta >= 0``; the bound is concave in ``beta``); returns the best bound seen per row (each iterate
+        is a sound bound)."""
+        n, m = c.shape[:2]
+        beta = {name: torch.zeros((n, m, s.shape[1]), device=c.device, requires_grad=True)
+                for name, s in signs.items() if bool((s != 0).any())}
+        mask = {name: signs[name].to(c.device).unsqueeze(1) for name in beta}
+        shapes = {name: self.layers[name] for name in beta}
+        best = lb.clone()
+        want = (live.unsqueeze(-1) & rows).reshape(n, m).to(c.device)
+        optimiser = torch.optim.Adam(list(beta.values()), lr=self.beta_lr)
+        for _ in range(self.beta_steps if steps is None else steps):
+            if deadline.passed():
+                break
+            with torch.enable_grad():
+                inner = {name: (mask[name] * beta[name]).reshape(n, m, *shapes[name]) for name in beta}
+                value = dual.lower_bound(c, inner=inner)
+                optimiser.zero_grad()
+                (-value[want].sum()).backward()
+            optimiser.step()
+            with torch.no_grad():
+                for t in beta.values():
+                    t.clamp_(min=0.0)
+            best = torch.maximum(best, value.detach().double().cpu())
+        return best
+
+    # -- the search -----------------------------------------------------------------------------------------
+    def roots(self, case_ids: Tensor, open_mask: Tensor) -> Domains:
+        n = case_ids.shape[0]
+        lower = {name: torch.full((n, math.prod(s)), -math.inf) for name, s in self.layers.items()}
+        upper = {name: torch.full((n, math.prod(s)), math.inf) for name, s in self.layers.items()}
+        return Domains(case_ids, open_mask, lower, upper, torch.full((n,), -math.inf))
+
+    def run(self, start: Domains, deadline, stats) -> bool:
+        """True when every domain is proven; False when the search cannot go on (a domain without an
+        unstable ReLU left, or too many domains). Raises the verifier's out-of-time error at the deadline."""
+        from onnxdual.verify.verifier import _OutOfTime
+
+        queue = [start]
+        processed = 0
+        per_domain = 0.0
+        while queue:
+            pending = Domains.cat(queue) if len(queue) > 1 else queue[0]
+            order = pending.priority.argsort()  # the worst domains first: they decide the answer
+            take = min(self.batch, len(pending))
+            if per_domain:
+                fits = int(deadline.remaining() / per_domain)
+                if fits < 1:
+                    raise _OutOfTime
+                take = max(1, min(take, fits))
+            batch, rest = pending.take(order[:take]), pending.take(order[take:])
+            queue = [rest] if len(rest) else []
+            if deadline.passed():
+                raise _OutOfTime
+            t0 = time.perf_counter()
+            margin, _, bounds, duals = self.bound_domains(batch, deadline)
+            per_domain = max(0.5 * per_domain, (time.perf_counter() - t0) / take)
+            processed += take
+            stats.boxes += take
+            open_now = batch.open & ~(margin > 0)
+            todo = open_now.any(1)
+            done = ~todo & torch.isfinite(margin.masked_fill(~batch.open, math.inf)).any(1)
+            if bool(done.any()):  # the smallest proving margin, as for input splitting
+                stats.leaf_margin = min(stats.leaf_margin,
+                                        float(margin[done].masked_fill(~batch.open[done], math.inf).amin()))
+            if not bool(todo.any()):
+                continue
+            if processed + 2 * int(todo.sum()) > self.max_domains:
+                return False
+            idx = todo.nonzero().squeeze(1)
+            children, settled = self._split(batch.take(idx), open_now[idx], margin[idx].amin(1),
+                                            {k: (lo[idx], hi[idx]) for k, (lo, hi) in bounds.items()},
+                                            {k: nu[idx] for k, nu in duals.items()})
+            if settled is not None and not self._prove_settled(settled, deadline):
+                return False
+            if children is not None:
+                queue.append(children)
+        return True
+
+    def _prove_settled(self, settled: Domains, deadline) -> bool:
+        """Domains whose ReLUs are all decided are linear pieces of the network: there the relaxation is
+        exact, and the bound with the best multipliers is the exact minimum (LP duality). Tune ``beta``
+        much longer before giving up."""
+        steps, self.beta_steps = self.beta_steps, 10 * self.beta_steps
+        try:
+            margin, *_ = self.bound_domains(settled, deadline)
+        finally:
+            self.beta_steps = steps
+        return bool(((margin > 0) | ~settled.open).all())
+
+    def _split(self, parents: Domains, still_open: Tensor, worst: Tensor, bounds: dict, duals: dict
+               ) -> tuple[Domains | None, Domains | None]:
+        """Two children per parent, split on the unstable ReLU with the largest score; and the parents
+        with no unstable ReLU left (``settled``), which cannot be split."""
+        n = len(parents)
+        best_score = torch.full((n,), -1.0, dtype=torch.float64)
+        best_layer = [None] * n
+        best_unit = torch.zeros(n, dtype=torch.long)
+        for name in self.layers:
+            lo, up = bounds[name][0].double(), bounds[name][1].double()
+            free = (parents.lower[name] == -math.inf) & (parents.upper[name] == math.inf)
+            unstable = (lo < 0) & (up > 0) & free
+            gap = torch.where(unstable, -lo * up / (up - lo).clamp(min=1e-30), torch.zeros_like(lo))
+            nu = duals[name].double()
+            score = gap * (torch.clamp(-nu, min=0) + 1e-3 * nu.abs()) + 1e-9 * gap
+            score = score.masked_fill(~unstable, -1.0)
+            value, unit = score.max(1)
+            better = value > best_score
+            best_score = torch.where(better, value, best_score)
+            best_unit = torch.where(better, unit, best_unit)
+            for i in better.nonzero().flatten().tolist():
+                best_layer[i] = name
+        has_split = torch.tensor([layer is not None for layer in best_layer])
+        settled = None
+        if not bool(has_split.all()):
+            rest = (~has_split).nonzero().squeeze(1)
+            settled = parents.take(rest)
+            settled.open, settled.priority = still_open[rest], worst[rest]
+        if not bool(has_split.any()):
+            return None, settled
+        keep = has_split.nonzero().squeeze(1)
+        parents, still_open, worst = parents.take(keep), still_open[keep], worst[keep]
+        layers = [best_layer[i] for i in keep.tolist()]
+        units = best_unit[keep]
+        active = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.lower.items()},
+                         {k: v.clone() for k, v in parents.upper.items()}, worst)
+        inactive = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.lower.items()},
+                           {k: v.clone() for k, v in parents.upper.items()}, worst)
+        for i, name in enumerate(layers):
+            active.lower[name][i, units[i]] = 0.0
+            inactive.upper[name][i, units[i]] = 0.0
+        return Domains.cat([active, inactive]), settled
+
+
+def relu_layers(net, example_shape: tuple[int, ...]) -> dict[str, torch.Size]:
+    """The ReLU nodes of ``net`` (by node name) with the per-example shapes of their inputs."""
+    from onnxdual.duals.base import ActivationDual
+
+    dual = DualNetwork(net, torch.zeros((1, *example_shape)), 0.0)
+    return {s.node.name: s.input_shapes[0] for s in dual.built.steps
+            if isinstance(s.layer, ActivationDual) and s.layer.ctx.op_type == "Relu"}
+
+
+__all__ = ["Domains", "ReluBranching", "relu_layers"]

@@ -68,14 +68,17 @@ class _Bar:
               help="Only instances whose onnx or vnnlib path contains this.")
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
 @click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Split input boxes when at most this many inputs are perturbed (otherwise give up early).")
+              help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
+@click.option("--no-relu-splits", "no_relu_splits", is_flag=True,
+              help="Do not branch on ReLUs where inputs are too many to split.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
 @user_errors
 def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack,
-                  max_timeout, pattern, strict, split_max_inputs, device, threads, seed, quiet):
+                  max_timeout, pattern, strict, split_max_inputs, no_relu_splits, device, threads, seed,
+                  quiet):
     """Decide every instance of SOURCE (a folder with instances.csv, or a CSV of onnx,vnnlib,timeout rows)."""
     import onnxdual
     from onnxdual import bench
@@ -95,7 +98,8 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
     try:
         results = bench.run_benchmark(instances, max_timeout=max_timeout, strict=strict, device=dev,
                                       seed=seed, progress=bar,
-                                      verifier_options={"split_max_inputs": split_max_inputs})
+                                      verifier_options={"split_max_inputs": split_max_inputs,
+                                                        "relu_branching": not no_relu_splits})
     finally:
         bar.close()
     if expected is not None:
@@ -111,6 +115,7 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
         "expected": str(expected_file) if expected_file else None,
         "baseline": str(baseline_file) if baseline_file else None,
         "max_timeout": max_timeout, "strict": strict, "split_max_inputs": split_max_inputs,
+        "relu_splits": not no_relu_splits,
         "device": str(dev), "threads": threads,
         "onnxdual": onnxdual.__version__, "python": platform.python_version(),
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t0, 2),

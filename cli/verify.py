@@ -131,15 +131,17 @@ def finish(code: int = 0) -> None:
               help="Refuse non-Real element types (the standard's rule for real-arithmetic solvers) and "
                    "proofs within float32 rounding of zero.")
 @click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Split input boxes when at most this many inputs are perturbed (otherwise give up early).")
+              help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
+@click.option("--no-relu-splits", "no_relu_splits", is_flag=True,
+              help="Do not branch on ReLUs: answer unknown where bounds and attacks do not decide.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for torch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")
 @user_errors
-def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, device, threads, seed,
-                   verbose):
+def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, no_relu_splits, device,
+                   threads, seed, verbose):
     """Decide the VNN-LIB QUERY (1.0 or 2.0; .gz accepted): is there an input of the networks that satisfies
     every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
     deadline = make_deadline(timeout)
@@ -175,7 +177,8 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
         log(f"VNN-LIB {detect_version(text)}: {prop.n_cases} case(s), {prop.n_inputs} inputs, "
             f"{prop.n_outputs} outputs; {deadline.remaining():.2f}s left after loading")
     network.net.to(dev)
-    verifier = Verifier.for_network(network, strict=strict, device=dev, split_max_inputs=split_max_inputs)
+    verifier = Verifier.for_network(network, strict=strict, device=dev, split_max_inputs=split_max_inputs,
+                                    relu_branching=not no_relu_splits)
     result = verifier.decide(prop, 0, seed, deadline=deadline)
     if verbose:
         log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
@@ -265,9 +268,8 @@ def supports_command(capability):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Default: 1 for small networks (threads only add overhead there), else all cores.")
-@click.option("--split-max-inputs", type=click.IntRange(min=0), default=10**9, show_default="any",
-              help="Split input boxes when at most this many inputs are perturbed (default: always, using "
-                   "the whole time limit).")
+@click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
 @click.option("--strict", is_flag=True)
 def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, threads, split_max_inputs,
                     strict):

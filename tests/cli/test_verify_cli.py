@@ -243,3 +243,25 @@ def test_without_a_timeout_a_search_runs_to_its_end():
     result = run("verify", SUITE / "vnnlib" / "mlp2_or_unsat.vnnlib", "--network", f"net={model}")
     assert result.exit_code == 0, result.output
     assert result.stdout == "unsat\n"
+
+
+def test_relu_splits_can_be_switched_off(tmp_path):
+    """A property only ReLU branch and bound proves (inputs not split): unsat, and unknown without it."""
+    from tests.milp_oracle import milp_minimum, random_dense
+
+    rng = np.random.default_rng([0, 21])  # the first instance of tests/verify/test_branching.py
+    dense = random_dense(rng, 6, [12, 12], 3)
+    model = tmp_path / "dense.onnx"
+    onnx.save(dense.onnx_model, str(model))
+    center, eps, c = rng.uniform(-1, 1, size=6), float(rng.uniform(0.3, 0.8)), rng.normal(size=3)
+    threshold = milp_minimum(dense, c.astype(np.float32), center - eps, center + eps) - 0.05
+    lo, hi, c = (center - eps).tolist(), (center + eps).tolist(), c.tolist()
+    lines = [f"(declare-const X_{i} Real)" for i in range(6)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(3)]
+    lines += [f"(assert (>= X_{i} {lo[i]!r}))\n(assert (<= X_{i} {hi[i]!r}))" for i in range(6)]
+    lines.append("(assert (<= (+ " + " ".join(f"(* {c[j]!r} Y_{j})" for j in range(3)) + f") {threshold!r}))")
+    prop = tmp_path / "p.vnnlib"
+    prop.write_text("\n".join(lines) + "\n")
+    args = ["verify", prop, "--network", f"N={model}", "--timeout", "20", "--split-max-inputs", "0"]
+    assert run(*args).stdout == "unsat\n"
+    assert run(*args, "--no-relu-splits").stdout == "unknown\n"

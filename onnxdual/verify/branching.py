@@ -26,27 +26,33 @@ from onnxdual.engine.network import DualNetwork
 
 @dataclass
 class Domains:
-    """A batch of domains: case index, open conjunctions, and per ReLU layer the flat split limits."""
+    """A batch of domains: case index, open conjunctions, and per ReLU layer the phase of every unit
+    (``int8``: ``1`` for ``x_j >= 0``, ``-1`` for ``x_j <= 0``, ``0`` undecided)."""
 
     cidx: Tensor  # (N,) case of each domain
     open: Tensor  # (N, D) bool: conjunctions still to prove
-    lower: dict[str, Tensor]  # layer -> (N, n) lower limits (-inf or 0)
-    upper: dict[str, Tensor]  # layer -> (N, n) upper limits (0 or +inf)
+    phase: dict[str, Tensor]  # layer -> (N, n) int8
     priority: Tensor  # (N,) the parent's worst margin (the lowest first)
 
     def __len__(self) -> int:
         return int(self.cidx.shape[0])
 
     def take(self, index: Tensor) -> Domains:
-        return Domains(self.cidx[index], self.open[index], {k: v[index] for k, v in self.lower.items()},
-                       {k: v[index] for k, v in self.upper.items()}, self.priority[index])
+        return Domains(self.cidx[index], self.open[index], {k: v[index] for k, v in self.phase.items()},
+                       self.priority[index])
 
     @staticmethod
     def cat(parts: list[Domains]) -> Domains:
         return Domains(torch.cat([p.cidx for p in parts]), torch.cat([p.open for p in parts]),
-                       {k: torch.cat([p.lower[k] for p in parts]) for k in parts[0].lower},
-                       {k: torch.cat([p.upper[k] for p in parts]) for k in parts[0].upper},
+                       {k: torch.cat([p.phase[k] for p in parts]) for k in parts[0].phase},
                        torch.cat([p.priority for p in parts]))
+
+    def limits(self, name: str) -> tuple[Tensor, Tensor]:
+        """The split limits of layer ``name``: ``(lower, upper)``, flat ``(N, n)`` float."""
+        phase = self.phase[name]
+        lower = torch.where(phase > 0, 0.0, -math.inf)
+        upper = torch.where(phase < 0, 0.0, math.inf)
+        return lower, upper
 
 
 class ReluBranching:
@@ -74,13 +80,12 @@ class ReluBranching:
         center, radius = dual_box(cases.lower[domains.cidx].numpy(), cases.upper[domains.cidx].numpy())
         center_t = torch.from_numpy(center).reshape(n, *v.example_shape).to(v.device)
         radius_t = torch.from_numpy(radius).reshape(n, *v.example_shape).to(v.device)
-        splits = {name: (domains.lower[name].reshape(n, *shape).to(v.device),
-                         domains.upper[name].reshape(n, *shape).to(v.device))
+        splits = {name: tuple(limit.reshape(n, *shape).to(v.device) for limit in domains.limits(name))
                   for name, shape in self.layers.items()}
         dual = DualNetwork(v.net, center_t, radius_t, splits=splits)
         c = a.reshape(n, d * k, n_out).to(v.device, torch.float32)
-        signs = {name: (domains.upper[name] <= 0).float() - (domains.lower[name] >= 0).float()
-                 for name in self.layers}  # +1: x_j <= 0, -1: x_j >= 0, 0: free
+        # the Lagrange term's sign: -beta x_j for x_j >= 0, +beta x_j for x_j <= 0 (never positive there)
+        signs = {name: -domains.phase[name].float() for name in self.layers}
         live = (domains.open & cases.disjuncts[domains.cidx])
         with torch.no_grad():
             lb = dual.lower_bound(c).double().cpu()
@@ -134,9 +139,8 @@ class ReluBranching:
     # -- the search -----------------------------------------------------------------------------------------
     def roots(self, case_ids: Tensor, open_mask: Tensor) -> Domains:
         n = case_ids.shape[0]
-        lower = {name: torch.full((n, math.prod(s)), -math.inf) for name, s in self.layers.items()}
-        upper = {name: torch.full((n, math.prod(s)), math.inf) for name, s in self.layers.items()}
-        return Domains(case_ids, open_mask, lower, upper, torch.full((n,), -math.inf))
+        phase = {name: torch.zeros((n, math.prod(s)), dtype=torch.int8) for name, s in self.layers.items()}
+        return Domains(case_ids, open_mask, phase, torch.full((n,), -math.inf))
 
     def run(self, start: Domains, deadline, stats) -> bool:
         """True when every domain is proven; False when the search cannot go on (a domain without an
@@ -205,7 +209,7 @@ class ReluBranching:
         best_unit = torch.zeros(n, dtype=torch.long)
         for name in self.layers:
             lo, up = bounds[name][0].double(), bounds[name][1].double()
-            free = (parents.lower[name] == -math.inf) & (parents.upper[name] == math.inf)
+            free = parents.phase[name] == 0
             unstable = (lo < 0) & (up > 0) & free
             gap = torch.where(unstable, -lo * up / (up - lo).clamp(min=1e-30), torch.zeros_like(lo))
             nu = duals[name].double()
@@ -229,13 +233,11 @@ class ReluBranching:
         parents, still_open, worst = parents.take(keep), still_open[keep], worst[keep]
         layers = [best_layer[i] for i in keep.tolist()]
         units = best_unit[keep]
-        active = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.lower.items()},
-                         {k: v.clone() for k, v in parents.upper.items()}, worst)
-        inactive = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.lower.items()},
-                           {k: v.clone() for k, v in parents.upper.items()}, worst)
+        active = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.phase.items()}, worst)
+        inactive = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.phase.items()}, worst)
         for i, name in enumerate(layers):
-            active.lower[name][i, units[i]] = 0.0
-            inactive.upper[name][i, units[i]] = 0.0
+            active.phase[name][i, units[i]] = 1
+            inactive.phase[name][i, units[i]] = -1
         return Domains.cat([active, inactive]), settled
 
 

@@ -72,9 +72,9 @@ def test_children_cover_the_parent_and_split_an_unstable_relu(tmp_path):
     children, settled = search._split(parent, torch.tensor([[True]]), torch.tensor([-1.0]),
                                       {k: (lower[k], upper[k]) for k in layers}, duals)
     assert isinstance(children, Domains) and len(children) == 2 and settled is None
-    decided = [(name, j) for name in layers for j in range(12)
-               if children.lower[name][0, j] == 0.0 or children.upper[name][1, j] == 0.0]
+    decided = [(name, j) for name in layers for j in range(12) if children.phase[name][:, j].any()]
     assert len(decided) == 1  # one unit, x >= 0 in the first child and x <= 0 in the second
     name, j = decided[0]
-    assert children.lower[name][0, j] == 0.0 and children.upper[name][0, j] == math.inf
-    assert children.upper[name][1, j] == 0.0 and children.lower[name][1, j] == -math.inf
+    assert children.phase[name][:, j].tolist() == [1, -1]
+    lower, upper = children.limits(name)
+    assert (lower[0, j], upper[0, j]) == (0.0, math.inf) and (lower[1, j], upper[1, j]) == (-math.inf, 0.0)

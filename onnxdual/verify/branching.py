@@ -32,20 +32,25 @@ class Domains:
     cidx: Tensor  # (N,) case of each domain
     open: Tensor  # (N, D) bool: conjunctions still to prove
     phase: dict[str, Tensor]  # layer -> (N, n) int8
-    priority: Tensor  # (N,) the parent's worst margin (the lowest first)
+    inherited: Tensor  # (N, D) the parent's margins: a bound of the child too (the child is inside it)
+
+    @property
+    def priority(self) -> Tensor:
+        """The parent's worst margin: the lowest are bounded first."""
+        return self.inherited.amin(1)
 
     def __len__(self) -> int:
         return int(self.cidx.shape[0])
 
     def take(self, index: Tensor) -> Domains:
         return Domains(self.cidx[index], self.open[index], {k: v[index] for k, v in self.phase.items()},
-                       self.priority[index])
+                       self.inherited[index])
 
     @staticmethod
     def cat(parts: list[Domains]) -> Domains:
         return Domains(torch.cat([p.cidx for p in parts]), torch.cat([p.open for p in parts]),
                        {k: torch.cat([p.phase[k] for p in parts]) for k in parts[0].phase},
-                       torch.cat([p.priority for p in parts]))
+                       torch.cat([p.inherited for p in parts]))
 
     def limits(self, name: str) -> tuple[Tensor, Tensor]:
         """The split limits of layer ``name``: ``(lower, upper)``, flat ``(N, n)`` float."""
@@ -140,7 +145,8 @@ class ReluBranching:
     def roots(self, case_ids: Tensor, open_mask: Tensor) -> Domains:
         n = case_ids.shape[0]
         phase = {name: torch.zeros((n, math.prod(s)), dtype=torch.int8) for name, s in self.layers.items()}
-        return Domains(case_ids, open_mask, phase, torch.full((n,), -math.inf))
+        unknown = torch.full(open_mask.shape, -math.inf, dtype=torch.float64)
+        return Domains(case_ids, open_mask, phase, unknown)
 
     def run(self, start: Domains, deadline, stats) -> bool:
         """True when every domain is proven; False when the search cannot go on (a domain without an
@@ -165,6 +171,7 @@ class ReluBranching:
                 raise _OutOfTime
             t0 = time.perf_counter()
             margin, _, bounds, duals = self.bound_domains(batch, deadline)
+            margin = torch.maximum(margin, batch.inherited)  # a parent's bound holds for its children
             per_domain = max(0.5 * per_domain, (time.perf_counter() - t0) / take)
             processed += take
             stats.boxes += take
@@ -179,7 +186,7 @@ class ReluBranching:
             if processed + 2 * int(todo.sum()) > self.max_domains:
                 return False
             idx = todo.nonzero().squeeze(1)
-            children, settled = self._split(batch.take(idx), open_now[idx], margin[idx].amin(1),
+            children, settled = self._split(batch.take(idx), open_now[idx], margin[idx],
                                             {k: (lo[idx], hi[idx]) for k, (lo, hi) in bounds.items()},
                                             {k: nu[idx] for k, nu in duals.items()})
             if settled is not None and not self._prove_settled(settled, deadline):
@@ -197,9 +204,10 @@ class ReluBranching:
             margin, *_ = self.bound_domains(settled, deadline)
         finally:
             self.beta_steps = steps
+        margin = torch.maximum(margin, settled.inherited)
         return bool(((margin > 0) | ~settled.open).all())
 
-    def _split(self, parents: Domains, still_open: Tensor, worst: Tensor, bounds: dict, duals: dict
+    def _split(self, parents: Domains, still_open: Tensor, margins: Tensor, bounds: dict, duals: dict
                ) -> tuple[Domains | None, Domains | None]:
         """Two children per parent, split on the unstable ReLU with the largest score; and the parents
         with no unstable ReLU left (``settled``), which cannot be split."""
@@ -226,15 +234,17 @@ class ReluBranching:
         if not bool(has_split.all()):
             rest = (~has_split).nonzero().squeeze(1)
             settled = parents.take(rest)
-            settled.open, settled.priority = still_open[rest], worst[rest]
+            settled.open, settled.inherited = still_open[rest], margins[rest]
         if not bool(has_split.any()):
             return None, settled
         keep = has_split.nonzero().squeeze(1)
-        parents, still_open, worst = parents.take(keep), still_open[keep], worst[keep]
+        parents, still_open, margins = parents.take(keep), still_open[keep], margins[keep]
         layers = [best_layer[i] for i in keep.tolist()]
         units = best_unit[keep]
-        active = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.phase.items()}, worst)
-        inactive = Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.phase.items()}, worst)
+        def child() -> Domains:
+            return Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.phase.items()}, margins)
+
+        active, inactive = child(), child()
         for i, name in enumerate(layers):
             active.phase[name][i, units[i]] = 1
             inactive.phase[name][i, units[i]] = -1

@@ -241,8 +241,10 @@ class ReluBranching:
         parents, still_open, margins = parents.take(keep), still_open[keep], margins[keep]
         layers = [best_layer[i] for i in keep.tolist()]
         units = best_unit[keep]
+
         def child() -> Domains:
-            return Domains(parents.cidx, still_open, {k: v.clone() for k, v in parents.phase.items()}, margins)
+            phase = {k: v.clone() for k, v in parents.phase.items()}
+            return Domains(parents.cidx, still_open, phase, margins)
 
         active, inactive = child(), child()
         for i, name in enumerate(layers):

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.network import DualNetwork
+from onnxdual.verify.verifier import _OutOfTime, dual_box
 
 
 @dataclass
@@ -72,16 +74,15 @@ class ReluBranching:
         self.batch, self.beta_steps, self.beta_lr, self.max_domains = batch, beta_steps, beta_lr, max_domains
 
     # -- bounding -------------------------------------------------------------------------------------------
-    def bound_domains(self, domains: Domains, deadline) -> tuple[Tensor, Tensor, dict, dict]:
+    def bound_domains(self, domains: Domains, deadline, beta_steps: int | None = None
+                      ) -> tuple[Tensor, dict, dict]:
         """Margins ``(N, D)`` of each open conjunction (+inf where closed or proven by emptiness), the
         (clamped) pre-activation bounds and the dual variables of the worst conjunction's best row, for
-        choosing splits."""
+        choosing splits. ``beta_steps`` overrides the number of multiplier steps."""
         v, cases = self.v, self.cases
         n = len(domains)
         a, b, rows = cases.a[domains.cidx], cases.b[domains.cidx], cases.rows[domains.cidx]
         _, d, k, n_out = a.shape
-        from onnxdual.verify.verifier import dual_box
-
         center, radius = dual_box(cases.lower[domains.cidx].numpy(), cases.upper[domains.cidx].numpy())
         center_t = torch.from_numpy(center).reshape(n, *v.example_shape).to(v.device)
         radius_t = torch.from_numpy(radius).reshape(n, *v.example_shape).to(v.device)
@@ -96,8 +97,9 @@ class ReluBranching:
             lb = dual.lower_bound(c).double().cpu()
         best = lb
         split_any = any(bool((s != 0).any()) for s in signs.values())
-        if split_any and self.beta_steps:
-            best = self._tune_beta(dual, c, signs, lb, b, rows, live, deadline)
+        steps = self.beta_steps if beta_steps is None else beta_steps
+        if split_any and steps:
+            best = self._tune_beta(dual, c, signs, lb, rows, live, deadline, steps)
         row_m = (best.reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
         with torch.no_grad():
             y_center = v._forward(center_t.reshape(n, -1)).double().abs().amax(1).cpu()
@@ -111,10 +113,10 @@ class ReluBranching:
         bounds = {name: (ib.lower.reshape(n, -1).cpu(), ib.upper.reshape(n, -1).cpu())
                   for name, ib in dual.bounds().items() if name in self.layers}
         duals = {name: nus[name].reshape(n, -1).cpu() for name in self.layers}
-        return margin, worst_row, bounds, duals
+        return margin, bounds, duals
 
-    def _tune_beta(self, dual: DualNetwork, c: Tensor, signs: dict[str, Tensor], lb: Tensor, b: Tensor,
-                   rows: Tensor, live: Tensor, deadline, steps: int | None = None) -> Tensor:
+    def _tune_beta(self, dual: DualNetwork, c: Tensor, signs: dict[str, Tensor], lb: Tensor, rows: Tensor,
+                   live: Tensor, deadline, steps: int) -> Tensor:
         """Ascent of every row's bound in the multipliers ``beta >= 0`` (Adam, projected onto
         ``beta >= 0``; the bound is concave in ``beta``); returns the best bound seen per row (each iterate
         is a sound bound)."""
@@ -126,7 +128,7 @@ class ReluBranching:
         best = lb.clone()
         want = (live.unsqueeze(-1) & rows).reshape(n, m).to(c.device)
         optimiser = torch.optim.Adam(list(beta.values()), lr=self.beta_lr)
-        for _ in range(self.beta_steps if steps is None else steps):
+        for _ in range(steps):
             if deadline.passed():
                 break
             with torch.enable_grad():
@@ -151,8 +153,6 @@ class ReluBranching:
     def run(self, start: Domains, deadline, stats) -> bool:
         """True when every domain is proven; False when the search cannot go on (a domain without an
         unstable ReLU left, or too many domains). Raises the verifier's out-of-time error at the deadline."""
-        from onnxdual.verify.verifier import _OutOfTime
-
         queue = [start]
         processed = 0
         per_domain = 0.0
@@ -170,7 +170,7 @@ class ReluBranching:
             if deadline.passed():
                 raise _OutOfTime
             t0 = time.perf_counter()
-            margin, _, bounds, duals = self.bound_domains(batch, deadline)
+            margin, bounds, duals = self.bound_domains(batch, deadline)
             margin = torch.maximum(margin, batch.inherited)  # a parent's bound holds for its children
             per_domain = max(0.5 * per_domain, (time.perf_counter() - t0) / take)
             processed += take
@@ -199,11 +199,7 @@ class ReluBranching:
         """Domains whose ReLUs are all decided are linear pieces of the network: there the relaxation is
         exact, and the bound with the best multipliers is the exact minimum (LP duality). Tune ``beta``
         much longer before giving up."""
-        steps, self.beta_steps = self.beta_steps, 10 * self.beta_steps
-        try:
-            margin, *_ = self.bound_domains(settled, deadline)
-        finally:
-            self.beta_steps = steps
+        margin, *_ = self.bound_domains(settled, deadline, beta_steps=10 * self.beta_steps)
         margin = torch.maximum(margin, settled.inherited)
         return bool(((margin > 0) | ~settled.open).all())
 
@@ -255,8 +251,6 @@ class ReluBranching:
 
 def relu_layers(net, example_shape: tuple[int, ...]) -> dict[str, torch.Size]:
     """The ReLU nodes of ``net`` (by node name) with the per-example shapes of their inputs."""
-    from onnxdual.duals.base import ActivationDual
-
     dual = DualNetwork(net, torch.zeros((1, *example_shape)), 0.0)
     return {s.node.name: s.input_shapes[0] for s in dual.built.steps
             if isinstance(s.layer, ActivationDual) and s.layer.ctx.op_type == "Relu"}

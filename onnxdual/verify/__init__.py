@@ -1,4 +1,4 @@
-"""Deciding VNN-LIB properties with dual bounds, input splitting and attacks.
+"""Deciding VNN-LIB properties with dual bounds, branch and bound, and attacks.
 
 A property (:mod:`onnxdual.specs`) lists cases: an input box and the unsafe output region there, a disjunction
 of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of any box reaches any conjunction.
@@ -12,7 +12,9 @@ of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of an
   vector). Every case of the property is bounded in one batch.
 * **Splitting.** Boxes that stay undecided are split in two along the input coordinate with the largest
   ``|gradient| x width`` at the box centre, when at most ``split_max_inputs`` coordinates are perturbed (small
-  input spaces, where splitting pays off), until everything is proven or the time runs out.
+  input spaces, where splitting pays off), until everything is proven or the time runs out. Larger input
+  spaces are split on ReLU phases instead (:mod:`~onnxdual.verify.branching`: split limits on the dual plus
+  Lagrange multipliers, as beta-CROWN does for CROWN).
 * **Counterexamples.** ``sat`` only for a float32 input inside the box (zero tolerance) whose output,
   recomputed by onnxruntime in float32, satisfies every row of a conjunction with zero tolerance. Candidates
   come from box centres and from PGD. Otherwise ``unknown`` or ``timeout``.
@@ -28,6 +30,7 @@ is within a float32-rounding tolerance of zero (``unknown`` instead).
 Modules: :mod:`~onnxdual.verify.result` (answers, :class:`VerifyResult`, :class:`Deadline`),
 :mod:`~onnxdual.verify.network` (loading a possibly gzip-compressed ONNX network with its onnxruntime
 session, checked against the torch conversion), :mod:`~onnxdual.verify.verifier` (the decision procedure),
+:mod:`~onnxdual.verify.branching` (ReLU branch and bound where the inputs are too many to split),
 :mod:`~onnxdual.verify.query` (the VNN-LIB 2.0 standard's checks of a query against its networks, chapter 5,
 "error conditions for the verify command"). The query's declarations and the assignment formats live in
 :mod:`onnxdual.specs`.

@@ -61,17 +61,9 @@ class MaxPoolDual(ActivationDual):
         self.strides = tuple(int(s) for s in attrs.get("strides", [1] * nd))
         self.dilations = tuple(int(d) for d in attrs.get("dilations", [1] * nd))
         spans = [d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilations)]
-        auto_pad = _as_text(attrs.get("auto_pad", "NOTSET"))
+        if _as_text(attrs.get("auto_pad", "NOTSET")) != "NOTSET":  # onnxdual.load writes explicit pads
+            raise ctx.unsupported("auto_pad without known input shapes; give explicit pads")
         pads = [int(p) for p in attrs.get("pads", [0] * (2 * nd))]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            pads = [0] * (2 * nd)
-            for d in range(nd):
-                total = max(0, (math.ceil(spatial[d] / self.strides[d]) - 1) * self.strides[d] + spans[d]
-                            - spatial[d])
-                small, large = total // 2, total - total // 2
-                pads[d], pads[nd + d] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
-        elif auto_pad == "VALID":
-            pads = [0] * (2 * nd)
         out_spatial = tuple(int(d) for d in ctx.output_shape[1:])
         # extra padding at the end reproduces ceil_mode's last, partial windows (checked against the output)
         for d in range(nd):
@@ -80,14 +72,14 @@ class MaxPoolDual(ActivationDual):
         self.pads = pads  # ONNX order: all begins, then all ends
         windows = [(spatial[d] + pads[d] + pads[nd + d] - spans[d]) // self.strides[d] + 1 for d in range(nd)]
         if tuple(windows) != out_spatial:
-            raise ctx.unsupported(f"cannot reproduce the output shape {list(ctx.output_shape)} of this MaxPool")
+            raise ctx.unsupported(f"cannot reproduce this MaxPool's output shape {list(ctx.output_shape)}")
         self.in_shape, self.out_shape = in_shape, ctx.output_shape
         # flat input position of every window entry (-1: padding), shared by channels and examples
         positions = torch.arange(math.prod(spatial), dtype=torch.float64).reshape(1, 1, *spatial)
         self.positions = self._windows(positions, -1.0).long()  # (1, 1, *out_spatial, K)
 
     def _windows(self, x: Tensor, fill: float) -> Tensor:
-        """``(N, C, *spatial)`` -> ``(N, C, *out_spatial, K)``: the entries of every window (padding = fill)."""
+        """``(N, C, *spatial)`` -> ``(N, C, *out_spatial, K)``: every window's entries (padding = fill)."""
         nd = len(self.kernel)
         torch_pads = []
         for d in reversed(range(nd)):  # F.pad order: last dimension first
@@ -106,7 +98,8 @@ class MaxPoolDual(ActivationDual):
         others = uw.scatter(-1, best, -math.inf).amax(-1, keepdim=True)
         high = torch.clamp(others - l_best, min=0.0).squeeze(-1)
         channels, n_spatial = self.in_shape[0], math.prod(self.in_shape[1:])
-        positions = self.positions.to(lower.device).expand(lower.shape[0], channels, *self.positions.shape[2:])
+        positions = self.positions.to(lower.device)
+        positions = positions.expand(lower.shape[0], channels, *positions.shape[2:])
         chosen = positions.gather(-1, best).squeeze(-1)  # (B, C, *out_spatial), never padding
         offsets = (torch.arange(channels, device=lower.device) * n_spatial).reshape(1, channels,
                                                                                    *[1] * (lower.dim() - 2))

@@ -181,9 +181,16 @@ def _apply_affine(layer: AffineDual, inputs: list[_State]) -> _State:
     return out
 
 
+def backward_rows(built: BuiltDual, input_set: InputSet, memory_budget: int) -> int:
+    """How many backward rows (units bounded at once) fit ``memory_budget`` for this batch."""
+    batch = input_set.center.shape[0]
+    return max(1, memory_budget // (4 * batch * built.largest_value * input_set.center.element_size()))
+
+
 def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
                  generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3,
-                 splits: Splits | None = None) -> PassResult:
+                 splits: Splits | None = None, fixed: dict[str, LinearRelaxation] | None = None,
+                 tail: TailBound | None = None, stop_at: str | None = None) -> PassResult:
     """Compute every activation's pre-activation bounds and relaxation in one layer-by-layer pass.
 
     With ``proj`` every bound is estimated in the forward direction (Alg. 1). Exact bounds start forward
@@ -192,8 +199,11 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     units than forward columns; from there on each activation's bounds cost one backward pass over its own
     units, in chunks that fit ``memory_budget``. Both directions compute the same dual bound.
 
-    ``splits`` limits activation inputs per example (see :func:`apply_splits`)."""
-    splits = splits or {}
+    ``splits`` limits activation inputs per example (see :func:`apply_splits`). For App. E
+    (:mod:`onnxdual.engine.probable`): ``fixed`` relaxations are used as given instead of being computed,
+    ``tail`` turns projected norms into high-probability upper bounds, and the pass stops once it has the
+    bounds of activation ``stop_at``."""
+    splits, fixed = splits or {}, fixed or {}
     empty: Tensor | None = None
     sources: list[Source] = []
     relaxations: dict[str, LinearRelaxation] = {}
@@ -208,8 +218,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     backward = False
     offsets: dict[str, Tensor] = {}
     batch = input_set.center.shape[0]
-    largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
-    max_rows = max(1, memory_budget // (4 * batch * largest * input_set.center.element_size()))
+    max_rows = backward_rows(built, input_set, memory_budget)
     # units of the next activation at or after each step: the switch is decided before the layers that lead
     # to an activation, so no forward work is spent on columns the backward pass then replaces
     next_units, upcoming = [0] * (last + 1), 0
@@ -223,15 +232,19 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
             backward = True
             states.clear()
         if isinstance(step.layer, ActivationDual):
-            name = step.variable_inputs[0]
-            shape = step.input_shapes[0]
-            if backward:
-                lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows, offsets)
-            else:
-                lower, upper = state_bounds(inputs[0], sources)
-            lower, upper, empty = apply_splits(lower, upper, splits.get(step.node.name), empty)
-            bounds[step.node.name] = (lower, upper)
-            relax = step.layer.relax(lower, upper)
+            relax = fixed.get(step.node.name)
+            if relax is None:
+                name, shape = step.variable_inputs[0], step.input_shapes[0]
+                if backward:
+                    lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows,
+                                                   offsets)
+                else:
+                    lower, upper = state_bounds(inputs[0], sources, tail)
+                lower, upper, empty = apply_splits(lower, upper, splits.get(step.node.name), empty)
+                bounds[step.node.name] = (lower, upper)
+                if step.node.name == stop_at:
+                    break
+                relax = step.layer.relax(lower, upper)
             relaxations[step.node.name] = relax
             if not backward:
                 states[step.node.name] = _activation_state(inputs[0], relax, proj, generator, sources,

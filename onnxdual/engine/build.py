@@ -6,6 +6,7 @@ constant parts of the graph; it does not compute any bound (that is :mod:`onnxdu
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -42,6 +43,11 @@ class BuiltDual:
         """Index of the last step that needs pre-activation bounds (-1 if none)."""
         idx = [i for i, s in enumerate(self.steps) if isinstance(s.layer, ActivationDual)]
         return idx[-1] if idx else -1
+
+    @property
+    def largest_value(self) -> int:
+        """Elements per example of the largest value in the network (input included): sizes memory."""
+        return max([math.prod(self.input_shape)] + [math.prod(s.output_shape) for s in self.steps])
 
     @property
     def output_shape(self) -> torch.Size:

@@ -228,8 +228,7 @@ class DualNetwork:
         if key not in self._probable:
             built = self.built
             sources = 1 + sum(isinstance(s.layer, ActivationDual) for s in built.steps)
-            largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
-            per_example = 4 * k * m * sources * largest * self.x.element_size()
+            per_example = 4 * k * m * sources * built.largest_value * self.x.element_size()
             step = max(1, min(self.x.shape[0], self.memory_budget // max(per_example, 1)))
             passes, count = [], 0
             for start in range(0, self.x.shape[0], step):

@@ -28,17 +28,7 @@ import math
 import torch
 
 from onnxdual.duals.base import ActivationDual, LinearRelaxation
-from onnxdual.engine.autodual import (
-    SWITCH_FACTOR,
-    PassResult,
-    Source,
-    _activation_state,
-    _apply_affine,
-    _input_source,
-    _State,
-    backward_bounds,
-    state_bounds,
-)
+from onnxdual.engine.autodual import SWITCH_FACTOR, PassResult, backward_bounds, backward_rows, forward_pass
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
 from onnxdual.engine.tail_bounds import TailBound
@@ -72,42 +62,17 @@ def probable_pass(built: BuiltDual, input_set: InputSet, delta: float, k: int, m
     relaxations: dict[str, LinearRelaxation] = {}
     bounds: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     offsets: dict[str, torch.Tensor] = {}
-    batch = input_set.center.shape[0]
-    largest = max([math.prod(built.input_shape)] + [math.prod(s.output_shape) for s in built.steps])
-    max_rows = max(1, memory_budget // (4 * batch * largest * input_set.center.element_size()))
+    max_rows = backward_rows(built, input_set, memory_budget)
     activations = [i for i, s in enumerate(built.steps[: built.last_activation + 1])
                    if isinstance(s.layer, ActivationDual)]
     for index, forward in zip(activations, estimated):
         step = built.steps[index]
-        if forward:
-            lower, upper = _estimated_bounds(built, input_set, relaxations, index, tail, generator)
+        if forward:  # fresh columns from the input, through the relaxations fixed so far
+            lower, upper = forward_pass(built, input_set, tail.columns, generator, fixed=relaxations, tail=tail,
+                                        stop_at=step.node.name).preactivation_bounds[step.node.name]
         else:
             lower, upper = backward_bounds(built, input_set, relaxations, step.variable_inputs[0],
                                            step.input_shapes[0], max_rows, offsets)
         bounds[step.node.name] = (lower, upper)
         relaxations[step.node.name] = step.layer.relax(lower, upper)
     return PassResult(relaxations, bounds, True), count
-
-
-def _estimated_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation],
-                      target: int, tail: TailBound, generator: torch.Generator | None,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Push fresh projected columns from the input to the activation at step ``target`` through the fixed
-    relaxations of the activations before it; bound its input with the tail estimator."""
-    sources: list[Source] = []
-    src, cols = _input_source(input_set, tail.columns, generator)
-    sources.append(src)
-    states = {built.graph.input_name: _State(input_set.center, {0: cols})}
-    remaining = built.consumers()
-    for step in built.steps[:target]:
-        inputs = [states[name] for name in step.variable_inputs]
-        if isinstance(step.layer, ActivationDual):
-            states[step.node.name] = _activation_state(inputs[0], relaxations[step.node.name], tail.columns,
-                                                       generator, sources, step.node.name)
-        else:
-            states[step.node.name] = _apply_affine(step.layer, inputs)
-        for name in step.variable_inputs:
-            remaining[name] -= 1
-            if remaining[name] == 0:
-                del states[name]
-    return state_bounds(states[built.steps[target].variable_inputs[0]], sources, tail)

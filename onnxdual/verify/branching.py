@@ -23,7 +23,7 @@ from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.network import DualNetwork
-from onnxdual.verify.verifier import _OutOfTime, dual_box
+from onnxdual.verify.verifier import _OutOfTime
 
 
 @dataclass
@@ -83,9 +83,7 @@ class ReluBranching:
         n = len(domains)
         a, b, rows = cases.a[domains.cidx], cases.b[domains.cidx], cases.rows[domains.cidx]
         _, d, k, n_out = a.shape
-        center, radius = dual_box(cases.lower[domains.cidx].numpy(), cases.upper[domains.cidx].numpy())
-        center_t = torch.from_numpy(center).reshape(n, *v.example_shape).to(v.device)
-        radius_t = torch.from_numpy(radius).reshape(n, *v.example_shape).to(v.device)
+        _, center_t, radius_t = v._dual_inputs(cases.lower[domains.cidx], cases.upper[domains.cidx])
         splits = {name: tuple(limit.reshape(n, *shape).to(v.device) for limit in domains.limits(name))
                   for name, shape in self.layers.items()}
         dual = DualNetwork(v.net, center_t, radius_t, splits=splits)
@@ -101,9 +99,7 @@ class ReluBranching:
         if split_any and steps:
             best = self._tune_beta(dual, c, signs, lb, rows, live, deadline, steps)
         row_m = (best.reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
-        with torch.no_grad():
-            y_center = v._forward(center_t.reshape(n, -1)).double().abs().amax(1).cpu()
-        tol = v._tolerance(b, y_center, n_out)
+        tol = v._tolerance(b, center_t, n_out)
         margin = (row_m.amax(2) - tol).masked_fill(~live, math.inf)
         # the row that decides the worst open conjunction: where the split should help
         worst_d = margin.argmin(1)

@@ -307,12 +307,22 @@ class Verifier:
         return best
 
     # -- proofs -----------------------------------------------------------------------------------------
-    def _tolerance(self, b: Tensor, y_scale: Tensor, n_out: int) -> Tensor:
+    def _tolerance(self, b: Tensor, center: Tensor, n_out: int) -> Tensor:
         """The margin a proof needs, per (box, conjunction): 0, or in strict mode a float32-rounding allowance
-        relative to the constants and to the output magnitude at the box centre (rows have unit norm)."""
+        relative to the constants and to the output magnitude at the box ``center`` (rows have unit norm)."""
         if not self.strict:
             return torch.zeros(b.shape[:2], dtype=torch.float64)
+        with torch.no_grad():
+            y_scale = self._forward(center.reshape(center.shape[0], -1)).double().abs().amax(1).cpu()
         return 1e-5 * (1 + b.abs().amax(2) + y_scale.reshape(-1, 1) * math.sqrt(n_out))
+
+    def _dual_inputs(self, lowers: Tensor, uppers: Tensor) -> tuple[np.ndarray, Tensor, Tensor]:
+        """For boxes ``(N, n)`` (float64): the float32 centre (numpy), and the centre and radius tensors of
+        the dual network, shaped like the network input, whose box contains them (:func:`dual_box`)."""
+        center, radius = dual_box(lowers.numpy(), uppers.numpy())
+        shape = (lowers.shape[0], *self.example_shape)
+        return (center, torch.from_numpy(center).reshape(shape).to(self.device),
+                torch.from_numpy(radius).reshape(shape).to(self.device))
 
     def _bound_boxes(self, lowers: Tensor, uppers: Tensor, cidx: Tensor, cases: _Cases, open_mask: Tensor,
                      deadline: Deadline, stats: _Stats, lam_init: Tensor | None = None
@@ -329,21 +339,18 @@ class Verifier:
         a, b, rows = cases.a[cidx], cases.b[cidx], cases.rows[cidx]
         live = open_mask & cases.disjuncts[cidx]
         _, d, k, n_out = a.shape
-        center, radius = dual_box(lowers.numpy(), uppers.numpy())
-        center_t = torch.from_numpy(center).reshape(n, *self.example_shape).to(self.device)
-        radius_t = torch.from_numpy(radius).reshape(n, *self.example_shape).to(self.device)
+        center, center_t, radius_t = self._dual_inputs(lowers, uppers)
         dual = DualNetwork(self.net, center_t, radius_t)
         count = rows.sum(2, keepdim=True).clamp(min=1)
         sum_a = (a * rows.unsqueeze(-1)).sum(2) / count
         sum_b = (b * rows).sum(2) / count.squeeze(2)
         c = torch.cat([a.reshape(n, d * k, n_out), sum_a], 1)
         with torch.no_grad():
-            y_center = self._forward(center_t.reshape(n, -1)).double().cpu()
             lb = dual.lower_bound(c.to(self.device, torch.float32)).double().cpu()
         row_m = (lb[:, : d * k].reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
         sum_m = lb[:, d * k:] - sum_b
         margin = torch.maximum(row_m.amax(2), sum_m.masked_fill(~rows.any(2), -math.inf))
-        tol = self._tolerance(b, y_center.abs().amax(1), n_out)
+        tol = self._tolerance(b, center_t, n_out)
         direction = torch.where((row_m.amax(2) >= sum_m).unsqueeze(-1),
                                 torch.gather(a, 2, row_m.argmax(2)[..., None, None].expand(n, d, 1, n_out))
                                 .squeeze(2), sum_a)
@@ -524,9 +531,8 @@ class Verifier:
         """How much splitting each input coordinate should help, for boxes ``(N, n)``: the sensitivity of the
         dual bound of ``direction . f`` to each coordinate's radius, ``|d lb / d r_i| * r_i`` (this accounts
         for the intermediate relaxations too, unlike a gradient of the network)."""
-        center, radius = dual_box(lo.numpy(), hi.numpy())
-        c = torch.from_numpy(center).reshape(-1, *self.example_shape).to(self.device)
-        r = torch.from_numpy(radius).reshape(-1, *self.example_shape).to(self.device).requires_grad_(True)
+        _, c, r = self._dual_inputs(lo, hi)
+        r.requires_grad_(True)
         with torch.enable_grad():
             rows = direction.to(self.device, torch.float32).unsqueeze(1)
             lb = DualNetwork(self.net, c, r).lower_bound(rows)

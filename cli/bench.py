@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 from onnxdual_cli.errors import user_errors
-from onnxdual_cli.verify import setup_torch
+from onnxdual_cli.verify import search_options, setup_torch
 
 UNSOUND = 3
 REGRESSION = 4
@@ -67,10 +67,7 @@ class _Bar:
 @click.option("--filter", "pattern", default=None,
               help="Only instances whose onnx or vnnlib path contains this.")
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
-@click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
-@click.option("--no-relu-splits", "no_relu_splits", is_flag=True,
-              help="Do not branch on ReLUs where inputs are too many to split.")
+@search_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

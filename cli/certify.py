@@ -114,8 +114,8 @@ class _Progress:
 @click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
 @click.option("--pgd-restarts", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--probable", "delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Certify with bounds that hold with probability >= 1 - DELTA per example (random projections, "
-                   "App. E) instead of exact ones: for networks too large for exact bounds.")
+              help="Certify with bounds that hold with probability >= 1 - DELTA per example (random "
+                   "projections, App. E) instead of exact ones: for networks too large for exact bounds.")
 @click.option("--projections", "projections_text", default="200,10", show_default=True,
               help="With --probable: k,m = columns per geometric estimate, estimates per maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no text summary.")

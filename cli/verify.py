@@ -118,6 +118,19 @@ def finish(code: int = 0) -> None:
         os._exit(code)
 
 
+#: how the verifier searches where bounds and attacks do not decide at once (verify, bench, vnncomp)
+split_option = click.option(
+    "--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
+    help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
+relu_option = click.option(
+    "--no-relu-splits", "no_relu_splits", is_flag=True,
+    help="Do not branch on ReLUs: answer unknown where bounds and attacks do not decide.")
+
+
+def search_options(fn):
+    return split_option(relu_option(fn))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("query", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--network", "networks", multiple=True, metavar="NAME=MODEL.onnx",
@@ -130,18 +143,15 @@ def finish(code: int = 0) -> None:
 @click.option("--strict", is_flag=True,
               help="Refuse non-Real element types (the standard's rule for real-arithmetic solvers) and "
                    "proofs within float32 rounding of zero.")
-@click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
-@click.option("--no-relu-splits", "no_relu_splits", is_flag=True,
-              help="Do not branch on ReLUs: answer unknown where bounds and attacks do not decide.")
+@search_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for torch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")
 @user_errors
-def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, no_relu_splits, device,
-                   threads, seed, verbose):
+def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, no_relu_splits,
+                   device, threads, seed, verbose):
     """Decide the VNN-LIB QUERY (1.0 or 2.0; .gz accepted): is there an input of the networks that satisfies
     every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
     deadline = make_deadline(timeout)
@@ -197,7 +207,8 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
 
 #: Oldest ONNX opset onnxdual loads (older models are upgraded with ONNX's version converter; VNN-COMP files
 #: use opsets 8 to 15). Models newer than onnx2torch's converters are converted down
-#: (onnxdual.verify.network), so the newest is the newest opset of the installed onnx package (tests/cli/test_verify_cli.py checks both).
+#: (onnxdual.verify.network), so the newest is the newest opset of the installed onnx package
+#: (tests/cli/test_verify_cli.py checks both).
 MIN_OPSET = 7
 VNNLIB_RANGE = ("1.0", "2.0")
 
@@ -268,8 +279,7 @@ def supports_command(capability):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Default: 1 for small networks (threads only add overhead there), else all cores.")
-@click.option("--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
+@split_option
 @click.option("--strict", is_flag=True)
 def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, threads, split_max_inputs,
                     strict):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from onnxdual.errors import InvalidInputError, OnnxDualError, UnsupportedOpsError
+from onnxdual.errors import InvalidInputError, OnnxDualError, UnsupportedError, UnsupportedOpsError
 
 RESULT_COLUMNS = ["benchmark", "instance", "onnx", "vnnlib", "timeout", "answer", "seconds", "load_seconds",
                   "best_margin", "boxes", "note"]
@@ -154,10 +154,11 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
             row.update(answer=result.answer, seconds=round(deadline.elapsed(), 4), boxes=result.boxes,
                        best_margin=math.nan if result.best_margin is None else result.best_margin)
         except UnsupportedOpsError as exc:
-            row.update(answer="unsupported", note=str(exc).split(". Install")[0])
+            row.update(answer="unsupported", note=exc.summary)
+        except UnsupportedError as exc:
+            row.update(answer="unsupported", note=str(exc))
         except OnnxDualError as exc:
-            unsupported = "unsupported" in str(exc) or "not linear" in str(exc)
-            row.update(answer="unsupported" if unsupported else "error", note=str(exc))
+            row.update(answer="error", note=str(exc))
         except (RuntimeError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             row.update(answer="error", note=f"{type(exc).__name__}: {first}")

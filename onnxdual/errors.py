@@ -22,6 +22,17 @@ class PluginLoadError(OnnxDualError):
     """A registered dual-layer plugin could not be imported or is not a valid factory."""
 
 
+class UnsupportedError(OnnxDualError):
+    """Valid input that onnxdual does not handle: an operator without a dual layer, a use of an operator its
+    dual layer cannot handle, a property feature the verifier does not decide. Tools report these as
+    ``unsupported`` rather than as errors."""
+
+
+class UnsupportedNodeError(UnsupportedError, InvalidInputError):
+    """A node whose operator has a dual layer, used in a way that dual layer cannot handle (e.g. a
+    non-linear use of a linear operator)."""
+
+
 @dataclass(frozen=True)
 class MissingOp:
     """One graph node whose ONNX operator has no registered dual layer."""
@@ -32,7 +43,7 @@ class MissingOp:
     node_name: str
 
 
-class UnsupportedOpsError(OnnxDualError):
+class UnsupportedOpsError(UnsupportedError):
     """The graph uses operators without a dual layer. Lists all of them at once."""
 
     def __init__(self, missing: list[MissingOp]):
@@ -45,8 +56,14 @@ class UnsupportedOpsError(OnnxDualError):
             name = f"{domain}::{op}" if domain else op
             shown = ", ".join(repr(n) for n in nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
             parts.append(f"{name} (opset {opset}; node {shown})")
+        #: the first sentence alone: which operators are missing, where (for tables)
+        self.summary = f"no dual layer for {len(by_op)} operator type(s): " + "; ".join(parts)
         super().__init__(
-            f"no dual layer for {len(by_op)} operator type(s): " + "; ".join(parts)
+            self.summary
             + ". Install a plugin that provides them (entry-point group 'onnxdual.duals'; see plugins/README.md)"
             + " or run 'onnxdual ops' to list what is available."
         )
+
+
+class DeadlineExceeded(OnnxDualError):
+    """A time budget ran out before a computation finished (caught by whoever set the deadline)."""

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from onnxdual.errors import InvalidInputError
+from onnxdual.errors import InvalidInputError, UnsupportedNodeError
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ class NodeContext:
         out = self.module(*args, **self.kwargs)
         return out[0] if isinstance(out, (tuple, list)) else out
 
-    def unsupported(self, why: str) -> InvalidInputError:
+    def unsupported(self, why: str) -> UnsupportedNodeError:
         """An error for a node this dual layer cannot handle (e.g. a non-linear use of a linear op)."""
-        return InvalidInputError(f"node {self.name!r} ({self.op_type}): {why}")
+        return UnsupportedNodeError(f"node {self.name!r} ({self.op_type}): {why}")
 
 
 class DualLayer(ABC):

@@ -18,7 +18,7 @@ import pandas as pd
 from onnxdual.errors import InvalidInputError
 from onnxdual.reports._format import fmt_num, fmt_seconds, is_missing, to_jsonable
 from onnxdual.reports.html import _environment
-from onnxdual.reports.writer import _prepare_dir, write_files_atomically
+from onnxdual.files import prepare_dir, write_files_atomically
 
 BENCH_FILES: dict[str, str] = {
     "results_csv": "results.csv",
@@ -85,7 +85,7 @@ def write_bench_report(out_dir: str | os.PathLike[str], results: pd.DataFrame, s
     """Write ``results.csv``, ``summary.csv``, ``summary.json`` and ``report.html`` into ``out_dir``, all or
     nothing. Returns ``{key: path}`` for the keys of :data:`BENCH_FILES`."""
     out = Path(out_dir)
-    _prepare_dir(out)
+    prepare_dir(out, "report directory")
     document = {"meta": to_jsonable(dict(meta)), "summary": to_jsonable(summary.to_dict(orient="records")),
                 "unsound": to_jsonable(unsound or []), "regressions": to_jsonable(regressions or [])}
     contents = {

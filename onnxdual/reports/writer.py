@@ -1,8 +1,8 @@
 """Write a certification report to a directory: ``examples.csv``, ``summary.csv``, ``summary.json`` and
 ``report.html``, all or nothing.
 
-Every file is first rendered in memory, then written to a hidden temporary file in the target directory
-(same file system) and fsynced; only when all four are on disk are they moved into place with
+Every file is first rendered in memory, then written through :mod:`onnxdual.files`: to a hidden temporary
+file in the target directory, fsynced; only when all four are on disk are they moved into place with
 :func:`os.replace`, which is atomic per file. So a failure while rendering or writing leaves the directory
 exactly as it was (temporary files are removed), and a reader never sees a half-written file.
 """
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from onnxdual.errors import InvalidInputError
+from onnxdual.files import prepare_dir, write_files_atomically
 from onnxdual.reports._format import to_jsonable
 from onnxdual.reports.html import check_frames, render_html
 
@@ -44,68 +43,6 @@ def summary_json(summary: pd.DataFrame, meta: Mapping[str, Any], cascade: pd.Dat
     return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _prepare_dir(out: Path) -> None:
-    """Create ``out`` (with parents) or raise :class:`InvalidInputError` saying why it cannot be used."""
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"report directory {str(out)!r} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InvalidInputError(f"cannot create report directory {str(out)!r}: {e.strerror or e}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"report directory {str(out)!r} is not writable")
-
-
-def _write_temp(out: Path, name: str, text: str) -> Path:
-    """Write ``text`` to a new hidden temporary file next to ``out/name``, fsynced; return its path."""
-    tmp = out / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like a normal file
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist the directory entries after renames (best effort; not possible on every platform)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_files_atomically(out: Path, contents: Mapping[str, str]) -> dict[str, Path]:
-    """Write every ``name -> text`` of ``contents`` into ``out``, all or nothing (see the module docstring).
-
-    Raises:
-        InvalidInputError: a file could not be written (the directory is left unchanged).
-    """
-    temps: dict[str, Path] = {}
-    try:
-        for name, text in contents.items():
-            temps[name] = _write_temp(out, name, text)
-        for name, tmp in temps.items():
-            os.replace(tmp, out / name)
-    except OSError as e:
-        raise InvalidInputError(f"cannot write report files to {str(out)!r}: {e.strerror or e}") from None
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)  # no-op for the ones already moved into place
-    _fsync_dir(out)
-    return {name: out / name for name in contents}
-
-
 def write_certify_report(out_dir: str | os.PathLike[str], examples: pd.DataFrame, summary: pd.DataFrame,
                          meta: Mapping[str, Any], cascade: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write ``examples.csv``, ``summary.csv``, ``summary.json`` and ``report.html`` into ``out_dir``.
@@ -129,7 +66,7 @@ def write_certify_report(out_dir: str | os.PathLike[str], examples: pd.DataFrame
     """
     check_frames(examples, summary, cascade, meta)
     out = Path(out_dir)
-    _prepare_dir(out)
+    prepare_dir(out, "report directory")
     contents = {
         REPORT_FILES["examples_csv"]: examples.to_csv(index=False, lineterminator="\n"),
         REPORT_FILES["summary_csv"]: summary.to_csv(index=False, lineterminator="\n"),

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from onnxdual.specs.model import InputRegion, OutputConstraint, Property, SpecError
+from onnxdual.specs.model import InputRegion, OutputConstraint, Property, SpecError, UnsupportedSpecError
 
 TRUE = "true"  # atom that always holds (dropped)
 FALSE = "false"  # atom that never holds (kills its clause)
@@ -49,7 +49,7 @@ def make_atom(
         raise SpecError(f"{describe(loc)}: constraint has a non-finite coefficient or bound")
     if xs and ys:
         names = ", ".join(var_label(v) for v in (min(xs), ~min(ys)))
-        raise SpecError(
+        raise UnsupportedSpecError(
             f"{describe(loc)}: unsupported constraint mixing input and output variables ({names}) "
             "in one inequality"
         )
@@ -102,7 +102,7 @@ def _apply_input_atoms(lower: list, upper: list, atoms, describe, x_label) -> No
     for _, coeffs, rhs, loc in atoms:
         if len(coeffs) != 1:
             names = ", ".join(x_label(i) for i in sorted(coeffs)[:3])
-            raise SpecError(
+            raise UnsupportedSpecError(
                 f"{describe(loc)}: unsupported input constraint over several inputs ({names}); "
                 "input sets must be boxes (bounds on single variables)"
             )

@@ -18,12 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxdual.errors import OnnxDualError
+from onnxdual.errors import OnnxDualError, UnsupportedError
 
 
 class SpecError(OnnxDualError):
     """A property file cannot be read, is malformed, or uses a construct onnxdual does not support.
     The message is one line and names the file and, where there is one, the line or term."""
+
+
+class UnsupportedSpecError(SpecError, UnsupportedError):
+    """A well-formed property that uses a construct onnxdual does not decide (a non-box input set, several
+    networks, hidden nodes, a non-linear term)."""
 
 
 def _frozen_array(value, ndim: int, what: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from onnxdual.specs.model import SpecError
+from onnxdual.specs.model import SpecError, UnsupportedSpecError
 
 _TOKEN_RE = re.compile(r'[()]|;[^\n]*|"(?:[^"]|"")*"|\|[^|]*\||[^\s();"|]+|["|]')
 
@@ -38,9 +38,11 @@ class Source:
         offset = self._offsets[pos] if 0 <= pos < len(self._offsets) else len(self.text)
         return self.text.count("\n", 0, offset) + 1
 
-    def error(self, message: str, pos: int | None = None) -> SpecError:
+    def error(self, message: str, pos: int | None = None, unsupported: bool = False) -> SpecError:
+        """A one-line error naming the file and line; ``unsupported`` for a well-formed construct onnxdual
+        does not decide (:class:`UnsupportedSpecError`)."""
         where = self.name if pos is None else f"{self.name}:{self.line(pos)}"
-        return SpecError(f"{where}: {message}")
+        return (UnsupportedSpecError if unsupported else SpecError)(f"{where}: {message}")
 
 
 def read_sexprs(src: Source) -> list:

@@ -51,7 +51,7 @@ class _Reader:
         return f"X_{v}" if v >= 0 else f"Y_{~v}"
 
     def err(self, msg: str, pos: int | None = None):
-        return self.src.error(msg, pos)
+        return self.src.error(msg, pos, unsupported=msg.startswith("unsupported"))
 
     # -- declarations ----------------------------------------------------------------------------
     def declare(self, cmd: SList) -> None:

@@ -39,7 +39,7 @@ import re
 from decimal import Decimal
 
 from onnxdual.specs.assemble import build_property, conj, make_atom
-from onnxdual.specs.model import Property, SpecError
+from onnxdual.specs.model import Property, SpecError, UnsupportedSpecError
 
 _SCI_RE = re.compile(r"(?<![\w.])([+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+)(?![\w.])")
 _EQ_RE = re.compile(r"\(\s*=(?=[\s(])")
@@ -137,14 +137,15 @@ def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
 
     networks = query.networks
     if len(networks) != 1:
-        raise SpecError(
+        raise UnsupportedSpecError(
             f"{name}: unsupported: the query declares {len(networks)} networks (onnxdual handles one)"
         )
     net = networks[0]
     if len(net.hidden):
-        raise SpecError(f"{name}: unsupported: network {net.name!r} declares hidden nodes (declare-hidden)")
+        raise UnsupportedSpecError(
+            f"{name}: unsupported: network {net.name!r} declares hidden nodes (declare-hidden)")
     if len(net.inputs) != 1 or len(net.outputs) != 1:
-        raise SpecError(
+        raise UnsupportedSpecError(
             f"{name}: unsupported: network {net.name!r} declares {len(net.inputs)} inputs and "
             f"{len(net.outputs)} outputs (onnxdual handles one input and one output tensor)"
         )
@@ -170,14 +171,15 @@ def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
             elif kind == out_kind:
                 v = ~sum(i * s for i, s in zip(var.indices, out_strides))
             else:
-                raise SpecError(f"{describe(line)}: unsupported reference to hidden node {t.var_name}")
+                raise UnsupportedSpecError(
+                    f"{describe(line)}: unsupported reference to hidden node {t.var_name}")
             coeffs[v] = coeffs.get(v, 0.0) + sign * t.coeff
         return sign * lin.constant
 
     def atoms_of(cmp) -> list:
         line = _line_of(cmp)
         if isinstance(cmp, vnnlib.NotEqual):
-            raise SpecError(f"{describe(line)}: unsupported comparison '!=' ({str(cmp).strip()})")
+            raise UnsupportedSpecError(f"{describe(line)}: unsupported comparison '!=' ({str(cmp).strip()})")
         try:
             lhs, rhs = cmp.lhs.to_linear_expr(), cmp.rhs.to_linear_expr()
         except vnnlib.VNNLibException as exc:
@@ -192,7 +194,7 @@ def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
             return [ge]
         if isinstance(cmp, vnnlib.Equal):
             return [le, ge]
-        raise SpecError(f"{describe(line)}: unsupported comparison {str(cmp).strip()}")
+        raise UnsupportedSpecError(f"{describe(line)}: unsupported comparison {str(cmp).strip()}")
 
     dnfs = []
     for assertion in query.assertions:

@@ -15,6 +15,7 @@ import pytest
 from onnxdual.errors import InvalidInputError
 from onnxdual.reports import REPORT_FILES, render_html, write_certify_report
 from onnxdual.reports import writer as writer_module
+from onnxdual import files as files_module
 from onnxdual.reports._format import fmt_eps, fmt_norm, fmt_pct, fmt_seconds, to_jsonable
 from tests.reports.synthetic import make_meta, make_results
 
@@ -204,16 +205,16 @@ def test_atomic_failure_while_writing_removes_temp_files(tmp_path, data, monkeyp
     examples, summary, cascade, meta = data
     write_certify_report(tmp_path, examples, summary, meta, cascade)
     before = _listing(tmp_path)
-    real = writer_module._write_temp
+    real = files_module._write_temp
     calls = []
 
-    def flaky(out, name, text):
-        calls.append(name)
+    def flaky(target, data):
+        calls.append(target)
         if len(calls) == 3:  # two temp files exist by now; the third "runs out of disk space"
             raise OSError(28, "No space left on device")
-        return real(out, name, text)
+        return real(target, data)
 
-    monkeypatch.setattr(writer_module, "_write_temp", flaky)
+    monkeypatch.setattr(files_module, "_write_temp", flaky)
     with pytest.raises(InvalidInputError, match="No space left on device"):
         write_certify_report(tmp_path, examples.head(3), summary, dict(meta, model="new"), cascade)
     assert _listing(tmp_path) == before  # old report intact, no temp files

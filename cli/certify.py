@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import shlex
 import sys
 import time
@@ -16,66 +15,13 @@ import torch
 
 import onnxdual
 from onnxdual.certify import CertifySettings, certify, load_stages
-from onnxdual_cli.errors import USER_ERROR, UserError, user_errors
-
-SOUNDNESS_VIOLATION = 3
+from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
+from onnxdual_cli.options import device_option, parse_clip, parse_eps_list, parse_projections, pick_device
 
 
 def default_model() -> Path:
     """The robust MNIST model shipped inside the package (see onnxdual/assets/README.md)."""
     return Path(str(resources.files("onnxdual") / "assets" / "mnist_small_robust.onnx"))
-
-
-def parse_eps(text: str) -> tuple[float, ...]:
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = float(part)
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not a number (use e.g. --eps 0.1 or --eps 0.05,0.1)")
-        if not value > 0 or value == float("inf"):
-            raise click.BadParameter(f"eps must be positive and finite, got {part}")
-        values.append(value)
-    return tuple(values)
-
-
-def parse_clip(text: str) -> tuple[float, float] | None:
-    if text.lower() == "none":
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: give two numbers 'lo,hi' (e.g. 0,1) or 'none'")
-    if lo > hi:
-        raise click.BadParameter(f"empty range {lo} > {hi}")
-    return lo, hi
-
-
-def parse_projections(text: str) -> tuple[int, int]:
-    try:
-        k, m = (int(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: give two positive integers 'k,m' (e.g. 200,10)")
-    if k < 1 or m < 1:
-        raise click.BadParameter(f"{text!r}: k and m must be positive")
-    return k, m
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnx2torch
-
-    return {"onnxdual": onnxdual.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnx2torch": getattr(onnx2torch, "__version__", "?"), "python": platform.python_version()}
 
 
 class _Progress:
@@ -107,7 +53,7 @@ class _Progress:
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N examples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-report"), show_default=True,
               help="Directory for examples.csv, summary.csv, summary.json and report.html.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -129,7 +75,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     from onnxdual.data import load_dataset
     from onnxdual.reports import write_certify_report
 
-    eps = parse_eps(eps_text)
+    eps = parse_eps_list(eps_text)
     clip = parse_clip(clip_text)
     projections = parse_projections(projections_text)
     started = datetime.now(timezone.utc)
@@ -150,17 +96,12 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         result = certify(stages, x, y, settings, progress)
     finally:
         progress.close()
-    meta = {
-        "command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "model": str(model_path) + ("" if model is not None else " (embedded default)"),
-        "stages": [s.path.name for s in stages],
-        "dataset": f"{dataset.name} ({x.shape[0]} examples)",
-        "norm": norm, "eps": list(eps), "clip": list(clip) if clip and norm == "linf" else None,
-        "bound": settings.bound, "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
-        "versions": _versions(), "started": started.isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - t0, 3), "seed": seed,
-        "soundness_violations": len(result.violations),
-    }
+    meta = result.run_meta(
+        model=str(model_path) + ("" if model is not None else " (embedded default)"),
+        dataset=f"{dataset.name} ({x.shape[0]} examples)",
+        device=str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        started=started, seconds=time.perf_counter() - t0,
+        command="onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:])).to_dict()
     summary = result.summary_frame()
     paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame())
     overall = summary[summary.stage == "all"]

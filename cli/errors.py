@@ -15,6 +15,8 @@ from onnxdual.errors import OnnxDualError
 
 USER_ERROR = 2
 INTERNAL_ERROR = 1
+#: a certified example was broken by an attack: a bug in onnxdual or a plugin (certify, train)
+SOUNDNESS_VIOLATION = 3
 
 
 class UserError(click.ClickException):

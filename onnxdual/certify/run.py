@@ -1,4 +1,4 @@
-"""Certification of a model or a cascade on a labelled data set (the engine behind ``onnxdual certify``).
+"""Certification runs: a model or a cascade on a labelled data set (the engine behind ``onnxdual certify``).
 
 For every example, eps and stage: the exact dual bound of every margin ``f_p - f_j`` around the stage's own
 prediction ``p`` (Alg. 2 certifies a stage's prediction), and a PGD attack on the true label. With
@@ -11,23 +11,24 @@ recorded, never hidden.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from onnxdual.attack import pgd
+from onnxdual.certify.manifest import is_manifest_path, read_manifest, stage_files
+from onnxdual.certify.margins import worst_margins
 from onnxdual.engine.network import DualNetwork, margin_matrix
-from onnxdual.errors import InvalidInputError, ModelLoadError
+from onnxdual.errors import InvalidInputError
+from onnxdual.reports.meta import RunMeta
 from onnxdual.frontend.onnx_import import load
-
-CASCADE_FORMAT = "onnxdual-cascade"
 
 
 @dataclass(frozen=True)
@@ -76,27 +77,11 @@ class CertifySettings:
 
 
 def load_stages(path: str | Path) -> list[Stage]:
-    """An ONNX file (one stage) or a cascade manifest (JSON listing stage ONNX files in order)."""
+    """An ONNX file (one stage) or a cascade manifest (:mod:`onnxdual.certify.manifest`, stages in order)."""
     p = Path(path)
-    if p.suffix.lower() == ".json":
-        try:
-            manifest = json.loads(p.read_text())
-        except FileNotFoundError as exc:
-            raise ModelLoadError(f"cascade manifest not found: {p}") from exc
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read cascade manifest {p}: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != CASCADE_FORMAT or \
-                not isinstance(manifest.get("stages"), list) or not manifest["stages"]:
-            raise ModelLoadError(f"{p} is not an onnxdual cascade manifest (format '{CASCADE_FORMAT}' "
-                                 "with a non-empty 'stages' list)")
-        stages = []
-        for i, entry in enumerate(manifest["stages"], 1):
-            file = entry.get("onnx") if isinstance(entry, dict) else None
-            if not isinstance(file, str):
-                raise ModelLoadError(f"{p}: stage {i} has no 'onnx' file name")
-            stage_path = (p.parent / file).resolve()
-            stages.append(Stage(f"stage {i}: {Path(file).name}", stage_path, load(stage_path)))
-        return stages
+    if is_manifest_path(p):
+        files = stage_files(read_manifest(p), p)
+        return [Stage(f"stage {i}: {f.name}", f, load(f)) for i, f in enumerate(files, 1)]
     return [Stage(p.name, p, load(p))]
 
 
@@ -113,6 +98,18 @@ class CertifyResult:
     @property
     def violations(self) -> list[dict]:
         return [r for r in self.stage_records if r["soundness_violation"]]
+
+    def run_meta(self, *, model: str, dataset: str, device: str, started: datetime, seconds: float,
+                 command: str | None = None, extra: Mapping[str, Any] | None = None,
+                 extra_violations: int = 0) -> RunMeta:
+        """The report's record of this run (:class:`~onnxdual.reports.meta.RunMeta`)."""
+        s = self.settings
+        return RunMeta(model=model, stages=[st.path.name for st in self.stages], dataset=dataset, norm=s.norm,
+                       eps=[float(e) for e in s.eps], clip=list(s.clip) if s.clip and s.norm == "linf" else None,
+                       bound=s.bound, device=device, started=started.isoformat(timespec="seconds"),
+                       seconds=round(seconds, 3), seed=s.seed,
+                       soundness_violations=len(self.violations) + extra_violations, command=command,
+                       extra=dict(extra or {}))
 
     def examples_frame(self) -> pd.DataFrame:
         return pd.DataFrame.from_records(self.records, columns=[
@@ -162,23 +159,6 @@ class CertifyResult:
         return pd.DataFrame(rows)
 
 
-def _stage_margins(net: nn.Module, x: Tensor, eps: float, settings: CertifySettings, num_classes: int,
-                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Prediction and the certified lower bound of its smallest margin ``min_j f_p - f_j`` (exact, or with
-    high probability when ``settings.probable`` is set)."""
-    with torch.no_grad():
-        pred = net(x).flatten(1).argmax(1)
-        dual = DualNetwork(net, x, eps, settings.norm, clip=settings.clip, generator=generator)
-        c = margin_matrix(pred, num_classes).to(x.dtype)
-        if settings.probable is None:
-            lb = dual.lower_bound(c)
-        else:
-            k, m = settings.projections
-            lb = dual.probable_lower_bound(c, settings.probable, k, m).value
-        lb[torch.arange(x.shape[0]), pred] = float("inf")
-    return pred, lb.min(1).values
-
-
 def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
             progress: Callable[[int], None] | None = None) -> CertifyResult:
     """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch."""
@@ -212,7 +192,8 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
             preds, margins, attacks = [], [], []
             for i, stage in enumerate(stages, 1):
                 t0 = time.perf_counter()
-                pred, margin = _stage_margins(stage.net, xb, eps, settings, num_classes, projections)
+                pred, margin = worst_margins(stage.net, xb, eps, settings.norm, settings.clip, settings.probable,
+                                             settings.projections, num_classes, projections)
                 bound_seconds += time.perf_counter() - t0
                 c = margin_matrix(yb, num_classes).to(xb.dtype)
                 mask = torch.ones_like(c[:, :, 0], dtype=torch.bool)

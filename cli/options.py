@@ -1,0 +1,87 @@
+"""Options and value parsers shared by the commands, defined once: device selection, eps, the data domain
+(clip), random projections. Each raises :class:`~onnxdual_cli.errors.UserError` (one ``onnxdual: error:``
+line, exit 2) on a bad value."""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+from onnxdual_cli.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def device_option(default: str = "auto"):
+    """``--device auto|cpu|cuda`` (auto: CUDA when there is one)."""
+    return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True)
+
+
+def pick_device(name: str):
+    """The torch device for ``--device NAME``; ``cuda`` without a CUDA device is a user error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def setup_torch(threads: int, device: str):
+    """Use ``threads`` CPU threads and return the device for ``--device``."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return pick_device(device)
+
+
+def parse_eps(text: str, what: str = "--eps") -> float:
+    """One positive, finite radius."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{what} {text!r} is not a number (e.g. {what} 0.1)") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"{what} must be positive and finite, got {text}")
+    return value
+
+
+def parse_eps_list(text: str, what: str = "--eps") -> tuple[float, ...]:
+    """A comma-separated list of positive, finite radii (``0.05,0.1``)."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            float(part)
+        except ValueError:
+            raise UserError(f"{what} {part!r} is not a number (use e.g. {what} 0.1 or {what} 0.05,0.1)") from None
+        values.append(parse_eps(part, what))
+    return tuple(values)
+
+
+def parse_clip(text: str, what: str = "--clip") -> tuple[float, float] | None:
+    """The data domain ``lo,hi`` (finite, ``lo <= hi``), or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{what} {text!r}: give two numbers 'lo,hi' (e.g. 0,1) or 'none'") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UserError(f"{what} {text!r}: the range must be finite")
+    if lo > hi:
+        raise UserError(f"{what} {text!r}: empty range {lo:g} > {hi:g}")
+    return lo, hi
+
+
+def parse_projections(text: str, what: str = "--projections") -> tuple[int, int]:
+    """``k,m``: two positive integers."""
+    try:
+        k, m = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{what} {text!r}: give two positive integers 'k,m' (e.g. 200,10)") from None
+    if k < 1 or m < 1:
+        raise UserError(f"{what} {text!r}: k and m must be positive")
+    return k, m

@@ -205,18 +205,14 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
 
 # ------------------------------------------------------------------------------------------ supports
 
-#: Oldest ONNX opset onnxdual loads (older models are upgraded with ONNX's version converter; VNN-COMP files
-#: use opsets 8 to 15). Models newer than onnx2torch's converters are converted down
-#: (onnxdual.verify.network), so the newest is the newest opset of the installed onnx package
-#: (tests/cli/test_verify_cli.py checks both).
-MIN_OPSET = 7
 VNNLIB_RANGE = ("1.0", "2.0")
 
 
 def _opsets() -> list[str]:
-    import onnx
+    """The opset range of the frontend's policy (onnxdual.frontend.opset; tests/cli/test_verify_cli.py)."""
+    from onnxdual.frontend import supported_opsets
 
-    return [str(MIN_OPSET), str(onnx.defs.onnx_opset_version())]
+    return [str(v) for v in supported_opsets()]
 
 
 def _operators() -> list[str]:

@@ -99,3 +99,86 @@ def test_unsupported_ops_are_listed_all_at_once():
     assert "Softmax (opset 17; node 'soft1', 'soft2')" in message and "Exp (opset 17; node 'exp1')" in message
     assert "plugin" in message and "\n" not in message
     assert {m.op_type for m in err.value.missing} == {"Softmax", "Exp"}
+
+
+def test_entry_point_names_carry_an_optional_schema_version():
+    assert registry.OpKey.parse("Clip") == registry.OpKey("", "Clip", registry.ALL_VERSIONS)
+    assert registry.OpKey.parse("Clip@13") == registry.OpKey("", "Clip", 13)
+    assert registry.OpKey.parse("ai.onnx::Clip@13") == registry.OpKey("", "Clip", 13)
+    assert registry.OpKey.parse("com.example::Gelu@2") == registry.OpKey("com.example", "Gelu", 2)
+    assert str(registry.OpKey("", "Clip", 13)) == "Clip@13" and str(registry.OpKey("", "Clip")) == "Clip"
+    for bad in ("Clip@", "Clip@x", "Clip@0"):
+        with pytest.raises(ValueError):
+            registry.OpKey.parse(bad)
+
+
+def test_a_versioned_plugin_name_in_metadata_is_found_and_a_malformed_one_is_a_load_error(monkeypatch):
+    class FakeDist:
+        def __init__(self, name, eps):
+            self.metadata, self.version = {"Name": name}, "1"
+            self.entry_points = [metadata.EntryPoint(n, "x:y", registry.GROUP) for n in eps]
+
+    monkeypatch.setattr(registry.metadata, "distributions",
+                        lambda: [FakeDist("onnxdual", ["Relu"]), FakeDist("a-plugin", ["Relu@14"])])
+    table = registry.default()
+    assert table.lookup("Relu", "", 14).distribution == "a-plugin"
+    assert table.lookup("Relu", "", 13).distribution == "onnxdual"
+    assert table.lookup("Relu").distribution == "onnxdual"
+    registry.refresh()
+    monkeypatch.setattr(registry.metadata, "distributions", lambda: [FakeDist("b-plugin", ["Relu@new"])])
+    with pytest.raises(PluginLoadError, match="b-plugin"):
+        registry.find_duals()
+
+
+def _relu_model(opset):
+    return make_model([helper.make_node("Relu", ["input"], ["output"])], [3], [3], opset=opset)
+
+
+def test_an_overlay_for_one_schema_version_applies_to_that_opset_range_only():
+    calls = []
+
+    def counting_relu(ctx):
+        calls.append(ctx.since_version)
+        return registry.default().lookup("Relu").load()(ctx)
+
+    overlay = registry.default().with_overrides({"Relu@14": counting_relu})
+    assert registry.lookup("Relu", "", 14).distribution == "onnxdual"  # the default is untouched
+    x = torch.tensor([[-1.0, 0.5, 2.0]])
+    reference = onnxdual.DualNetwork(onnxdual.load(_relu_model(17)), x, 0.1).lower_bound(torch.eye(3)[None])
+    for opset, expected in ((17, [14]), (13, [])):  # Relu-14 serves opsets 14.., Relu-13 opset 13
+        calls.clear()
+        net = onnxdual.load(_relu_model(opset), registry=overlay)
+        lb = onnxdual.DualNetwork(net, x, 0.1).lower_bound(torch.eye(3)[None])  # the loading registry
+        assert calls == expected
+        assert torch.equal(lb, reference)
+
+
+def test_an_overlay_adds_an_operator_and_the_engine_takes_the_registry_as_a_parameter():
+    from onnxdual.duals.base import ElementwiseActivation
+    from onnxdual.engine.build import build_dual
+
+    def abs_dual(ctx):
+        return ElementwiseActivation(ctx, fn=torch.abs, kinks=[0.0])
+
+    model = make_model([helper.make_node("Abs", ["input"], ["output"])], [2], [2])
+    overlay = registry.default().with_overrides({"Abs": abs_dual})
+    if registry.lookup("Abs") is None:
+        with pytest.raises(onnxdual.UnsupportedOpsError):
+            onnxdual.load(model)
+    net = onnxdual.load(model, registry=overlay)
+    x = torch.tensor([[-1.0, 2.0]])
+    built = build_dual(net, x, overlay)
+    assert built.steps[0].layer.ctx.since_version == 13
+    lb = onnxdual.DualNetwork(net, x, 0.5).lower_bound(torch.eye(2)[None])
+    assert torch.allclose(lb, torch.tensor([[0.5, 1.5]]))
+
+
+def test_a_custom_domain_without_schema_resolves_to_the_all_versions_entry():
+    from onnxdual.frontend.opset import since_version
+
+    assert since_version("Gelu", "com.example", 1) is None
+    assert since_version("Clip", "", 17) == 13 and since_version("Clip", "ai.onnx", 10) == 6
+    overlay = registry.default().with_overrides({"com.example::Gelu": "x:y"})
+    assert overlay.lookup("Gelu", "com.example", None).target == "x:y"
+    assert overlay.lookup("Gelu", "com.example", 3).target == "x:y"
+    assert overlay.lookup("Gelu") is None

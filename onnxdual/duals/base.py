@@ -39,17 +39,19 @@ from onnxdual.errors import InvalidInputError, UnsupportedNodeError
 
 @dataclass(frozen=True)
 class NodeContext:
-    """Everything a dual-layer factory may use to build the dual of one graph node.
+    """Everything a dual-layer factory may use to build the dual of one graph node, in ONNX terms.
 
     Attributes:
         name: the node's ONNX name (for messages).
         op_type, domain, opset: the ONNX operator and the opset version the model imports for its domain.
-        attributes: the ONNX node attributes, decoded to Python values.
-        module: the torch module onnx2torch built for the node; calling it reproduces the node.
-        inputs: one entry per node input: ``None`` for an input that depends on the network input
-            ("variable"), otherwise its constant value.
-        input_shapes: per-example shapes (no batch dimension) of the variable inputs, ``None`` for constants.
+        attributes: the ONNX node attributes, decoded to Python values (defaults are not filled in).
+        module: the torch module that computes the node; use it only through :meth:`call`.
+        inputs: one entry per ONNX input of the node: ``None`` for an input that depends on the network
+            input ("variable") or is omitted, otherwise its constant value (an initializer, a ``Constant``
+            or a constant subgraph's value; a trainable weight is the live tensor training updates).
+        input_shapes: per-example shapes (no batch dimension) of the variable inputs, ``None`` elsewhere.
         output_shape: per-example shape of the node's output.
+        since_version: the operator version the ONNX schema resolves for ``opset`` (None: no schema).
     """
 
     name: str
@@ -62,15 +64,26 @@ class NodeContext:
     input_shapes: tuple[torch.Size | None, ...]
     output_shape: torch.Size
     kwargs: dict[str, Any] = field(default_factory=dict)
+    since_version: int | None = None
+    variables: tuple[int, ...] | None = None  # positions of the variable inputs (None: where inputs is None)
+    module_args: tuple[Any, ...] | None = None  # the module's arguments, None for variable ones
 
     @property
     def variable_positions(self) -> tuple[int, ...]:
+        """ONNX input positions of the variable inputs, in order."""
+        if self.variables is not None:
+            return self.variables
         return tuple(i for i, value in enumerate(self.inputs) if value is None)
 
+    def constant(self, position: int) -> Tensor | None:
+        """The constant value of ONNX input ``position``; None if it is variable, omitted or absent."""
+        return self.inputs[position] if position < len(self.inputs) else None
+
     def call(self, *variable_values: Tensor) -> Tensor:
-        """Run the concrete module with the variable inputs substituted (constants filled in)."""
+        """Run the node's module with the variable inputs substituted (constants filled in)."""
         it = iter(variable_values)
-        args = [next(it) if value is None else value for value in self.inputs]
+        template = self.module_args if self.module_args is not None else self.inputs
+        args = [next(it) if value is None else value for value in template]
         out = self.module(*args, **self.kwargs)
         return out[0] if isinstance(out, (tuple, list)) else out
 

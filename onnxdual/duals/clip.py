@@ -19,22 +19,13 @@ def _limit(value) -> float | None:
 
 
 def clip_dual(ctx: NodeContext) -> ElementwiseActivation:
-    module = ctx.module
-    if isinstance(module, torch.nn.ReLU6):
-        low, high = 0.0, 6.0
-    elif isinstance(module, torch.nn.ReLU):
-        low, high = 0.0, None
-    elif isinstance(module, torch.nn.Hardtanh):
-        low, high = module.min_val, module.max_val
-    elif isinstance(module, torch.nn.Identity):
-        low, high = None, None
+    """Limits from the ONNX node: attributes ``min``/``max`` before opset 11, optional inputs 1 and 2 after."""
+    version = ctx.since_version or ctx.opset
+    if version and version < 11:
+        low, high = _limit(ctx.attributes.get("min")), _limit(ctx.attributes.get("max"))
     else:
-        low, high = _limit(getattr(module, "min_val", None)), _limit(getattr(module, "max_val", None))
-        if len(ctx.inputs) > 1 and ctx.inputs[1] is not None:
-            low = _limit(ctx.inputs[1])
-        if len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
-            high = _limit(ctx.inputs[2])
-    if len(ctx.variable_positions) != 1 or ctx.variable_positions[0] != 0:
+        low, high = _limit(ctx.constant(1)), _limit(ctx.constant(2))
+    if ctx.variable_positions != (0,):
         raise ctx.unsupported("Clip limits that depend on the network input are not supported")
 
     def clip(x: Tensor) -> Tensor:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from onnxdual.duals.base import AffineDual, NodeContext
 
 
 class LinearModuleDual(AffineDual):
-    """``nn.Linear`` (what onnx2torch makes of a Gemm with constant weights)."""
+    """``x @ W^T`` (times ``scale``) for a constant ``(out, in)`` matrix ``W``: a Gemm with a constant B."""
 
     def __init__(self, ctx: NodeContext, weight: Tensor, scale: float = 1.0):
         super().__init__(ctx)
@@ -30,7 +30,8 @@ class LinearModuleDual(AffineDual):
 
 
 class MatMulDual(AffineDual):
-    """``x @ W`` or ``W @ x`` with one constant operand (a Gemm with constant B, or MatMul)."""
+    """``x @ W`` or ``W @ x`` with one constant operand (a Gemm of any other form, or MatMul): the node's
+    own forward without its constant part."""
 
     def linear(self, *xs: Tensor | None) -> Tensor:
         return self.ctx.call(*xs) - self._constant_part()
@@ -43,15 +44,19 @@ class MatMulDual(AffineDual):
         if len(ctx.variable_positions) != 1:
             raise ctx.unsupported("a product of two inputs that both depend on the network input is not linear")
         self._offset = None
-        if ctx.op_type == "Gemm" and len(ctx.inputs) > 2 and ctx.inputs[2] is not None:
-            # Gemm with a bias: keep the bias out of the linear part.
-            beta = float(ctx.attributes.get("beta", 1.0))
-            self._offset = ctx.inputs[2] * beta
+        bias = ctx.constant(2) if ctx.op_type == "Gemm" else None
+        if bias is not None:  # Gemm with a bias: keep the bias out of the linear part
+            self._offset = bias * float(ctx.attributes.get("beta", 1.0))
 
 
 def gemm_dual(ctx: NodeContext) -> AffineDual:
-    if isinstance(ctx.module, nn.Linear):
-        return LinearModuleDual(ctx, ctx.module.weight)
+    """``alpha * A' B' + beta * C``: with variable A (not transposed) and constant B a matrix product with
+    ``W = B'^T`` (``B`` when ``transB``); every other form through the node's forward."""
+    weight = ctx.constant(1)
+    if (ctx.variable_positions == (0,) and weight is not None and weight.dim() == 2
+            and not int(ctx.attributes.get("transA", 0))):
+        w = weight if int(ctx.attributes.get("transB", 0)) else weight.T
+        return LinearModuleDual(ctx, w, float(ctx.attributes.get("alpha", 1.0)))
     return MatMulDual(ctx)
 
 
@@ -60,30 +65,40 @@ def matmul_dual(ctx: NodeContext) -> AffineDual:
 
 
 class ConvDual(AffineDual):
-    """``nn.Conv1d/2d/3d`` with any stride, padding, dilation and groups.
+    """ONNX ``Conv`` (1-d to 3-d) with a constant weight and any strides, pads, dilations and group.
 
-    ONNX allows asymmetric ``pads`` (TensorFlow exports use them for 'same' convolutions); onnx2torch turns
-    such a Conv into ``Sequential(zero padding, ConvNd)``. Zero padding is linear, so the pair is one affine
-    operation: ``A x = conv(pad(x))`` and ``A^T nu = crop(conv^T(nu))`` (cropping is the adjoint of zero
-    padding)."""
+    ONNX allows asymmetric ``pads`` (TensorFlow exports use them for 'same' convolutions). Zero padding is
+    linear, so a padding and the convolution are one affine operation: ``A x = conv(pad(x))`` and
+    ``A^T nu = crop(conv^T(nu))`` (cropping is the adjoint of zero padding). Symmetric pads are the
+    convolution's own padding."""
 
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
-        module = ctx.module
-        # F.pad order: (last-dim left, last-dim right, next-to-last left, ...)
-        self.pads: tuple[int, ...] = ()
-        if isinstance(module, nn.Sequential) and len(module) == 2:
-            padding, module = module[0], module[1]
-            pads = tuple(int(p) for p in getattr(padding, "pads", ()))
-            if (getattr(padding, "mode", None) != "constant" or float(getattr(padding, "constant_value", 1.0))
-                    or not pads or min(pads) < 0):
-                module = padding  # not a zero padding: reported below
-            self.pads = pads
-        if not isinstance(module, nn.modules.conv._ConvNd) or module.padding_mode != "zeros":
-            raise ctx.unsupported("only zero-padded convolutions are supported (onnx2torch turned this Conv "
-                                  f"into {type(ctx.module).__name__}, e.g. for a non-zero padding mode)")
-        self.conv = module
-        self.dims = len(module.kernel_size)
+        if ctx.variable_positions != (0,) or ctx.constant(1) is None:
+            raise ctx.unsupported("only convolutions of the data input with a constant weight are linear")
+        self.weight = ctx.constant(1)
+        self.dims = self.weight.dim() - 2
+        if not 1 <= self.dims <= 3:
+            raise ctx.unsupported(f"convolutions with {self.dims} spatial dimensions are not supported")
+        attrs = ctx.attributes
+        auto_pad = attrs.get("auto_pad", "NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        pads = [int(p) for p in attrs.get("pads", [0] * 2 * self.dims)]
+        if auto_pad == "VALID":
+            pads = [0] * 2 * self.dims
+        elif auto_pad != "NOTSET":
+            raise ctx.unsupported(f"auto_pad {auto_pad} without known input shapes; give explicit pads")
+        if min(pads) < 0:
+            raise ctx.unsupported("only zero-padded convolutions are supported (negative pads crop)")
+        self.stride = tuple(int(v) for v in attrs.get("strides", [1] * self.dims))
+        self.dilation = tuple(int(v) for v in attrs.get("dilations", [1] * self.dims))
+        self.groups = int(attrs.get("group", 1))
+        begins, ends = pads[:self.dims], pads[self.dims:]
+        # symmetric pads: the convolution pads; otherwise an explicit zero padding first, in F.pad order
+        # (last dimension first)
+        self.padding = tuple(begins) if begins == ends else (0,) * self.dims
+        self.pads: tuple[int, ...] = () if begins == ends else tuple(
+            p for d in reversed(range(self.dims)) for p in (begins[d], ends[d]))
 
     def _padded_shape(self) -> tuple[int, ...]:
         shape = list(self.ctx.input_shapes[0])
@@ -92,27 +107,21 @@ class ConvDual(AffineDual):
         return tuple(shape)
 
     def linear(self, x: Tensor) -> Tensor:
-        conv = self.conv
         if self.pads:
             x = F.pad(x, self.pads)
-        if isinstance(conv.padding, str):
-            return conv._conv_forward(x, conv.weight, None)
         fn = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
-        return fn(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return fn(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
 
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
-        conv = self.conv
-        if isinstance(conv.padding, str):  # 'same'/'valid' padding: fall back to the generic vjp
-            return super().transpose(nu)
-        in_shape = self._padded_shape()
-        in_spatial = in_shape[1:]
+        in_spatial = self._padded_shape()[1:]
         out_spatial = nu.shape[2:]
+        kernel = self.weight.shape[2:]
         output_padding = tuple(
-            in_spatial[d] - ((out_spatial[d] - 1) * conv.stride[d] - 2 * conv.padding[d]
-                             + conv.dilation[d] * (conv.kernel_size[d] - 1) + 1)
+            in_spatial[d] - ((out_spatial[d] - 1) * self.stride[d] - 2 * self.padding[d]
+                             + self.dilation[d] * (kernel[d] - 1) + 1)
             for d in range(self.dims))
         fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.dims - 1]
-        out = fn(nu, conv.weight, None, conv.stride, conv.padding, output_padding, conv.groups, conv.dilation)
+        out = fn(nu, self.weight, None, self.stride, self.padding, output_padding, self.groups, self.dilation)
         for i in range(len(self.pads) // 2):  # crop what the zero padding added
             dim = out.dim() - 1 - i
             out = out.narrow(dim, self.pads[2 * i], out.shape[dim] - self.pads[2 * i] - self.pads[2 * i + 1])
@@ -124,17 +133,15 @@ def conv_dual(ctx: NodeContext) -> AffineDual:
 
 
 class BatchNormDual(AffineDual):
-    """Batch normalisation with fixed (inference) statistics: a per-channel scale and shift (App. B.5)."""
+    """Batch normalisation with fixed (inference) statistics: a per-channel scale and shift (App. B.5).
+    The scale ``gamma / sqrt(var + epsilon)`` comes from the node's constant inputs 1 and 4."""
 
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
-        bn = ctx.module
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
-            self._scale_params = (weight, bn.running_var, bn.eps)
-        else:  # onnx2torch's generic OnnxBatchNorm takes its statistics as inputs
-            _, weight, _, _, var = ctx.inputs
-            self._scale_params = (weight, var, ctx.module.epsilon)
+        weight, var = ctx.constant(1), ctx.constant(4)
+        if ctx.variable_positions != (0,) or weight is None or var is None:
+            raise ctx.unsupported("only batch normalisation with constant scale and statistics is linear")
+        self._scale_params = (weight, var, float(ctx.attributes.get("epsilon", 1e-5)))
 
     def _scale(self, ndim: int) -> Tensor:
         weight, var, eps = self._scale_params

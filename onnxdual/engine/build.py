@@ -1,6 +1,9 @@
-"""Building a dual network: one dual layer per graph node, through the registry only.
+"""Building a dual network: one dual layer per graph node, through a dual-layer registry only.
 
-Building runs the network once on a single example to learn every node's shape and to evaluate the
+The registry is a value (:class:`onnxdual.registry.Registry`): the one given, else the one the network was
+loaded with (``onnxdual.load(path, registry=...)``), else the installed default. Each factory receives the
+node in ONNX terms (:class:`~onnxdual.duals.base.NodeContext`: attributes, constant inputs by ONNX position,
+opset and schema version); the torch module is only run. Building runs the network once on a single example to learn every node's shape and to evaluate the
 constant parts of the graph; it does not compute any bound (that is :mod:`onnxdual.engine.autodual`).
 """
 
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from onnxdual import registry
+from onnxdual import registry as registries
 from onnxdual.duals.base import ActivationDual, AffineDual, ConstantDual, DualLayer, NodeContext
 from onnxdual.errors import InvalidInputError, MissingOp, OnnxDualError, UnsupportedOpsError
 from onnxdual.frontend.graph import Graph, GraphNode, ValueRef, build_graph
@@ -65,19 +68,58 @@ class BuiltDual:
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def build_dual(net: nn.Module, example: Tensor) -> BuiltDual:
-    """Build (or reuse) the dual structure of ``net`` for inputs shaped like ``example`` ``(B, *shape)``."""
-    key = (tuple(example.shape[1:]), example.dtype, example.device)
+def build_dual(net: nn.Module, example: Tensor, registry: registries.Registry | None = None) -> BuiltDual:
+    """Build (or reuse) the dual structure of ``net`` for inputs shaped like ``example`` ``(B, *shape)``
+    with the dual layers of ``registry`` (None: the one ``net`` was loaded with, else the default)."""
+    if registry is None:
+        registry = getattr(net, "onnxdual_registry", None)
+    if registry is None:
+        registry = registries.default()
+    key = (tuple(example.shape[1:]), example.dtype, example.device, registry)
     per_net = _CACHE.setdefault(net, {})
     if key not in per_net:
-        per_net[key] = _build(net, example[:1].detach())
+        per_net[key] = _build(net, example[:1].detach(), registry)
     return per_net[key]
 
 
-def _build(net: nn.Module, x: Tensor) -> BuiltDual:
+class _OnnxValues:
+    """The values of the ONNX graph by ONNX name during the build walk, and which depend on the input."""
+
+    def __init__(self, net: nn.Module, input_name: str | None, x: Tensor):
+        self.net, self.values, self.variable = net, {}, set()
+        if input_name is not None:
+            self.values[input_name] = x
+            self.variable.add(input_name)
+
+    def record(self, info, out: Tensor, variable: bool) -> None:
+        if info.outputs and info.outputs[0]:
+            self.values[info.outputs[0]] = out
+            if variable:
+                self.variable.add(info.outputs[0])
+
+    def node_inputs(self, info) -> tuple[tuple, tuple, tuple[int, ...]]:
+        """Per ONNX input: constant value (or None), per-example shape of a variable input (or None);
+        and the variable positions."""
+        inputs, shapes, variables = [], [], []
+        for position, name in enumerate(info.inputs):
+            value, shape = None, None
+            if name in self.variable:
+                shape = self.values[name].shape[1:]
+                variables.append(position)
+            elif position in info.constants:
+                value = info.constants[position].resolve(self.net)
+            elif name:
+                value = self.values.get(name)
+            inputs.append(value)
+            shapes.append(shape)
+        return tuple(inputs), tuple(shapes), tuple(variables)
+
+
+def _build(net: nn.Module, x: Tensor, registry: registries.Registry) -> BuiltDual:
     graph = build_graph(net)
     values: dict[str, object] = {graph.input_name: x}
     variable = {graph.input_name}
+    onnx_values = _OnnxValues(net, getattr(net, "onnxdual_input_name", None), x)
     steps: list[DualStep] = []
     missing: list[MissingOp] = []
 
@@ -100,22 +142,26 @@ def _build(net: nn.Module, x: Tensor) -> BuiltDual:
             if any(isinstance(v, ValueRef) and v.name in variable for v in node.kwargs.values()):
                 raise InvalidInputError(f"node {node.info.name!r}: keyword inputs that depend on the network "
                                         "input are not supported")
+            onnx_values.record(node.info, out, bool(var_args))
             if not var_args:
                 continue  # a constant part of the graph: evaluated above, needs no dual layer
             variable.add(node.name)
-            entry = registry.lookup(node.info.op_type, node.info.domain)
+            info = node.info
+            entry = registry.lookup(info.op_type, info.domain, info.since_version)
             if entry is None:
-                missing.append(MissingOp(node.info.op_type, node.info.domain, node.info.opset, node.info.name))
+                missing.append(MissingOp(info.op_type, info.domain, info.opset, info.name))
                 continue
+            inputs, input_shapes, variables = onnx_values.node_inputs(info)
+            if len(variables) != len(var_args):
+                raise InvalidInputError(f"node {info.name!r} ({info.op_type}): its ONNX inputs and the "
+                                        "converted module's arguments disagree on which depend on the input")
             ctx = NodeContext(
-                name=node.info.name, op_type=node.info.op_type, domain=node.info.domain, opset=node.info.opset,
-                attributes=node.info.attributes, module=node.module,
-                inputs=tuple(None if isinstance(a, ValueRef) and a.name in variable else arg_value(a)
-                             for a in node.args),
-                input_shapes=tuple(values[a.name].shape[1:] if isinstance(a, ValueRef) and a.name in variable
-                                   else None for a in node.args),
-                output_shape=out.shape[1:],
-                kwargs=kwargs,
+                name=info.name, op_type=info.op_type, domain=info.domain, opset=info.opset,
+                attributes=info.attributes, module=node.module, inputs=inputs, input_shapes=input_shapes,
+                output_shape=out.shape[1:], kwargs=kwargs, since_version=info.since_version,
+                variables=variables,
+                module_args=tuple(None if isinstance(a, ValueRef) and a.name in variable else arg_value(a)
+                                  for a in node.args),
             )
             layer = entry.load()(ctx)
             if not isinstance(layer, DualLayer) or isinstance(layer, ConstantDual):

@@ -1,0 +1,17 @@
+"""The frontend owns every ONNX read, rewrite, opset decision and onnx2torch call; nothing outside it imports
+``onnx``, ``onnxruntime`` or ``onnx2torch``. Its rooms:
+
+* :mod:`~onnxdual.frontend.reader` -- file bytes (plain or gzip), parsing and checking, graph facts;
+* :mod:`~onnxdual.frontend.opset` -- THE opset policy (oldest/upgrade/convert opsets) and schema versions;
+* :mod:`~onnxdual.frontend.rewrites` -- graph rewrites before conversion (batch axis, pads, constants, ...);
+* :mod:`~onnxdual.frontend.convert` -- onnx2torch, and the per-node ONNX information the dual layers read;
+* :mod:`~onnxdual.frontend.onnx_import` -- ``onnxdual.load``, composed from the above;
+* :mod:`~onnxdual.frontend.graph` -- the engine's DAG view of a loaded module;
+* :mod:`~onnxdual.frontend.reference` -- the onnxruntime reference session (replays counterexamples);
+* :mod:`~onnxdual.frontend.torchvision_compat` -- lets onnx2torch import next to a broken torchvision.
+"""
+
+from onnxdual.frontend.convert import versions
+from onnxdual.frontend.opset import supported_opsets
+
+__all__ = ["supported_opsets", "versions"]

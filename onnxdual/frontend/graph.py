@@ -1,6 +1,6 @@
 """The engine's view of a network: a topologically ordered DAG of operator nodes (paper eq. 1).
 
-Built from the torch.fx module onnx2torch produces (:func:`onnxdual.load`). Each node keeps the torch module
+Built from the torch.fx module :func:`onnxdual.load` returns. Each node keeps the torch module
 that computes it, its ONNX identity (operator type, domain, opset, attributes) and where each of its
 arguments comes from: the network input, another node, or a constant.
 """
@@ -14,7 +14,7 @@ from typing import Union
 from torch import Tensor, fx, nn
 
 from onnxdual.errors import InvalidInputError
-from onnxdual.frontend.onnx_import import OnnxNodeInfo
+from onnxdual.frontend.convert import OnnxNodeInfo
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Make onnx2torch importable where the installed torchvision cannot load.
+"""Make onnx2torch importable where the installed torchvision cannot load (used by frontend.convert only).
 
 onnx2torch imports torchvision at import time, only for its NonMaxSuppression and RoiAlign converters.
 PyPI's torchvision wheels carry a compiled extension built against CUDA; next to a CPU-only torch that

@@ -1,33 +1,101 @@
 """``onnxdual train``: robustly train a model or a cascade, then certify it on the test split.
 
-A thin layer over :mod:`onnxdual.training`: parse and check the options, show progress, print a summary.
-Under ``torchrun --nproc_per_node N onnxdual train ...`` the command joins the process group and trains
+A thin layer over :mod:`onnxdual.training`: the options are declared once (:data:`OPTIONS`) and turned into
+the library's :class:`~onnxdual.training.config.TrainConfig` plus the command's own :class:`CommandOptions`
+by :func:`parse_options`; the command shows progress and prints a summary. Under
+``torchrun --nproc_per_node N onnxdual train ...`` the command joins the process group and trains
 data-parallel; only rank 0 writes files, evaluates and prints.
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from onnxdual_cli.errors import UserError, user_errors
+from onnxdual_cli.errors import SOUNDNESS_VIOLATION, UserError, user_errors
+from onnxdual_cli.options import device_option, parse_clip, parse_eps
 
-SOUNDNESS_VIOLATION = 3
+if TYPE_CHECKING:  # pragma: no cover
+    from onnxdual.training.config import TrainConfig
+
+#: every argument and option of ``onnxdual train``, in the order ``--help`` lists them
+OPTIONS = (
+    click.argument("model", required=False, type=click.Path(path_type=Path)),
+    click.option("--arch", default=None,
+                 help="Built-in architecture instead of MODEL: small, large, resnet, wide:K, deep:K. "
+                      "[default: small]"),
+    click.option("--data", type=click.Path(path_type=Path), default=None,
+                 help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train "
+                      "split and certifies the test split."),
+    click.option("--test-data", type=click.Path(path_type=Path), default=None,
+                 help="Data to certify at the end. [default: the test split of --data; for an .npz, the "
+                      "same file]"),
+    click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius."),
+    click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
+    click.option("--proj", "proj_text", default="50", show_default=True,
+                 help="Random projections for the training bound (Alg. 1), or 'exact'."),
+    click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True),
+    click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Learning rate. [default: 1e-3 for adam, 0.05 for sgd]"),
+    click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True),
+    click.option("--eps-start", "eps_start_text", default=None,
+                 help="Radius of the first step, ramped linearly to --eps. "
+                      "[default: 0.01 MNIST, 0.001 CIFAR]"),
+    click.option("--ramp-epochs", type=click.IntRange(min=0), default=20, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True),
+    device_option(),
+    click.option("--clip", "clip_text", default="0,1", show_default=True,
+                 help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable."),
+    click.option("--normalize", "normalize_text", default=None,
+                 help="Per-channel MEAN:STD layer built into --arch (e.g. 0.1307:0.3081); recorded in "
+                      "manifests."),
+    click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them."),
+    click.option("--cascade", "stages", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Train a cascade of up to K stages (Alg. 2)."),
+    click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-train"), show_default=True,
+                 help="Output directory (checkpoint, metrics.csv, model.onnx or cascade.json, report/)."),
+    click.option("--resume", is_flag=True, help="Continue the interrupted run in --out."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples."),
+    click.option("--eval-limit", type=click.IntRange(min=1), default=None,
+                 help="Certify the first N test examples. [default: all]"),
+    click.option("--no-eval", is_flag=True, help="Skip the final certification of the test split."),
+    click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True),
+    click.option("--epoch-onnx", is_flag=True, help="Also export epoch_XX.onnx after every epoch."),
+    click.option("--quiet", is_flag=True, help="No progress bars and no summary."),
+)
 
 
-def _parse_eps(text: str, what: str = "--eps") -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"{what} {text!r} is not a number (e.g. {what} 0.1)") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise UserError(f"{what} must be positive and finite, got {text}")
-    return value
+def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach :data:`OPTIONS` to ``command`` (as the same decorators stacked in that order would)."""
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+@dataclass(frozen=True)
+class CommandOptions:
+    """What the command does around the library's run (the run's settings are the ``TrainConfig``)."""
+
+    #: the model to train: an ONNX file, a built-in architecture name, or ``None`` (a resumed run's own)
+    source: Path | str | None
+    data: Path
+    test_data: Path | None
+    stages: int
+    out: Path
+    resume: bool
+    limit: int | None
+    eval_limit: int | None
+    no_eval: bool
+    pgd_steps: int
+    quiet: bool
+    #: ``--device`` as given (``auto``, ``cpu``, ``cuda``); the config gets the device it resolves to
+    device: str
 
 
 def _parse_proj(text: str) -> int | None:
@@ -41,18 +109,6 @@ def _parse_proj(text: str) -> int | None:
     if value < 1:
         raise UserError(f"--proj must be at least 1 (or 'exact'), got {value}")
     return value
-
-
-def _parse_clip(text: str) -> tuple[float, float] | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--clip {text!r}: give two numbers 'lo,hi' (e.g. 0,1) or 'none'") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise UserError(f"--clip {text!r} is not a range lo <= hi")
-    return lo, hi
 
 
 def _check_arch(name: str) -> None:
@@ -76,6 +132,49 @@ def _parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, 
     if len(mean) != len(std) or not all(s > 0 for s in std):
         raise UserError(f"--normalize {text!r}: need as many positive std values as means")
     return mean, std
+
+
+def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
+    """Check the parsed command line (the values of :data:`OPTIONS`, by parameter name) and split it into the
+    library's ``TrainConfig`` (device: ``--device`` as given) and the command's :class:`CommandOptions`.
+    Raises :class:`UserError` for the first bad value, in the order the options are listed."""
+    from onnxdual.training.config import TrainConfig
+
+    model: Path | None = o["model"]
+    arch: str | None = o["arch"]
+    data: Path | None = o["data"]
+    if model is not None and arch is not None:
+        raise UserError("give either MODEL or --arch, not both")
+    if data is None:
+        raise UserError("--data is required: an MNIST/CIFAR-10 directory or a .npz file with x and y")
+    if not data.exists():
+        raise UserError(f"data not found: {data}")
+    if o["test_data"] is not None and not o["test_data"].exists():
+        raise UserError(f"test data not found: {o['test_data']}")
+    eps = parse_eps(o["eps_text"])
+    eps_start = parse_eps(o["eps_start_text"], "--eps-start") if o["eps_start_text"] is not None else None
+    proj = _parse_proj(o["proj_text"])
+    clip = parse_clip(o["clip_text"])
+    normalize = _parse_normalize(o["normalize_text"])
+    if model is None and (arch is not None or not o["resume"]):
+        arch = arch or "small"
+        _check_arch(arch)
+    elif model is not None and not model.is_file():
+        raise UserError(f"model file not found: {model}")
+    if o["reinit"] and model is None:
+        raise UserError("--reinit applies to a given MODEL (built-in architectures always start fresh)")
+    if normalize is not None and model is not None:
+        raise UserError("--normalize applies to --arch (a given MODEL has its own preprocessing)")
+    config = TrainConfig(eps=eps, norm=o["norm"], proj=proj, epochs=o["epochs"],
+                         batch_size=o["batch_size"], optimizer=o["optimizer"], lr=o["lr"],
+                         eps_start=eps_start, ramp_epochs=o["ramp_epochs"], seed=o["seed"],
+                         device=o["device"], clip=clip, reinit=o["reinit"], normalize=normalize,
+                         export_epochs=o["epoch_onnx"])
+    command = CommandOptions(source=model if model is not None else arch, data=data, test_data=o["test_data"],
+                             stages=o["stages"], out=o["out"], resume=o["resume"], limit=o["limit"],
+                             eval_limit=o["eval_limit"], no_eval=o["no_eval"], pgd_steps=o["pgd_steps"],
+                             quiet=o["quiet"], device=o["device"])
+    return config, command
 
 
 class _Progress:
@@ -130,56 +229,77 @@ class _Progress:
             self.bar = None
 
 
+def _prepare_out(opts: CommandOptions) -> Path:
+    """The output directory, created; with ``--resume`` it must hold a run."""
+    from onnxdual.certify.manifest import MANIFEST
+    from onnxdual.files import prepare_dir
+    from onnxdual.training.checkpoint import CHECKPOINT
+
+    out = prepare_dir(opts.out)
+    if opts.resume and not any((out / name).exists() for name in (CHECKPOINT, MANIFEST, "stage1")):
+        raise UserError(f"--resume: nothing to resume in {out} (no {CHECKPOINT})")
+    return out
+
+
+def _train(opts: CommandOptions, config: TrainConfig, out: Path, progress: _Progress, show: bool) -> Path:
+    """Train the model (or the cascade) and print what it reached; returns the path of ``model.onnx`` (or
+    ``cascade.json``)."""
+    from onnxdual.data import load_dataset
+    from onnxdual.training.cascade import train_cascade
+    from onnxdual.training.loop import train
+
+    train_data = load_dataset(opts.data, split="train", limit=opts.limit)
+    try:
+        if opts.stages > 1:
+            cascade = train_cascade(opts.stages, opts.source, train_data, config, out, resume=opts.resume,
+                                    callbacks=[progress.callback])
+            if show and cascade.stopped_early:
+                click.echo(f"cascade stopped early: {cascade.manifest['stop_reason']}")
+            return cascade.manifest_path
+        run = train(opts.source, train_data, config, out, resume=opts.resume, callbacks=[progress.callback])
+        if show and run.history:
+            last = run.history[-1]
+            click.echo(f"trained {last['epoch']} epoch(s): robust loss {last['robust_loss']:.4f}, "
+                       f"robust error (training estimate) {last['robust_err_estimate']:.2%}, "
+                       f"clean error {last['clean_err']:.2%}")
+        return run.model_path
+    finally:
+        progress.close()
+
+
+def _evaluate(opts: CommandOptions, config: TrainConfig, trained_path: Path, out: Path, progress: _Progress,
+              show: bool) -> None:
+    """Certify the trained model on the test split, write ``report/`` and print the result; exit with
+    :data:`SOUNDNESS_VIOLATION` when an attack beats a certificate."""
+    from onnxdual.data import load_dataset
+    from onnxdual.training import evaluation
+
+    test_set = load_dataset(opts.test_data if opts.test_data is not None else opts.data, split="test",
+                            limit=opts.eval_limit)
+    meta = {"command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "trained_with": config.to_dict()}
+    try:
+        result = evaluation.evaluate(trained_path, test_set, eps=config.eps, norm=config.norm,
+                                     clip=config.clip, pgd_steps=opts.pgd_steps, seed=config.seed,
+                                     device=config.device, report_dir=out / "report", meta=meta,
+                                     progress=progress.eval_progress(test_set.x.shape[0]) if show else None)
+    except evaluation.SoundnessError as exc:
+        progress.close()
+        click.echo(f"onnxdual: error: {exc}", err=True)
+        sys.exit(SOUNDNESS_VIOLATION)
+    progress.close()
+    if show:
+        o = result.overall
+        label = "ℓ∞" if config.norm == "linf" else "ℓ2"
+        click.echo(f"test eps={config.eps:g} ({label}): certified {o['certified_accuracy']:.1%}, "
+                   f"PGD {o['pgd_accuracy']:.1%}, clean {o['clean_accuracy']:.1%} of {int(o['n'])} examples")
+        click.echo(f"report: {result.paths.get('report_html', out / 'report')}")
+
+
 @click.command()
-@click.argument("model", required=False, type=click.Path(path_type=Path))
-@click.option("--arch", default=None,
-              help="Built-in architecture instead of MODEL: small, large, resnet, wide:K, deep:K. "
-                   "[default: small]")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train split "
-                   "and certifies the test split.")
-@click.option("--test-data", type=click.Path(path_type=Path), default=None,
-              help="Data to certify at the end. [default: the test split of --data; for an .npz, the "
-                   "same file]")
-@click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option("--proj", "proj_text", default="50", show_default=True,
-              help="Random projections for the training bound (Alg. 1), or 'exact'.")
-@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Learning rate. [default: 1e-3 for adam, 0.05 for sgd]")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--eps-start", "eps_start_text", default=None,
-              help="Radius of the first step, ramped linearly to --eps. [default: 0.01 MNIST, 0.001 CIFAR]")
-@click.option("--ramp-epochs", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--clip", "clip_text", default="0,1", show_default=True,
-              help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable.")
-@click.option("--normalize", "normalize_text", default=None,
-              help="Per-channel MEAN:STD layer built into --arch (e.g. 0.1307:0.3081); recorded in "
-                   "manifests.")
-@click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them.")
-@click.option("--cascade", "stages", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train a cascade of up to K stages (Alg. 2).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-train"), show_default=True,
-              help="Output directory (checkpoint, metrics.csv, model.onnx or cascade.json, report/).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples.")
-@click.option("--eval-limit", type=click.IntRange(min=1), default=None,
-              help="Certify the first N test examples. [default: all]")
-@click.option("--no-eval", is_flag=True, help="Skip the final certification of the test split.")
-@click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
-@click.option("--epoch-onnx", is_flag=True, help="Also export epoch_XX.onnx after every epoch.")
-@click.option("--quiet", is_flag=True, help="No progress bars and no summary.")
+@train_options
 @user_errors
-def train_command(model: Path | None, arch: str | None, data: Path | None, test_data: Path | None,
-                  eps_text: str, norm: str, proj_text: str, epochs: int, batch_size: int, lr: float | None,
-                  optimizer: str, eps_start_text: str | None, ramp_epochs: int, seed: int, device: str,
-                  clip_text: str, normalize_text: str | None, reinit: bool, stages: int, out: Path,
-                  resume: bool, limit: int | None, eval_limit: int | None, no_eval: bool, pgd_steps: int,
-                  epoch_onnx: bool, quiet: bool) -> None:
+def train_command(**options: Any) -> None:
     """Robustly train MODEL (an ONNX file) or a built-in --arch on --data, then certify it.
 
     Implements the training of Wong et al. 2018 (random projections, eps ramp, App. G schedule) and robust
@@ -188,96 +308,27 @@ def train_command(model: Path | None, arch: str | None, data: Path | None, test_
     beats a certificate).
 
     Data parallel on N processes: torchrun --nproc_per_node N --no-python onnxdual train ..."""
-    from onnxdual.data import load_dataset
-    from onnxdual.training.cascade import MANIFEST, train_cascade
-    from onnxdual.training.trainer import (CHECKPOINT, SoundnessError, TrainConfig, dist_info, evaluate,
-                                           init_distributed, prepare_out_dir, resolve_device,
-                                           torchrun_world_size, train)
+    from onnxdual.training.distributed import (dist_info, init_distributed, resolve_device,
+                                               shutdown_distributed, torchrun_world_size)
 
-    if model is not None and arch is not None:
-        raise UserError("give either MODEL or --arch, not both")
-    if data is None:
-        raise UserError("--data is required: an MNIST/CIFAR-10 directory or a .npz file with x and y")
-    if not data.exists():
-        raise UserError(f"data not found: {data}")
-    if test_data is not None and not test_data.exists():
-        raise UserError(f"test data not found: {test_data}")
-    eps = _parse_eps(eps_text)
-    eps_start = _parse_eps(eps_start_text, "--eps-start") if eps_start_text is not None else None
-    proj = _parse_proj(proj_text)
-    clip = _parse_clip(clip_text)
-    normalize = _parse_normalize(normalize_text)
-    if model is None and (arch is not None or not resume):
-        arch = arch or "small"
-        _check_arch(arch)
-    elif model is not None and not model.is_file():
-        raise UserError(f"model file not found: {model}")
-    if reinit and model is None:
-        raise UserError("--reinit applies to a given MODEL (built-in architectures always start fresh)")
-    if normalize is not None and model is not None:
-        raise UserError("--normalize applies to --arch (a given MODEL has its own preprocessing)")
-    out = prepare_out_dir(out)
-    if resume and not any((out / name).exists() for name in (CHECKPOINT, MANIFEST, "stage1")):
-        raise UserError(f"--resume: nothing to resume in {out} (no {CHECKPOINT})")
-
+    config, opts = parse_options(options)
+    out = _prepare_out(opts)
     distributed = torchrun_world_size() > 1
-    dev = init_distributed(device) if distributed else resolve_device(device)
+    dev = init_distributed(opts.device) if distributed else resolve_device(opts.device)
+    config = replace(config, device=str(dev))
     world = dist_info()
-    show = not quiet and world.main
-    config = TrainConfig(eps=eps, norm=norm, proj=proj, epochs=epochs, batch_size=batch_size,
-                         optimizer=optimizer, lr=lr, eps_start=eps_start, ramp_epochs=ramp_epochs, seed=seed,
-                         device=str(dev), clip=clip, reinit=reinit, normalize=normalize,
-                         export_epochs=epoch_onnx)
-    train_data = load_dataset(data, split="train", limit=limit)
-    source: Any = model if model is not None else arch  # None: a resumed run's own model
+    show = not opts.quiet and world.main
     progress = _Progress(enabled=show and sys.stderr.isatty())
-    try:
-        if stages > 1:
-            cascade = train_cascade(stages, source, train_data, config, out, resume=resume,
-                                    callbacks=[progress.callback])
-            trained_path = cascade.manifest_path
-            if show and cascade.stopped_early:
-                click.echo(f"cascade stopped early: {cascade.manifest['stop_reason']}")
-        else:
-            run = train(source, train_data, config, out, resume=resume, callbacks=[progress.callback])
-            trained_path = run.model_path
-            if show and run.history:
-                last = run.history[-1]
-                click.echo(f"trained {last['epoch']} epoch(s): robust loss {last['robust_loss']:.4f}, "
-                           f"robust error (training estimate) {last['robust_err_estimate']:.2%}, "
-                           f"clean error {last['clean_err']:.2%}")
-    finally:
-        progress.close()
+    trained_path = _train(opts, config, out, progress, show)
     if show:
         click.echo(f"model: {trained_path}")
     if distributed:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-    if no_eval or not world.main:
-        return
-
-    test_set = load_dataset(test_data if test_data is not None else data, split="test", limit=eval_limit)
-    meta = {"command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "trained_with": config.to_dict()}
-    try:
-        result = evaluate(trained_path, test_set, eps=eps, norm=norm, clip=clip, pgd_steps=pgd_steps,
-                          seed=seed, device=str(dev), report_dir=out / "report", meta=meta,
-                          progress=progress.eval_progress(test_set.x.shape[0]) if show else None)
-    except SoundnessError as exc:
-        progress.close()
-        click.echo(f"onnxdual: error: {exc}", err=True)
-        sys.exit(SOUNDNESS_VIOLATION)
-    progress.close()
-    if show:
-        o = result.overall
-        label = "ℓ∞" if norm == "linf" else "ℓ2"
-        click.echo(f"test eps={eps:g} ({label}): certified {o['certified_accuracy']:.1%}, "
-                   f"PGD {o['pgd_accuracy']:.1%}, clean {o['clean_accuracy']:.1%} of {int(o['n'])} examples")
-        click.echo(f"report: {result.paths.get('report_html', out / 'report')}")
+        shutdown_distributed()
+    if not opts.no_eval and world.main:
+        _evaluate(opts, config, trained_path, out, progress, show)
 
 
-__all__ = ["train_command", "SOUNDNESS_VIOLATION"]
+__all__ = ["train_command", "parse_options", "CommandOptions", "OPTIONS", "SOUNDNESS_VIOLATION"]
 
 
 if __name__ == "__main__":  # ``torchrun --nproc_per_node N -m onnxdual_cli.train ...``

@@ -1,5 +1,5 @@
-"""The paper's architectures (Wong et al. 2018, §5 and App. G, as in its code release) as torch modules,
-and an atomic, checked ONNX export.
+"""The paper's architectures (Wong et al. 2018, §5 and App. G, as in its code release) as torch modules
+(their atomic, checked ONNX export is :func:`onnxdual.frontend.export.export_onnx`).
 
 Names (``build_architecture(name, (C, H, W))``); "down" is a 4x4 convolution with stride 2 and padding 1
 (halves H and W, rounding down), every other convolution is 3x3 with stride 1 and padding 1; every
@@ -11,9 +11,9 @@ convolution and hidden dense layer is followed by a ReLU:
     conv 32, down 32, conv 64, down 64, dense 512, dense 512, dense classes.
 ``resnet``
     conv 16, residual block 16, down 32, residual block 32, down 64, dense 100, dense classes. A residual
-    block is ``relu(conv(relu(conv(x))) + x)``. This is the reference model ``mnist_resnet`` of
-    the reference residual network used for the benchmarks (``MnistResnet``) for any input size and channel count; its
-    parameter names (``stem``, ``b1.c1``, ``down1`` ...) are those of the reference.
+    block is ``relu(conv(relu(conv(x))) + x)``. This is the reference model ``mnist_resnet``, the
+    reference residual network used for the benchmarks (``MnistResnet``), for any input size and channel
+    count; its parameter names (``stem``, ``b1.c1``, ``down1`` ...) are those of the reference.
 ``wide:K``
     down 4K, down 8K, dense 128K, dense classes (App. G: "two convolutional layers of 4 x k and 8 x k filters
     followed by a 128 x k fully connected layer").
@@ -32,22 +32,15 @@ layer named ``"normalize"`` without renumbering the others.
 
 from __future__ import annotations
 
-import copy
-import math
-import os
-import tempfile
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from onnxdual.errors import InvalidInputError, ModelLoadError
+from onnxdual.errors import InvalidInputError
 
-__all__ = ["ARCHITECTURES", "Normalize", "ResidualBlock", "build_architecture", "export_onnx"]
+__all__ = ["ARCHITECTURES", "Normalize", "ResidualBlock", "build_architecture"]
 
 ARCHITECTURES = ("small", "large", "resnet", "wide:K", "deep:K")
 
@@ -192,54 +185,3 @@ def build_architecture(name: str, input_shape: tuple[int, int, int], num_classes
             raise InvalidInputError("normalize must be a pair (mean, std)") from None
         named.insert(0, ("normalize", Normalize(mean, std, channels=c)))
     return nn.Sequential(OrderedDict(named))
-
-
-def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str], opset: int = 17,
-                check: bool = True) -> Path:
-    """Write ``model`` as a float32 ONNX file with a free batch dimension (input ``input``, output
-    ``logits``), with the legacy TorchScript exporter (``dynamo=False``).
-
-    The file appears atomically (written next to ``path``, then renamed), so a reader never sees a partial
-    file. ``model`` itself is left untouched (a float32 CPU copy in eval mode is exported). With ``check``,
-    the written graph is run with onnxruntime on a random batch and compared with the module before the
-    rename; a mismatch raises :class:`ModelLoadError`. Returns ``path``.
-    """
-    path = Path(path)
-    shape = tuple(int(s) for s in input_shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net = copy.deepcopy(model).float().cpu().eval()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (torch.zeros(1, *shape),), tmp, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        if check:
-            _check_export(net, shape, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _check_export(net: nn.Module, shape: tuple[int, ...], onnx_path: str) -> None:
-    import onnxruntime as ort
-
-    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
-    with torch.no_grad():
-        want = net(x).numpy()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"input": x.numpy()})[0]
-    except Exception as exc:
-        raise ModelLoadError(f"the exported ONNX graph does not run in onnxruntime: {exc}") from exc
-    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
-    tol = 1e-4 * max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
-    if got.shape != want.shape or not math.isfinite(diff) or diff > tol:
-        raise ModelLoadError(f"the exported ONNX graph disagrees with the torch module (output {got.shape} "
-                             f"vs {want.shape}, max abs difference {diff:.3g} > {tol:.3g})")

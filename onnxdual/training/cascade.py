@@ -6,10 +6,11 @@ is trained, every example still in the training set is certified around stage ``
 removed -- whether or not the prediction is correct, exactly as in Alg. 2. At test time a cascade answers
 with the first stage that certifies its prediction (:func:`onnxdual.certify.certify`).
 
-The default test is the exact dual bound (:class:`onnxdual.DualNetwork` ``.lower_bound``), computed in
-batches. For large training sets a cheaper test may be passed as ``certifier`` (e.g. a random-projection
-estimate, §3.2): which examples a later stage trains on only shapes training, never a certificate, because
-the cascade is certified with exact bounds at test time. Only the *number* of examples filtered changes.
+The default test is the exact dual bound of the one margin certifier that ``onnxdual certify`` uses too
+(:func:`onnxdual.certify.margins.certified_predictions`), computed in batches. For large training sets a
+cheaper test may be passed as ``certifier`` (e.g. a random-projection estimate, §3.2): which examples a
+later stage trains on only shapes training, never a certificate, because the cascade is certified with
+exact bounds at test time. Only the *number* of examples filtered changes.
 
 Layout of ``out_dir``::
 
@@ -30,24 +31,25 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from onnxdual.engine.network import DualNetwork, margin_matrix
+from onnxdual.certify.manifest import CASCADE_FORMAT, MANIFEST, MANIFEST_VERSION, write_manifest
+from onnxdual.certify.margins import certified_predictions
 from onnxdual.errors import InvalidInputError
-from onnxdual.training.trainer import (MODEL, RESUMABLE_CHANGES, ArrayData, TrainCallback, TrainConfig,
-                                       TrainData, atomic_write_bytes, dist_info, is_onnx_path,
-                                       prepare_out_dir, resolve_device, software_versions, train)
-
-MANIFEST = "cascade.json"
-CASCADE_FORMAT = "onnxdual-cascade"  # what onnxdual.certify.load_stages reads
-MANIFEST_VERSION = 1
+from onnxdual.files import atomic_write, prepare_dir
+from onnxdual.reports.meta import software_versions
+from onnxdual.training.checkpoint import CHECKPOINT, MODEL
+from onnxdual.training.config import TrainConfig, changed_settings
+from onnxdual.training.distributed import barrier, dist_info, resolve_device, run_sharded
+from onnxdual.training.interfaces import ArrayData, TrainCallback, TrainData
+from onnxdual.training.loop import train
+from onnxdual.training.source import ModelSource, manifest_source
 
 #: ``certifier(net, x) -> bool tensor``: which examples of ``x`` the stage ``net`` certifies
 Certifier = Callable[[nn.Module, Tensor], Tensor]
@@ -83,43 +85,15 @@ def exact_certifier(eps: float, norm: str = "linf", clip: tuple[float, float] | 
     i.e. the stage's own prediction is certified (sound lower bounds, Theorem 1)."""
 
     def certifier(net: nn.Module, x: Tensor) -> Tensor:
-        out = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                xb = x[start:start + batch_size]
-                pred = net(xb).flatten(1).argmax(1)
-                n_classes = net(xb[:1]).flatten(1).shape[1]
-                lb = DualNetwork(net, xb, eps, norm, clip=clip).lower_bound(
-                    margin_matrix(pred, n_classes).to(xb.dtype))
-                lb[torch.arange(xb.shape[0], device=xb.device), pred] = float("inf")
-                out[start:start + xb.shape[0]] = lb.min(1).values > 0
-        return out
+        return certified_predictions(net, x, eps, norm, clip, batch_size)
 
     return certifier
-
-
-def _certify_remaining(certifier: Certifier, net: nn.Module, x: Tensor) -> Tensor:
-    """The certifier on ``x``, each rank doing a contiguous share; the result is the same on every rank."""
-    world = dist_info()
-    if not world.active:
-        return certifier(net, x).to("cpu", torch.bool)
-    bounds = np.linspace(0, x.shape[0], world.world_size + 1).astype(int)
-    lo, hi = int(bounds[world.rank]), int(bounds[world.rank + 1])
-    mask = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-    if hi > lo:
-        mask[lo:hi] = certifier(net, x[lo:hi]).to(torch.int64)
-    dist.all_reduce(mask, op=dist.ReduceOp.SUM)
-    return mask.to("cpu").bool()
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
-    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write(path, buf.getvalue())
 
 
 def _subset(data: TrainData, index: np.ndarray) -> ArrayData:
@@ -127,7 +101,7 @@ def _subset(data: TrainData, index: np.ndarray) -> ArrayData:
     return ArrayData(data.x[idx], data.y[idx], getattr(data, "name", "train"), int(data.num_classes))
 
 
-def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module | None, train_data: TrainData,
+def train_cascade(stages: int, model_source: ModelSource | None, train_data: TrainData,
                   config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
                   callbacks: Sequence[TrainCallback] = (), certifier: Certifier | None = None,
                   certify_batch_size: int = 200) -> CascadeResult:
@@ -149,7 +123,7 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise InvalidInputError(f"a cascade needs at least one stage, got {stages!r}")
     world = dist_info()
-    out = prepare_out_dir(out_dir)
+    out = prepare_dir(out_dir)
     manifest_path = out / MANIFEST
     test = certifier or exact_certifier(config.eps, config.norm, config.effective_clip, certify_batch_size)
     n = int(train_data.x.shape[0])
@@ -166,12 +140,10 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
                 raise InvalidInputError(f"cannot read {manifest_path}: {exc}") from exc
             if previous.get("format") != CASCADE_FORMAT or previous.get("config") is None:
                 raise InvalidInputError(f"{manifest_path} is not a cascade written by onnxdual train")
-            saved = TrainConfig.from_dict(previous["config"])
-            changed = sorted(f.name for f in fields(TrainConfig) if f.name not in RESUMABLE_CHANGES
-                             and getattr(saved, f.name) != getattr(config, f.name))
+            changed = changed_settings(TrainConfig.from_dict(previous["config"]), config)
             if changed:
                 raise InvalidInputError(f"cannot resume {out}: the cascade used different settings "
-                                        f"({', '.join(f'{k}={getattr(saved, k)!r}' for k in changed)})")
+                                        f"({', '.join(changed)})")
             if previous.get("training_examples") != n:
                 raise InvalidInputError(f"cannot resume {out}: it was trained on "
                                         f"{previous.get('training_examples')} examples, not {n}")
@@ -187,7 +159,7 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
         hint = f": give the model or architecture {out} was started with" if resume else ""
         raise InvalidInputError("no model given to train" + hint)
     if world.active:
-        dist.barrier()  # every rank has checked the output directory before rank 0 writes into it
+        barrier()  # every rank has checked the output directory before rank 0 writes into it
 
     remaining = np.arange(n, dtype=np.int64)
     for entry in done:
@@ -200,19 +172,19 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
         "normalization": ({"mean": list(config.normalize[0]), "std": list(config.normalize[1])}
                           if config.normalize is not None else None),
         "requested_stages": stages, "training_examples": n, "complete": False, "stopped_early": False,
-        "stop_reason": None, "model": _source_text(model_source), "config": config.to_dict(),
+        "stop_reason": None, "model": manifest_source(model_source), "config": config.to_dict(),
         "versions": software_versions(),
     }
     device = resolve_device(config.device)
     for i in range(len(done) + 1, stages + 1):
         stage_dir = out / f"stage{i}"
         index_path = stage_dir / "train_indices.npy"
-        in_progress = (stage_dir / "checkpoint.pt").exists()
+        in_progress = (stage_dir / CHECKPOINT).exists()
         if resume and in_progress:
             if not index_path.exists() or not np.array_equal(np.load(index_path), remaining):
                 raise InvalidInputError(f"cannot resume {stage_dir}: its training examples do not match")
         elif world.main:
-            prepare_out_dir(stage_dir)
+            prepare_dir(stage_dir)
             _save_npy(index_path, remaining)
         for cb in callbacks:
             if isinstance(cb, CascadeCallback):
@@ -222,7 +194,7 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
                     resume=resume and in_progress, callbacks=callbacks)
         # Alg. 2: remove the examples this stage certifies from the training set of the next stages
         x_rem = train_data.x[torch.from_numpy(remaining)].to(device, torch.float32)
-        certified = _certify_remaining(test, run.net, x_rem).numpy()
+        certified = run_sharded(lambda x: test(run.net, x), x_rem).numpy()  # ranks share the work
         entry = {"onnx": f"stage{i}.onnx", "run": stage_dir.name, "trained_on": int(remaining.size),
                  "certified_train": int(certified.sum()), "seed": stage_config.seed,
                  "train_indices": f"{stage_dir.name}/train_indices.npy",
@@ -230,7 +202,7 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
                  "final_metrics": run.history[-1] if run.history else None}
         if world.main:
             _save_npy(stage_dir / "certified.npy", certified)
-            atomic_write_bytes(out / entry["onnx"], (stage_dir / MODEL).read_bytes())
+            atomic_write(out / entry["onnx"], (stage_dir / MODEL).read_bytes())
         remaining = remaining[~certified]
         manifest["stages"].append(entry)
         if remaining.size == 0 and i < stages:
@@ -240,9 +212,9 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
         manifest["complete"] = remaining.size == 0 or i == stages
         manifest["remaining_uncertified"] = int(remaining.size)
         if world.main:
-            _write_manifest(out, manifest)
+            write_manifest(out, manifest)
         if world.active:
-            dist.barrier()
+            barrier()
         for cb in callbacks:
             if isinstance(cb, CascadeCallback):
                 cb.on_stage_end(i, entry)
@@ -251,18 +223,8 @@ def train_cascade(stages: int, model_source: str | os.PathLike[str] | nn.Module 
     if not manifest["complete"]:  # resumed with every stage already done
         manifest["complete"] = True
         if world.main:
-            _write_manifest(out, manifest)
+            write_manifest(out, manifest)
     return CascadeResult(out, manifest_path, manifest, [out / s["onnx"] for s in manifest["stages"]])
 
 
-def _source_text(source: str | os.PathLike[str] | nn.Module) -> str:
-    """How the manifest names the model source (an absolute path for ONNX files, so a resume finds it)."""
-    if isinstance(source, nn.Module):
-        return type(source).__name__
-    if is_onnx_path(source):
-        return str(Path(source).resolve())
-    return str(source)
-
-
-__all__ = ["train_cascade", "CascadeResult", "CascadeCallback", "exact_certifier", "Certifier", "MANIFEST",
-           "CASCADE_FORMAT"]
+__all__ = ["train_cascade", "CascadeResult", "CascadeCallback", "exact_certifier", "Certifier"]

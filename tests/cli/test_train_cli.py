@@ -117,12 +117,12 @@ def test_a_run_in_progress_is_not_overwritten(tiny, tmp_path):
 
 
 def test_a_soundness_violation_exits_with_code_3(tiny, tmp_path, monkeypatch):
-    import onnxdual.training.trainer as trainer
+    import onnxdual.training.evaluation as evaluation
 
     def broken(*args, **kwargs):
-        raise trainer.SoundnessError("soundness violation: robust error below PGD error (test)")
+        raise evaluation.SoundnessError("soundness violation: robust error below PGD error (test)")
 
-    monkeypatch.setattr(trainer, "evaluate", broken)
+    monkeypatch.setattr(evaluation, "evaluate", broken)
     model, data = tiny
     result = run(model, "--data", data, *FAST, "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 3

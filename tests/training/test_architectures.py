@@ -14,7 +14,8 @@ from torch import nn
 
 import onnxdual
 from onnxdual.errors import InvalidInputError, ModelLoadError
-from onnxdual.training.architectures import ARCHITECTURES, build_architecture, export_onnx
+from onnxdual.frontend.export import export_onnx
+from onnxdual.training.architectures import ARCHITECTURES, build_architecture
 
 NAMES = ["small", "large", "resnet", "wide:1", "wide:2", "deep:1", "deep:3"]
 SHAPES = [(1, 28, 28), (3, 32, 32)]

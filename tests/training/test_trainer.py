@@ -17,8 +17,9 @@ import onnxdual
 from onnxdual.errors import InvalidInputError, ModelLoadError
 from onnxdual.training import (ArrayData, SoundnessError, TrainCallback, TrainConfig, eps_at, evaluate, lr_at,
                                train)
-from onnxdual.training.trainer import (METRIC_COLUMNS, default_eps_start, parameter_bindings, read_checkpoint,
-                                       resolve_eps_start)
+from onnxdual.frontend.export import parameter_bindings
+from onnxdual.training.checkpoint import METRIC_COLUMNS, read_checkpoint
+from onnxdual.training.config import default_eps_start, resolve_eps_start
 from tests.onnx_builders import make_model, run_ort
 
 from tests.training.shared import SHAPE, export, synthetic  # noqa: E402

@@ -1,0 +1,209 @@
+"""ONNX out of torch: a module exported to an ONNX file (checked in onnxruntime), and the parameters a
+training run learned written back into the initializers of the ONNX graph it trained.
+
+Training always works on the module :func:`onnxdual.load` builds from an ONNX graph (the dual network is
+built from that graph), so the trained model is that same graph with new initializer values: the exported
+file has exactly the structure that was trained and certified. Both directions are checked against the torch
+module in onnxruntime before a file is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import Tensor, fx, nn
+
+from onnxdual.errors import InvalidInputError, ModelLoadError
+from onnxdual.files import atomic_write
+
+#: the opset of the graphs :func:`export_onnx` writes (the legacy TorchScript exporter's)
+EXPORT_OPSET = 17
+
+#: an ONNX model, for the annotations of modules that must not import ONNX themselves
+ModelProto = onnx.ModelProto
+
+
+def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str],
+                opset: int = EXPORT_OPSET, check: bool = True) -> Path:
+    """Write ``model`` as a float32 ONNX file with a free batch dimension (input ``input``, output
+    ``logits``), with the legacy TorchScript exporter (``dynamo=False``).
+
+    The file appears atomically (:func:`onnxdual.files.atomic_write`), so a reader never sees a partial
+    file. ``model`` itself is left untouched (a float32 CPU copy in eval mode is exported). With ``check``,
+    the exported graph is run with onnxruntime on a random batch and compared with the module before the
+    file is written; a mismatch raises :class:`ModelLoadError`. Returns ``path``.
+    """
+    path = Path(path)
+    shape = tuple(int(s) for s in input_shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(model).float().cpu().eval()
+    with tempfile.TemporaryDirectory(prefix="onnxdual-export-") as tmp:
+        exported = Path(tmp) / path.name
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, *shape),), str(exported), dynamo=False,
+                              opset_version=opset, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        data = exported.read_bytes()
+    if check:
+        _check_export(net, shape, data)
+    atomic_write(path, data)
+    return path
+
+
+def _session(model: bytes):
+    """An onnxruntime CPU session for a serialised model (warnings silenced)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _check_export(net: nn.Module, shape: tuple[int, ...], model: bytes) -> None:
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
+    with torch.no_grad():
+        want = net(x).numpy()
+    try:
+        got = _session(model).run(None, {"input": x.numpy()})[0]
+    except Exception as exc:
+        raise ModelLoadError(f"the exported ONNX graph does not run in onnxruntime: {exc}") from exc
+    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+    tol = 1e-4 * max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+    if got.shape != want.shape or not math.isfinite(diff) or diff > tol:
+        raise ModelLoadError(f"the exported ONNX graph disagrees with the torch module (output {got.shape} "
+                             f"vs {want.shape}, max abs difference {diff:.3g} > {tol:.3g})")
+
+
+def model_from_bytes(data: bytes) -> onnx.ModelProto:
+    """An ONNX model from its serialised bytes (e.g. the template a training checkpoint holds)."""
+    return onnx.load_from_string(data)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One trained tensor of the fx module and the ONNX initializer it is written back to."""
+
+    tensor: str
+    initializer: str
+    to_onnx: Callable[[Tensor], Tensor]
+
+
+def parameter_bindings(model: onnx.ModelProto, net: fx.GraphModule) -> list[Binding]:
+    """Map every trainable tensor of ``net`` (from :func:`onnxdual.load` of ``model``) to its initializer.
+
+    onnx2torch names each module after its ONNX node (``OnnxGraph`` unique names) and builds ``nn.Conv*``
+    from Conv (weight = input 1, bias = input 2), ``nn.Linear`` from Gemm with constant operands (weight
+    ``alpha * B``, transposed when ``transB = 0``; bias ``beta * C``) and ``nn.BatchNorm*`` from
+    BatchNormalization (scale, bias, mean, var = inputs 1..4). Constants that onnx2torch keeps as buffers
+    (MatMul/Add operands, ...) are not trained. Raises :class:`InvalidInputError` for a trainable tensor
+    that cannot be written back, or an initializer shared by several nodes (training would untie it).
+    """
+    from onnx2torch.onnx_graph import OnnxGraph
+
+    modules = dict(net.named_modules())
+    initializers = {t.name: t for t in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    bindings: list[Binding] = []
+
+    def bind(module_name: str, attr: str, node: onnx.NodeProto, position: int,
+             to_onnx: Callable[[Tensor], Tensor] = lambda t: t) -> None:
+        if position >= len(node.input) or node.input[position] not in initializers:
+            raise InvalidInputError(f"cannot train node {node.name or node.op_type!r}: its input {position} "
+                                    "is not an initializer, so the trained value has nowhere to go")
+        name = node.input[position]
+        if uses.get(name, 0) > 1:
+            raise InvalidInputError(f"initializer {name!r} is shared by several nodes; "
+                                    "training would untie it")
+        expected = tuple(initializers[name].dims)
+        got = tuple(to_onnx(getattr(modules[module_name], attr).detach()).shape)
+        if got != expected:
+            raise InvalidInputError(f"node {node.name or node.op_type!r}: trained {attr} has shape {got} but "
+                                    f"initializer {name!r} has shape {expected}")
+        bindings.append(Binding(f"{module_name}.{attr}" if module_name else attr, name, to_onnx))
+
+    for unique_name, onnx_node in OnnxGraph(model.graph).nodes.items():
+        module = modules.get(unique_name)
+        if module is None or not list(module.parameters(recurse=False)):
+            continue
+        node = onnx_node.proto
+        if isinstance(module, nn.Linear) and node.op_type == "Gemm":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+            trans_b = int(attrs.get("transB", 0)) != 0
+
+            def weight(t: Tensor, alpha: float = alpha, trans_b: bool = trans_b) -> Tensor:
+                w = t / alpha if alpha != 1.0 else t
+                return w if trans_b else w.T
+
+            bind(unique_name, "weight", node, 1, weight)
+            if module.bias is not None:
+                bind(unique_name, "bias", node, 2, lambda t, beta=beta: t / beta if beta != 1.0 else t)
+        elif isinstance(module, nn.modules.conv._ConvNd) and node.op_type in ("Conv", "ConvTranspose"):
+            bind(unique_name, "weight", node, 1)
+            if module.bias is not None:
+                bind(unique_name, "bias", node, 2)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and node.op_type == "BatchNormalization":
+            for position, attr in enumerate(("weight", "bias", "running_mean", "running_var"), 1):
+                if getattr(module, attr, None) is not None:
+                    bind(unique_name, attr, node, position)
+        else:
+            raise InvalidInputError(f"cannot train node {node.name or node.op_type!r} ({node.op_type}): "
+                                    "onnxdual does not know where its trained parameters go in the graph")
+    bound = {b.tensor for b in bindings}
+    loose = [name for name, _ in net.named_parameters() if name not in bound]
+    if loose:
+        raise InvalidInputError(f"cannot map trained parameter(s) {', '.join(loose[:3])} "
+                                "back to the ONNX graph")
+    if not any(True for _ in net.parameters()):
+        raise InvalidInputError("the model has no trainable parameters (weights of Conv, Gemm or "
+                                "BatchNormalization nodes)")
+    return bindings
+
+
+def trained_model(template: onnx.ModelProto, net: nn.Module, bindings: Sequence[Binding]) -> onnx.ModelProto:
+    """A copy of ``template`` whose initializers hold ``net``'s current parameters."""
+    model = onnx.ModelProto()
+    model.CopyFrom(template)
+    state = net.state_dict()
+    index = {t.name: i for i, t in enumerate(model.graph.initializer)}
+    for b in bindings:
+        old = model.graph.initializer[index[b.initializer]]
+        value = b.to_onnx(state[b.tensor].detach().to("cpu")).contiguous().numpy()
+        value = value.astype(onnx.helper.tensor_dtype_to_np_dtype(old.data_type), copy=False)
+        model.graph.initializer[index[b.initializer]].CopyFrom(numpy_helper.from_array(value, b.initializer))
+    return model
+
+
+def check_onnx_parity(model: onnx.ModelProto, net: nn.Module, x: Tensor, tol: float = 1e-4) -> float:
+    """Run ``model`` in onnxruntime and ``net`` in torch on ``x``; raise if they differ. Returns the largest
+    absolute difference."""
+    sess = _session(model.SerializeToString())
+    xs = x.detach().to("cpu", torch.float32)
+    got = sess.run(None, {sess.get_inputs()[0].name: xs.numpy()})[0]
+    with torch.no_grad():
+        param = next(net.parameters())
+        expected = net(xs.to(param.device)).to("cpu").numpy()
+    diff = float(np.abs(got.reshape(expected.shape) - expected).max())
+    scale = max(1.0, float(np.abs(expected).max()))
+    if not diff <= tol * scale:
+        raise RuntimeError(f"exported ONNX model differs from the trained network by {diff:.3g} (bug)")
+    return diff
+
+
+__all__ = ["EXPORT_OPSET", "ModelProto", "export_onnx", "model_from_bytes", "Binding", "parameter_bindings",
+           "trained_model", "check_onnx_parity"]

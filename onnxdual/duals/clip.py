@@ -19,7 +19,7 @@ def _limit(value) -> float | None:
 
 
 def clip_dual(ctx: NodeContext) -> ElementwiseActivation:
-    """Limits from the ONNX node: attributes ``min``/``max`` before opset 11, optional inputs 1 and 2 after."""
+    """Limits from the ONNX node: attributes ``min``/``max`` before Clip-11, optional inputs 1, 2 after."""
     version = ctx.since_version or ctx.opset
     if version and version < 11:
         low, high = _limit(ctx.attributes.get("min")), _limit(ctx.attributes.get("max"))
@@ -29,6 +29,6 @@ def clip_dual(ctx: NodeContext) -> ElementwiseActivation:
         raise ctx.unsupported("Clip limits that depend on the network input are not supported")
 
     def clip(x: Tensor) -> Tensor:
-        return torch.clamp(x, low, high)
+        return x if low is None and high is None else torch.clamp(x, low, high)
 
     return ElementwiseActivation(ctx, fn=clip, kinks=[k for k in (low, high) if k is not None])

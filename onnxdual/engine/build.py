@@ -3,7 +3,9 @@
 The registry is a value (:class:`onnxdual.registry.Registry`): the one given, else the one the network was
 loaded with (``onnxdual.load(path, registry=...)``), else the installed default. Each factory receives the
 node in ONNX terms (:class:`~onnxdual.duals.base.NodeContext`: attributes, constant inputs by ONNX position,
-opset and schema version); the torch module is only run. Building runs the network once on a single example to learn every node's shape and to evaluate the
+opset and schema version); the torch module is only run.
+
+Building runs the network once on a single example to learn every node's shape and to evaluate the
 constant parts of the graph; it does not compute any bound (that is :mod:`onnxdual.engine.autodual`).
 """
 

@@ -94,8 +94,8 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""
 
 
-def _check_conversion(net: nn.Module, session: ReferenceSession, shape: tuple[int, ...], example_shape: tuple[int, ...],
-                      source: str) -> int:
+def _check_conversion(net: nn.Module, session: ReferenceSession, shape: tuple[int, ...],
+                      example_shape: tuple[int, ...], source: str) -> int:
     """The torch module must compute onnxruntime's outputs, also for a batch of inputs. Returns the number
     of outputs."""
     rng = np.random.default_rng(0)  # positive, mixed and wide probes: ReLUs must not hide a wrong layout

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, AffineDual, LinearRelaxation
+from onnxdual.engine import cost
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.tail_bounds import TailBound
@@ -183,8 +184,8 @@ def _apply_affine(layer: AffineDual, inputs: list[_State]) -> _State:
 
 def backward_rows(built: BuiltDual, input_set: InputSet, memory_budget: int) -> int:
     """How many backward rows (units bounded at once) fit ``memory_budget`` for this batch."""
-    batch = input_set.center.shape[0]
-    return max(1, memory_budget // (4 * batch * built.largest_value * input_set.center.element_size()))
+    return cost.backward_rows(input_set.center.shape[0], built.largest_value, input_set.center.element_size(),
+                              memory_budget)
 
 
 def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
@@ -219,13 +220,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     offsets: dict[str, Tensor] = {}
     batch = input_set.center.shape[0]
     max_rows = backward_rows(built, input_set, memory_budget)
-    # units of the next activation at or after each step: the switch is decided before the layers that lead
-    # to an activation, so no forward work is spent on columns the backward pass then replaces
-    next_units, upcoming = [0] * (last + 1), 0
-    for i in range(last, -1, -1):
-        if isinstance(built.steps[i].layer, ActivationDual):
-            upcoming = math.prod(built.steps[i].input_shapes[0])
-        next_units[i] = upcoming
+    next_units = cost.units_ahead(built)
     for i, step in enumerate(built.steps[: last + 1]):
         inputs = [] if backward else [states[name] for name in step.variable_inputs]
         if proj is None and not backward and any(_turn_backward(next_units[i], s, batch) for s in inputs):
@@ -260,16 +255,10 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
 
 
 def _turn_backward(units: int, state: _State, batch: int) -> bool:
-    """Whether bounding ``units`` backwards is cheaper than carrying the forward columns on.
-
-    Forward columns shared by the batch (``Bt = 1``) cost ``1/B`` of per-example ones; backward rows start
-    shared too, so compare the per-example column count with the number of units."""
-    per_example = sum(t.shape[1] * (1 if t.shape[0] > 1 else 1 / batch) for t in state.terms.values())
-    return SWITCH_FACTOR * units < per_example
-
-
-#: backward when units * SWITCH_FACTOR < per-example forward columns (tuned on the reference models)
-SWITCH_FACTOR = 2.0
+    """Whether bounding ``units`` backwards is cheaper than carrying this state's forward columns on
+    (:mod:`onnxdual.engine.cost`)."""
+    return cost.turns_backward(units, cost.column_cost(((t.shape[0], t.shape[1]) for t in state.terms.values()),
+                                                       batch))
 
 
 def _activation_state(state: _State, relax: LinearRelaxation, proj: int | None,

@@ -61,6 +61,12 @@ class InputSet(ABC):
     def chunk(self, index: slice) -> "InputSet":
         """The sets of examples ``index``."""
 
+    def column_range(self) -> tuple[int, int]:
+        """The fewest and the most input columns the exact pass needs for any subset of the examples
+        (coordinates that no example perturbs need none); sizes memory (:mod:`onnxdual.engine.cost`)."""
+        n = self.center[0].numel()
+        return n, n
+
 
 @dataclass(frozen=True)
 class Box(InputSet):
@@ -116,6 +122,10 @@ class Box(InputSet):
 
     def chunk(self, index: slice) -> "Box":
         return Box(self.lower[index], self.upper[index], self.norm)
+
+    def column_range(self) -> tuple[int, int]:
+        perturbed = (self.radius.flatten(1) > 0)
+        return int(perturbed.all(0).sum()), int(perturbed.any(0).sum())
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.autodual import PassResult, Splits, forward_pass, objective
 from onnxdual.engine.build import BuiltDual, build_dual
+from onnxdual.engine.cost import examples_per_pass
 from onnxdual.engine.input_sets import InputSet, make_input_set
 from onnxdual.engine.probable import probable_pass
 from onnxdual.errors import InvalidInputError
@@ -113,22 +114,12 @@ class DualNetwork:
         return self._built
 
     def chunk_size(self) -> int:
-        """Examples per exact pass so that the largest forward term fits the memory budget."""
+        """Examples per exact pass so that its forward phase fits the memory budget (the pass's own switch
+        rule, :mod:`onnxdual.engine.cost`)."""
         if self.proj is not None:
             return self.x.shape[0]
-        # mirror the forward phase of the pass: columns grow with each activation until the pass turns
-        # backward (at the first activation with fewer units than columns; see forward_pass)
-        columns = self.x[0].numel()
-        largest = columns * columns
-        for step in self.built.steps:
-            units = math.prod(step.output_shape)
-            largest = max(largest, columns * units)
-            if isinstance(step.layer, ActivationDual):
-                if units < columns:
-                    break
-                columns += units  # the new gap columns are shared by the batch: they count once below
-        per_example = 4 * largest * self.x.element_size()  # a term, its image, |.| and slack
-        return max(1, min(self.x.shape[0], self.memory_budget // max(per_example, 1)))
+        return examples_per_pass(self.built, self.input_set.column_range(), self.x.shape[0],
+                                 self.x.element_size(), self.memory_budget)
 
     # -- computing -------------------------------------------------------------------------------------
     def _ensure_pass(self) -> list[tuple[slice, PassResult]]:

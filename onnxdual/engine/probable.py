@@ -28,7 +28,8 @@ import math
 import torch
 
 from onnxdual.duals.base import ActivationDual, LinearRelaxation
-from onnxdual.engine.autodual import SWITCH_FACTOR, PassResult, backward_bounds, backward_rows, forward_pass
+from onnxdual.engine.autodual import PassResult, backward_bounds, backward_rows, forward_pass
+from onnxdual.engine.cost import turns_backward
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
 from onnxdual.engine.tail_bounds import TailBound
@@ -44,7 +45,7 @@ def plan(built: BuiltDual, columns: int) -> tuple[list[bool], int]:
             continue
         units = math.prod(step.input_shapes[0])  # the bounds are needed on the activation's input
         sources = 1 + earlier
-        forward = not SWITCH_FACTOR * units < columns * sources
+        forward = not turns_backward(units, columns * sources)
         estimated.append(forward)
         if forward:
             count += units * sources

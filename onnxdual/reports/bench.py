@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from onnxdual.errors import InvalidInputError
-from onnxdual.reports._format import fmt_num, fmt_seconds, is_missing, to_jsonable
-from onnxdual.reports.html import _environment
+from onnxdual.reports.formatting import fmt_num, fmt_seconds, is_missing, to_jsonable
+from onnxdual.reports.html import template_environment
 from onnxdual.files import prepare_dir, write_files_atomically
 
 BENCH_FILES: dict[str, str] = {
@@ -76,7 +76,7 @@ def render_bench_html(results: pd.DataFrame, summary: pd.DataFrame, meta: Mappin
            "correct": int(overall.get("correct", 0) or 0)},
         "unsound": unsound or [], "regressions": regressions or [],
     }
-    return _environment().get_template("bench_report.html.j2").render(**context)
+    return template_environment().get_template("bench_report.html.j2").render(**context)
 
 
 def write_bench_report(out_dir: str | os.PathLike[str], results: pd.DataFrame, summary: pd.DataFrame,

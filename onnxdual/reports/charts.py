@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from onnxdual.reports._format import fmt_eps, fmt_pct
+from onnxdual.reports.formatting import fmt_eps, fmt_pct
 
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
 CERTIFIED = "#009E73"

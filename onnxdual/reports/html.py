@@ -1,7 +1,7 @@
 """Render a certification result as one self-contained HTML page.
 
 The page has no JavaScript and references nothing outside itself: CSS is inline, charts are inline SVG
-drawn by matplotlib (:mod:`onnxdual.reports._charts`), and collapsing uses ``<details>``. The template is
+drawn by matplotlib (:mod:`onnxdual.reports.charts`), and collapsing uses ``<details>``. The template is
 ``templates/certify_report.html.j2`` (package data); this module only turns DataFrames into plain,
 already-formatted values for it.
 """
@@ -21,8 +21,8 @@ import pandas as pd
 from markupsafe import Markup
 
 from onnxdual.errors import InvalidInputError
-from onnxdual.reports import _charts
-from onnxdual.reports._format import (
+from onnxdual.reports.charts import accuracy_vs_eps, cascade_stages, margin_histograms
+from onnxdual.reports.formatting import (
     MISSING,
     as_float,
     fmt_eps,
@@ -355,7 +355,8 @@ def _run_details(meta: Mapping[str, Any], probabilistic: bool) -> dict[str, Any]
 
 
 @functools.lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The jinja2 environment of every report template (autoescaping, strict about missing values)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("onnxdual.reports", "templates"),
         autoescape=True,  # the templates are .html.j2, which select_autoescape would not recognise
@@ -413,23 +414,23 @@ def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str
         charts.append({"title": f"Accuracy at ε = {fmt_eps(overall['eps'].iloc[0])}",
                        "caption": "Certified accuracy (proven lower bound), PGD accuracy (attack upper bound) "
                                   "and clean accuracy; the true robust accuracy lies between the first two.",
-                       "svg": Markup(_charts.accuracy_vs_eps(overall))})
+                       "svg": Markup(accuracy_vs_eps(overall))})
     elif len(overall) > 1:
         charts.append({"title": "Accuracy against ε",
                        "caption": "Certified accuracy (proven lower bound) and PGD accuracy (attack upper bound); "
                                   "the true robust accuracy lies in the shaded band. Dashed: clean accuracy.",
-                       "svg": Markup(_charts.accuracy_vs_eps(overall))})
+                       "svg": Markup(accuracy_vs_eps(overall))})
     if cascade is not None and len(cascade):
         stages = sorted({k for k in map(stage_number, cascade["stage"]) if k is not None})
         labels = [f"stage {k}: {stage_models[k]}" if stage_models.get(k) else f"stage {k}" for k in stages]
         charts.append({"title": "Certified by each cascade stage",
                        "caption": "Each stage certifies examples its predecessors could not; the bar height is the "
                                   "cascade's cumulative count (certified accuracy in brackets).",
-                       "svg": Markup(_charts.cascade_stages(cascade, labels))})
+                       "svg": Markup(cascade_stages(cascade, labels))})
     histogram = {"title": "Margin lower bounds",
                  "caption": "For each example, a lower bound on logit[label] − logit[j] over every j ≠ label and "
                             "every input in the perturbation set. Above the 0 line the example is certified.",
-                 "svg": Markup(_charts.margin_histograms(examples))}
+                 "svg": Markup(margin_histograms(examples))}
 
     example_rows, outcome_counts = _example_rows(examples, max_example_rows)
     context = {
@@ -456,4 +457,4 @@ def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str
         "thresholds": {"strong": fmt_pct(STRONG_RATIO, 0), "partial": fmt_pct(PARTIAL_RATIO, 0)},
         "missing": MISSING,
     }
-    return _environment().get_template("certify_report.html.j2").render(**context)
+    return template_environment().get_template("certify_report.html.j2").render(**context)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from onnxdual.files import prepare_dir, write_files_atomically
-from onnxdual.reports._format import to_jsonable
+from onnxdual.reports.formatting import to_jsonable
 from onnxdual.reports.html import check_frames, render_html
 
 REPORT_FILES: dict[str, str] = {

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxdual.errors import InvalidInputError
+from onnxdual.files import atomic_write, prepare_dir
 from onnxdual.specs.declarations import DeclaredNetwork, DeclaredVariable
 
 
@@ -81,21 +82,15 @@ def serialise_assignment(directory: str | os.PathLike, variables: list[DeclaredV
     """The standard's serialised format: ``DIR/NAME.pb``, a serialised ONNX ``TensorProto`` per variable with
     its declared shape (float32: the values are float32 inputs and onnxruntime's float32 outputs; ``Real``
     variables are written as float32 too, exactly)."""
-    from onnx import numpy_helper
+    from onnxdual.frontend.tensors import tensor_proto_bytes
 
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidInputError(f"cannot create assignment directory {str(out)!r}: "
-                                f"{exc.strerror or exc}") from None
+    out = prepare_dir(directory, "assignment directory")
     paths = []
     for v, values in zip(variables, _split_values(variables, x, y)):
         dtype = np.float64 if v.element_type == "float64" else np.float32
-        tensor = numpy_helper.from_array(values.astype(dtype).reshape(v.shape), name=v.name)
         path = out / f"{v.name}.pb"
         try:
-            path.write_bytes(tensor.SerializeToString())
+            atomic_write(path, tensor_proto_bytes(values.astype(dtype).reshape(v.shape), v.name))
         except OSError as exc:
             raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
         paths.append(path)

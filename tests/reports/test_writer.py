@@ -16,7 +16,7 @@ from onnxdual.errors import InvalidInputError
 from onnxdual.reports import REPORT_FILES, render_html, write_certify_report
 from onnxdual.reports import writer as writer_module
 from onnxdual import files as files_module
-from onnxdual.reports._format import fmt_eps, fmt_norm, fmt_pct, fmt_seconds, to_jsonable
+from onnxdual.reports.formatting import fmt_eps, fmt_norm, fmt_pct, fmt_seconds, to_jsonable
 from tests.reports.synthetic import make_meta, make_results
 
 # An attribute that makes the browser fetch something: src/href/srcset/poster/data/action = "http(s)://" or

@@ -4,7 +4,7 @@ training run learned written back into the initializers of the ONNX graph it tra
 Training always works on the module :func:`onnxdual.load` builds from an ONNX graph (the dual network is
 built from that graph), so the trained model is that same graph with new initializer values: the exported
 file has exactly the structure that was trained and certified. Both directions are checked against the torch
-module in onnxruntime before a file is written.
+module in onnxruntime (:class:`~onnxdual.frontend.reference.ReferenceSession`) before a file is written.
 """
 
 from __future__ import annotations
@@ -26,18 +26,19 @@ from torch import Tensor, fx, nn
 
 from onnxdual.errors import InvalidInputError, ModelLoadError
 from onnxdual.files import atomic_write
-
-#: the opset of the graphs :func:`export_onnx` writes (the legacy TorchScript exporter's)
-EXPORT_OPSET = 17
+from onnxdual.frontend.opset import CONVERT_OPSET
+from onnxdual.frontend.reader import copy_model
+from onnxdual.frontend.reference import ReferenceSession
 
 #: an ONNX model, for the annotations of modules that must not import ONNX themselves
 ModelProto = onnx.ModelProto
 
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str],
-                opset: int = EXPORT_OPSET, check: bool = True) -> Path:
+                opset: int = CONVERT_OPSET, check: bool = True) -> Path:
     """Write ``model`` as a float32 ONNX file with a free batch dimension (input ``input``, output
-    ``logits``), with the legacy TorchScript exporter (``dynamo=False``).
+    ``logits``), with the legacy TorchScript exporter (``dynamo=False``), by default at the opset onnx2torch
+    converts back (:data:`onnxdual.frontend.opset.CONVERT_OPSET`).
 
     The file appears atomically (:func:`onnxdual.files.atomic_write`), so a reader never sees a partial
     file. ``model`` itself is left untouched (a float32 CPU copy in eval mode is exported). With ``check``,
@@ -62,21 +63,14 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.Pat
     return path
 
 
-def _session(model: bytes):
-    """An onnxruntime CPU session for a serialised model (warnings silenced)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def _check_export(net: nn.Module, shape: tuple[int, ...], model: bytes) -> None:
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
     with torch.no_grad():
         want = net(x).numpy()
     try:
-        got = _session(model).run(None, {"input": x.numpy()})[0]
+        got = ReferenceSession(model, "the exported ONNX graph").run(None, {"input": x.numpy()})[0]
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"the exported ONNX graph does not run in onnxruntime: {exc}") from exc
     diff = float(np.max(np.abs(got - want))) if want.size else 0.0
@@ -84,11 +78,6 @@ def _check_export(net: nn.Module, shape: tuple[int, ...], model: bytes) -> None:
     if got.shape != want.shape or not math.isfinite(diff) or diff > tol:
         raise ModelLoadError(f"the exported ONNX graph disagrees with the torch module (output {got.shape} "
                              f"vs {want.shape}, max abs difference {diff:.3g} > {tol:.3g})")
-
-
-def model_from_bytes(data: bytes) -> onnx.ModelProto:
-    """An ONNX model from its serialised bytes (e.g. the template a training checkpoint holds)."""
-    return onnx.load_from_string(data)
 
 
 @dataclass(frozen=True)
@@ -177,8 +166,7 @@ def parameter_bindings(model: onnx.ModelProto, net: fx.GraphModule) -> list[Bind
 
 def trained_model(template: onnx.ModelProto, net: nn.Module, bindings: Sequence[Binding]) -> onnx.ModelProto:
     """A copy of ``template`` whose initializers hold ``net``'s current parameters."""
-    model = onnx.ModelProto()
-    model.CopyFrom(template)
+    model = copy_model(template)
     state = net.state_dict()
     index = {t.name: i for i, t in enumerate(model.graph.initializer)}
     for b in bindings:
@@ -192,7 +180,7 @@ def trained_model(template: onnx.ModelProto, net: nn.Module, bindings: Sequence[
 def check_onnx_parity(model: onnx.ModelProto, net: nn.Module, x: Tensor, tol: float = 1e-4) -> float:
     """Run ``model`` in onnxruntime and ``net`` in torch on ``x``; raise if they differ. Returns the largest
     absolute difference."""
-    sess = _session(model.SerializeToString())
+    sess = ReferenceSession(model.SerializeToString(), "the trained model")
     xs = x.detach().to("cpu", torch.float32)
     got = sess.run(None, {sess.get_inputs()[0].name: xs.numpy()})[0]
     with torch.no_grad():
@@ -205,5 +193,4 @@ def check_onnx_parity(model: onnx.ModelProto, net: nn.Module, x: Tensor, tol: fl
     return diff
 
 
-__all__ = ["EXPORT_OPSET", "ModelProto", "export_onnx", "model_from_bytes", "Binding", "parameter_bindings",
-           "trained_model", "check_onnx_parity"]
+__all__ = ["ModelProto", "export_onnx", "Binding", "parameter_bindings", "trained_model", "check_onnx_parity"]

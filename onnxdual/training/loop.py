@@ -33,9 +33,9 @@ from torch import Tensor, fx, nn
 from onnxdual.engine.network import robust_loss
 from onnxdual.errors import InvalidInputError
 from onnxdual.files import atomic_write, prepare_dir
-from onnxdual.frontend.export import (Binding, ModelProto, check_onnx_parity, model_from_bytes,
-                                      parameter_bindings, trained_model)
+from onnxdual.frontend.export import Binding, ModelProto, check_onnx_parity, parameter_bindings, trained_model
 from onnxdual.frontend.onnx_import import load
+from onnxdual.frontend.reader import parse_model
 from onnxdual.training.checkpoint import (CHECKPOINT, METRICS, MODEL, check_resumable, data_fingerprint,
                                           epoch_model_name, read_checkpoint, rng_state, set_rng_state,
                                           write_checkpoint, write_metrics_csv)
@@ -140,7 +140,7 @@ def _network(model_source: ModelSource | None, train_data: TrainData, config: Tr
     each trained tensor goes in the template."""
     input_shape = tuple(train_data.x.shape[1:])
     if ckpt is not None:
-        template = model_from_bytes(ckpt["template"])
+        template = parse_model(ckpt["template"], f"the model of checkpoint {CHECKPOINT}")
         source = ckpt["source"]
     else:
         assert model_source is not None

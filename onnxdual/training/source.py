@@ -18,7 +18,7 @@ from torch import nn
 
 from onnxdual.errors import InvalidInputError
 from onnxdual.frontend.export import ModelProto, export_onnx
-from onnxdual.frontend.onnx_import import read_model
+from onnxdual.frontend.reader import read_model
 from onnxdual.training.architectures import build_architecture
 from onnxdual.training.config import TrainConfig
 from onnxdual.training.interfaces import TrainData

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from onnx import helper
 
-from onnxdual_cli.train import train_command
+from onnxdual_cli.train import CommandOptions, parse_options, train_command
 from tests.onnx_builders import make_model
 
 
@@ -126,4 +126,25 @@ def test_a_soundness_violation_exits_with_code_3(tiny, tmp_path, monkeypatch):
     model, data = tiny
     result = run(model, "--data", data, *FAST, "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 3
-    assert result.stderr.strip() == "onnxdual: error: soundness violation: robust error below PGD error (test)"
+    assert result.stderr.strip() == ("onnxdual: error: soundness violation: robust error below PGD error "
+                                     "(test)")
+
+
+def test_the_options_become_a_train_config_and_the_command_options(tiny):
+    """The command line is split into the library's TrainConfig (its defaults are the library's) and the
+    command's own record; the device stays as given until the command resolves it."""
+    from pathlib import Path
+
+    from onnxdual.training import TrainConfig
+
+    model, data = tiny
+    argv = [str(model), "--data", str(data), "--eps", "0.2", "--proj", "exact", "--clip", "none",
+            "--epoch-onnx", "--cascade", "2", "--no-eval"]
+    config, opts = parse_options(train_command.make_context("train", argv).params)
+    assert config == TrainConfig(eps=0.2, proj=None, clip=None, device="auto", export_epochs=True)
+    assert opts == CommandOptions(source=model, data=data, test_data=None, stages=2,
+                                  out=Path("onnxdual-train"), resume=False, limit=None, eval_limit=None,
+                                  no_eval=True, pgd_steps=40, quiet=False, device="auto")
+    config, opts = parse_options(train_command.make_context("train", ["--data", str(data), "--eps-start",
+                                                                      "0.01"]).params)
+    assert config.eps_start == 0.01 and config.eps == 0.1 and opts.source == "small"

@@ -189,7 +189,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     network.net.to(dev)
     verifier = Verifier.for_network(network, strict=strict, device=dev, split_max_inputs=split_max_inputs,
                                     relu_branching=not no_relu_splits)
-    result = verifier.decide(prop, 0, seed, deadline=deadline)
+    result = verifier.decide(prop, deadline, seed)
     if verbose:
         log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
             f"{result.attack_steps} attack steps, margin {result.best_margin})")
@@ -298,7 +298,7 @@ def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, 
             network.net.to(dev)
             verifier = Verifier.for_network(network, strict=strict, device=dev,
                                             split_max_inputs=split_max_inputs)
-            result = verifier.decide(prop, 0, deadline=deadline)
+            result = verifier.decide(prop, deadline)
             answer = result.answer
             if answer == "sat":
                 body = format_vnncomp_witness(result.witness_x, result.witness_y)

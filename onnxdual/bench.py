@@ -150,7 +150,7 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
             prop = parse_vnnlib(inst.vnnlib_path)
             check_io_sizes(prop, network.n_inputs, network.n_outputs, inst.onnx)
             verifier = Verifier.for_network(network, strict=strict, device=device, **(verifier_options or {}))
-            result = verifier.decide(prop, timeout, seed, deadline=deadline)
+            result = verifier.decide(prop, deadline, seed)
             row.update(answer=result.answer, seconds=round(deadline.elapsed(), 4), boxes=result.boxes,
                        best_margin=math.nan if result.best_margin is None else result.best_margin)
         except UnsupportedOpsError as exc:

@@ -10,36 +10,49 @@ of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of an
   each row, their (normalised) sum, and a few projected-gradient steps on ``lambda`` over the simplex
   (``lambda -> lb(lambda^T A y) - lambda^T b`` is concave: the dual objective is concave in its objective
   vector). Every case of the property is bounded in one batch.
-* **Splitting.** Boxes that stay undecided are split in two along the input coordinate with the largest
-  ``|gradient| x width`` at the box centre, when at most ``split_max_inputs`` coordinates are perturbed (small
-  input spaces, where splitting pays off), until everything is proven or the time runs out. Larger input
-  spaces are split on ReLU phases instead (:mod:`~onnxdual.verify.branching`: split limits on the dual plus
-  Lagrange multipliers, as beta-CROWN does for CROWN).
+* **Splitting.** Boxes that stay undecided are split in two along the input coordinate whose radius the dual
+  bound is most sensitive to, when at most ``split_max_inputs`` coordinates are perturbed (small input
+  spaces, where splitting pays off), until everything is proven or the time runs out. Larger input spaces
+  are split on ReLU phases instead (split limits on the dual plus Lagrange multipliers, as beta-CROWN does
+  for CROWN).
 * **Counterexamples.** ``sat`` only for a float32 input inside the box (zero tolerance) whose output,
   recomputed by onnxruntime in float32, satisfies every row of a conjunction with zero tolerance. Candidates
-  come from box centres and from PGD. Otherwise ``unknown`` or ``timeout``.
-* **Time.** The deadline is checked inside every loop (attack steps, lambda steps, splitting batches); a run
-  overruns it by at most one bound computation, and does not start one that its measured cost says cannot
-  finish in time.
+  come from box centres and from PGD (:mod:`onnxdual.attack`). Otherwise ``unknown`` or ``timeout``.
+* **Time.** The deadline (:class:`Deadline`) is checked inside every loop (attack steps, lambda steps,
+  splitting batches); a run overruns it by at most one bound computation, and does not start one that its
+  measured cost says cannot finish in time. Running out of time is :class:`onnxdual.errors.DeadlineExceeded`
+  inside the search and the answer ``timeout`` outside.
 
 Arithmetic: the input box handed to the dual network is rounded *outwards* to float32 (and checked), so the
 bound covers every real input of the box; the network is analysed in real arithmetic on its float32 weights,
 as VNN-COMP tools do (the bound itself is computed in float32). ``strict=True`` refuses a proof whose margin
 is within a float32-rounding tolerance of zero (``unknown`` instead).
 
-Modules: :mod:`~onnxdual.verify.result` (answers, :class:`VerifyResult`, :class:`Deadline`),
-:mod:`~onnxdual.verify.network` (loading a possibly gzip-compressed ONNX network with its onnxruntime
-session, checked against the torch conversion), :mod:`~onnxdual.verify.verifier` (the decision procedure),
-:mod:`~onnxdual.verify.branching` (ReLU branch and bound where the inputs are too many to split),
-:mod:`~onnxdual.verify.query` (the VNN-LIB 2.0 standard's checks of a query against its networks, chapter 5,
-"error conditions for the verify command"). The query's declarations and the assignment formats live in
-:mod:`onnxdual.specs`.
+Modules, one concern each:
+
+* :mod:`~onnxdual.verify.result` -- answers, :class:`VerifyResult`, the search's counters, :class:`Deadline`,
+  :class:`QueryError`;
+* :mod:`~onnxdual.verify.network` -- loading a possibly gzip-compressed ONNX network with its onnxruntime
+  session, checked against the torch conversion;
+* :mod:`~onnxdual.verify.problem` -- the property's cases batched, float32 rounding of boxes, the proof
+  tolerance;
+* :mod:`~onnxdual.verify.bounding` -- dual bounds of boxes and the row-combination (``lambda``) ascent;
+* :mod:`~onnxdual.verify.counterexamples` -- candidates, PGD, confirmation by onnxruntime;
+* :mod:`~onnxdual.verify.input_split` -- branch and bound on input boxes;
+* :mod:`~onnxdual.verify.relu_split` -- branch and bound on ReLU phases where the inputs are too many to
+  split;
+* :mod:`~onnxdual.verify.verifier` -- :class:`Verifier`, the small procedure that runs them in order;
+* :mod:`~onnxdual.verify.query` -- the VNN-LIB 2.0 standard's checks of a query against its networks
+  (chapter 5, "error conditions for the verify command").
+
+The query's declarations and the assignment formats live in :mod:`onnxdual.specs`.
 """
 
 from onnxdual.verify.network import Network, load_network
 from onnxdual.verify.query import check_element_types, match_networks
 from onnxdual.verify.result import ANSWERS, SAT, TIMEOUT, UNKNOWN, UNSAT, Deadline, QueryError, VerifyResult
-from onnxdual.verify.verifier import Verifier, dual_box
+from onnxdual.verify.problem import dual_box
+from onnxdual.verify.verifier import Verifier
 
 __all__ = [
     "ANSWERS",

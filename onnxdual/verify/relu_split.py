@@ -23,7 +23,9 @@ from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.network import DualNetwork
-from onnxdual.verify.verifier import _OutOfTime
+from onnxdual.errors import DeadlineExceeded
+from onnxdual.verify.problem import Problem
+from onnxdual.verify.result import Deadline, SearchStats
 
 
 @dataclass
@@ -63,31 +65,31 @@ class Domains:
 
 
 class ReluBranching:
-    """Branch and bound over the ReLUs of one verifier's network (see the module docstring).
+    """Branch and bound over the ReLUs of one problem's network (see the module docstring).
 
     ``bound_domains`` is the workhorse; :meth:`run` is the search. ``relu_layers`` maps the ReLU node names
-    to their per-example input shapes."""
+    to their per-example input shapes (:func:`relu_layers`)."""
 
-    def __init__(self, verifier, cases, relu_layers: dict[str, torch.Size], *, batch: int = 64,
+    def __init__(self, problem: Problem | None, relu_layers: dict[str, torch.Size], *, batch: int = 64,
                  beta_steps: int = 20, beta_lr: float = 0.05, max_domains: int = 20000):
-        self.v, self.cases, self.layers = verifier, cases, relu_layers
+        self.problem, self.layers = problem, relu_layers
         self.batch, self.beta_steps, self.beta_lr, self.max_domains = batch, beta_steps, beta_lr, max_domains
 
     # -- bounding -------------------------------------------------------------------------------------------
-    def bound_domains(self, domains: Domains, deadline, beta_steps: int | None = None
+    def bound_domains(self, domains: Domains, deadline: Deadline, beta_steps: int | None = None
                       ) -> tuple[Tensor, dict, dict]:
         """Margins ``(N, D)`` of each open conjunction (+inf where closed or proven by emptiness), the
         (clamped) pre-activation bounds and the dual variables of the worst conjunction's best row, for
         choosing splits. ``beta_steps`` overrides the number of multiplier steps."""
-        v, cases = self.v, self.cases
+        model, cases = self.problem.model, self.problem.cases
         n = len(domains)
         a, b, rows = cases.a[domains.cidx], cases.b[domains.cidx], cases.rows[domains.cidx]
         _, d, k, n_out = a.shape
-        _, center_t, radius_t = v._dual_inputs(cases.lower[domains.cidx], cases.upper[domains.cidx])
-        splits = {name: tuple(limit.reshape(n, *shape).to(v.device) for limit in domains.limits(name))
+        _, center_t, radius_t = model.dual_inputs(cases.lower[domains.cidx], cases.upper[domains.cidx])
+        splits = {name: tuple(limit.reshape(n, *shape).to(model.device) for limit in domains.limits(name))
                   for name, shape in self.layers.items()}
-        dual = DualNetwork(v.net, center_t, radius_t, splits=splits)
-        c = a.reshape(n, d * k, n_out).to(v.device, torch.float32)
+        dual = DualNetwork(model.net, center_t, radius_t, splits=splits)
+        c = a.reshape(n, d * k, n_out).to(model.device, torch.float32)
         # the Lagrange term's sign: -beta x_j for x_j >= 0, +beta x_j for x_j <= 0 (never positive there)
         signs = {name: -domains.phase[name].float() for name in self.layers}
         live = (domains.open & cases.disjuncts[domains.cidx])
@@ -99,7 +101,7 @@ class ReluBranching:
         if split_any and steps:
             best = self._tune_beta(dual, c, signs, lb, rows, live, deadline, steps)
         row_m = (best.reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
-        tol = v._tolerance(b, center_t, n_out)
+        tol = self.problem.tolerance(b, center_t, n_out)
         margin = (row_m.amax(2) - tol).masked_fill(~live, math.inf)
         # the row that decides the worst open conjunction: where the split should help
         worst_d = margin.argmin(1)
@@ -112,7 +114,7 @@ class ReluBranching:
         return margin, bounds, duals
 
     def _tune_beta(self, dual: DualNetwork, c: Tensor, signs: dict[str, Tensor], lb: Tensor, rows: Tensor,
-                   live: Tensor, deadline, steps: int) -> Tensor:
+                   live: Tensor, deadline: Deadline, steps: int) -> Tensor:
         """Ascent of every row's bound in the multipliers ``beta >= 0`` (Adam, projected onto
         ``beta >= 0``; the bound is concave in ``beta``); returns the best bound seen per row (each iterate
         is a sound bound)."""
@@ -146,9 +148,10 @@ class ReluBranching:
         unknown = torch.full(open_mask.shape, -math.inf, dtype=torch.float64)
         return Domains(case_ids, open_mask, phase, unknown)
 
-    def run(self, start: Domains, deadline, stats) -> bool:
+    def run(self, start: Domains, deadline: Deadline, stats: SearchStats) -> bool:
         """True when every domain is proven; False when the search cannot go on (a domain without an
-        unstable ReLU left, or too many domains). Raises the verifier's out-of-time error at the deadline."""
+        unstable ReLU left, or too many domains). Raises :class:`DeadlineExceeded` at the deadline (never
+        starting a batch that the measured cost says cannot finish in time)."""
         queue = [start]
         processed = 0
         per_domain = 0.0
@@ -159,12 +162,11 @@ class ReluBranching:
             if per_domain:
                 fits = int(deadline.remaining() / per_domain)
                 if fits < 1:
-                    raise _OutOfTime
+                    raise DeadlineExceeded("the next batch of domains cannot finish in time")
                 take = max(1, min(take, fits))
             batch, rest = pending.take(order[:take]), pending.take(order[take:])
             queue = [rest] if len(rest) else []
-            if deadline.passed():
-                raise _OutOfTime
+            deadline.check()
             t0 = time.perf_counter()
             margin, bounds, duals = self.bound_domains(batch, deadline)
             margin = torch.maximum(margin, batch.inherited)  # a parent's bound holds for its children
@@ -182,7 +184,7 @@ class ReluBranching:
             if processed + 2 * int(todo.sum()) > self.max_domains:
                 return False
             idx = todo.nonzero().squeeze(1)
-            children, settled = self._split(batch.take(idx), open_now[idx], margin[idx],
+            children, settled = self.split(batch.take(idx), open_now[idx], margin[idx],
                                             {k: (lo[idx], hi[idx]) for k, (lo, hi) in bounds.items()},
                                             {k: nu[idx] for k, nu in duals.items()})
             if settled is not None and not self._prove_settled(settled, deadline):
@@ -191,7 +193,7 @@ class ReluBranching:
                 queue.append(children)
         return True
 
-    def _prove_settled(self, settled: Domains, deadline) -> bool:
+    def _prove_settled(self, settled: Domains, deadline: Deadline) -> bool:
         """Domains whose ReLUs are all decided are linear pieces of the network: there the relaxation is
         exact, and the bound with the best multipliers is the exact minimum (LP duality). Tune ``beta``
         much longer before giving up."""
@@ -199,8 +201,8 @@ class ReluBranching:
         margin = torch.maximum(margin, settled.inherited)
         return bool(((margin > 0) | ~settled.open).all())
 
-    def _split(self, parents: Domains, still_open: Tensor, margins: Tensor, bounds: dict, duals: dict
-               ) -> tuple[Domains | None, Domains | None]:
+    def split(self, parents: Domains, still_open: Tensor, margins: Tensor, bounds: dict, duals: dict
+              ) -> tuple[Domains | None, Domains | None]:
         """Two children per parent, split on the unstable ReLU with the largest score; and the parents
         with no unstable ReLU left (``settled``), which cannot be split."""
         n = len(parents)

@@ -1,13 +1,15 @@
-"""The answers of the ``verify`` command, its result record, its deadline and its query errors."""
+"""The answers of the ``verify`` command, its result record, the search's counters, its deadline and its
+query errors."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from onnxdual.errors import OnnxDualError
+from onnxdual.errors import DeadlineExceeded, OnnxDualError
 
 SAT, UNSAT, UNKNOWN, TIMEOUT = "sat", "unsat", "unknown", "timeout"
 ANSWERS = (SAT, UNSAT, UNKNOWN, TIMEOUT)
@@ -42,8 +44,20 @@ class VerifyResult:
     attack_steps: int = 0
 
 
+@dataclass
+class SearchStats:
+    """What a search counts on its way (the numbers of :class:`VerifyResult`, and measured costs)."""
+
+    boxes: int = 0  # sub-boxes (or ReLU domains) bounded
+    attack_steps: int = 0  # network evaluations of the attacks
+    bound_seconds: float = 0.0  # measured seconds of bound computations
+    bound_boxes: int = 0
+    root_margin: float | None = None  # the worst margin of the root boxes
+    leaf_margin: float = math.inf  # the smallest proving margin
+
+
 class Deadline:
-    """A wall-clock deadline (``time.perf_counter``)."""
+    """A wall-clock deadline (``time.perf_counter``): ``seconds`` from ``start`` (default: now)."""
 
     def __init__(self, seconds: float, start: float | None = None):
         self.start = time.perf_counter() if start is None else start
@@ -54,6 +68,11 @@ class Deadline:
 
     def passed(self) -> bool:
         return time.perf_counter() >= self.end
+
+    def check(self) -> None:
+        """Raise :class:`onnxdual.errors.DeadlineExceeded` once the deadline has passed."""
+        if self.passed():
+            raise DeadlineExceeded("the time limit was reached")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

@@ -1,4 +1,4 @@
-"""onnxdual.verify.branching: ReLU branch and bound, forced on (no input splitting), against an exact MILP.
+"""onnxdual.verify.relu_split: ReLU branch and bound, forced on (no input splitting), against an exact MILP.
 Properties ``c . f(x) <= t`` are placed a little below (unsat) or above (sat) the exact minimum: the
 verifier must never contradict the MILP, must prove unsat properties that the root bound alone cannot, and
 the split bookkeeping must keep children covering their parent."""
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from onnxdual.verify import SAT, UNSAT, Verifier, load_network
-from onnxdual.verify.branching import Domains, ReluBranching, relu_layers
+from onnxdual.verify.relu_split import Domains, ReluBranching, relu_layers
 from tests.milp_oracle import milp_minimum, random_dense
 from tests.verify.conftest import prop_of, save
 
@@ -64,13 +64,13 @@ def test_children_cover_the_parent_and_split_an_unstable_relu(tmp_path):
     network, center, eps, c, _ = _instance(0, tmp_path)
     layers = relu_layers(network.net, network.example_shape)
     assert list(layers) and all(math.prod(s) == 12 for s in layers.values())
-    search = ReluBranching(None, None, layers)
+    search = ReluBranching(None, layers)
     parent = search.roots(torch.tensor([0]), torch.tensor([[True]]))
     lower = {name: torch.tensor([[-1.0] * 12]) for name in layers}
     upper = {name: torch.tensor([[1.0] * 12]) for name in layers}
     duals = {name: -torch.ones(1, 12) for name in layers}
-    children, settled = search._split(parent, torch.tensor([[True]]), torch.tensor([-1.0]),
-                                      {k: (lower[k], upper[k]) for k in layers}, duals)
+    children, settled = search.split(parent, torch.tensor([[True]]), torch.tensor([-1.0]),
+                                     {k: (lower[k], upper[k]) for k in layers}, duals)
     assert isinstance(children, Domains) and len(children) == 2 and settled is None
     decided = [(name, j) for name in layers for j in range(12) if children.phase[name][:, j].any()]
     assert len(decided) == 1  # one unit, x >= 0 in the first child and x <= 0 in the second

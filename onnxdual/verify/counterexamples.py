@@ -1,0 +1,164 @@
+"""Counterexamples: ``sat`` only with a checked witness.
+
+Candidates come from box centres and from PGD (:func:`onnxdual.attack.minimise` on each case's inner
+float32 box, minimising the violation ``min_d max_i (a_i y - b_i)``). A candidate is a witness only when it
+is a float32 input inside its case's box (zero tolerance) and the output that onnxruntime computes there in
+float32, replaying the ONNX model, satisfies every row of one of the case's conjunctions with zero
+tolerance: the torch network only proposes. A confirmed witness ends the search (:class:`WitnessFound`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from onnxdual.attack import AttackResult, box_starts, cosine_steps, minimise
+from onnxdual.engine.input_sets import Box
+from onnxdual.verify.problem import Problem
+from onnxdual.verify.result import UNKNOWN, Deadline, SearchStats
+
+
+class WitnessFound(Exception):
+    """A confirmed counterexample: the flat float32 input ``x``, onnxruntime's output ``y`` there and the
+    index of its case in the property."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, case: int):
+        super().__init__(f"counterexample in case {case}")
+        self.x, self.y, self.case = x, y, case
+
+
+class OnnxReplay:
+    """The network as onnxruntime computes it, on flat float32 inputs (``input_shape``: the shape the
+    session expects, with its batch dimension, if any)."""
+
+    def __init__(self, session, input_shape: tuple[int, ...]):
+        self.session = session
+        self.input_shape = tuple(input_shape)
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        feed = {self.input_name: flat.reshape(self.input_shape).astype(np.float32)}
+        return np.asarray(self.session.run(None, feed)[0]).reshape(-1)
+
+
+class Counterexamples:
+    """Candidate points and attacks on one problem's cases; raises :class:`WitnessFound` on a witness."""
+
+    def __init__(self, problem: Problem, replay: OnnxReplay):
+        self.problem = problem
+        self.replay = replay
+
+    # -- checking candidates ---------------------------------------------------------------------------
+    def confirm(self, x: np.ndarray, j: int) -> None:
+        """Raise :class:`WitnessFound` if the float32 point ``x`` lies in case ``j``'s box and onnxruntime's
+        output there meets one of its conjunctions, both with zero tolerance."""
+        cases = self.problem.cases
+        flat = np.asarray(x, dtype=np.float32).reshape(-1)
+        lo = np.asarray(cases.inner_lo[j].numpy(), dtype=np.float32)
+        hi = np.asarray(cases.inner_hi[j].numpy(), dtype=np.float32)
+        flat = np.minimum(np.maximum(flat, lo), hi)
+        x64 = flat.astype(np.float64)
+        if not (np.all(cases.lower[j].numpy() <= x64) and np.all(x64 <= cases.upper[j].numpy())):
+            return
+        y = self.replay(flat)
+        if not np.all(np.isfinite(y)):
+            return
+        y64 = y.astype(np.float64)
+        for c in cases.constraints[j]:
+            if c.contains(y64):
+                raise WitnessFound(flat.copy(), y.astype(np.float32).copy(), cases.index[j])
+
+    def check_points(self, x: Tensor, cidx: Tensor, open_mask: Tensor, limit: int = 8) -> Tensor:
+        """Evaluate float32 points ``(N, n)`` of cases ``cidx``; confirm the most violating ones with
+        onnxruntime. Returns the violation of each point (``<= 0``: the torch network reaches the unsafe
+        region)."""
+        model = self.problem.model
+        with torch.no_grad():
+            v = self.problem.cases.violation(model.forward(x.to(model.device)), cidx, open_mask).cpu()
+        candidates = (v <= 1e-6 * (1 + v.abs())).nonzero().squeeze(1)
+        if candidates.numel():
+            order = candidates[v[candidates].argsort()][:limit]
+            for i in order.tolist():
+                self.confirm(x[i].cpu().numpy(), int(cidx[i]))
+        return v
+
+    def trivial(self) -> None:
+        """A conjunction without rows contains every output: any float32 point of its box is a witness."""
+        cases = self.problem.cases
+        for j, cs in enumerate(cases.constraints):
+            if any(c.A.shape[0] == 0 for c in cs) and bool(cases.has_points[j]):
+                x = ((cases.inner_lo[j].double() + cases.inner_hi[j].double()) / 2).float()
+                self.confirm(x.numpy(), j)
+
+    # -- attacks ---------------------------------------------------------------------------------------
+    def attack(self, lo: Tensor, hi: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, restarts: int,
+               gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> Tensor:
+        """Batched PGD on float32 boxes ``lo <= x <= hi`` ``(N, n)``, minimising each box's violation (the
+        midpoint first, then random vertices or points; a cosine step schedule in units of the box width);
+        after each restart, confirms the best candidates. Returns the best violation per box."""
+        model, cases = self.problem.model, self.problem.cases
+        box = Box(lo.to(model.device), hi.to(model.device))
+
+        def violation(x: Tensor) -> Tensor:
+            v = cases.violation(model.forward(x), cidx, open_mask)
+            stats.attack_steps += 1
+            return v
+
+        def confirm_best(found: AttackResult) -> None:
+            best, best_x = found.value.cpu(), found.x.cpu()
+            hits = (best <= 1e-6 * (1 + best.abs())).nonzero().squeeze(1)
+            for i in hits[best[hits].argsort()][:8].tolist():
+                self.confirm(best_x[i].numpy(), int(cidx[i]))
+
+        result = minimise(violation, box, steps=steps, restarts=restarts, step_size=cosine_steps,
+                          scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",
+                          deadline=deadline, after_restart=confirm_best)
+        return result.value.cpu()
+
+    def quick_attack(self, gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> None:
+        """The box centres, then a short attack, on every case with float32 points."""
+        cases = self.problem.cases
+        attackable = cases.has_points
+        if attackable.any():
+            idx = torch.arange(cases.lower.shape[0])[attackable]
+            self.check_points((cases.inner_lo[idx] + (cases.inner_hi[idx] - cases.inner_lo[idx]) / 2), idx,
+                              cases.disjuncts[idx])
+            self.attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases.disjuncts[idx], steps=15,
+                        restarts=1, gen=gen, deadline=deadline, stats=stats)
+
+    def unwitnessable(self) -> bool:
+        """A box without float32 points (inputs fixed at values float32 cannot represent) whose real centre
+        clearly reaches the unsafe region: it can neither be proven safe nor given a float32 witness."""
+        cases, model = self.problem.cases, self.problem.model
+        if cases.has_points.all():
+            return False
+        idx = torch.arange(cases.lower.shape[0])[~cases.has_points]
+        centre = ((cases.lower[idx] + cases.upper[idx]) / 2).float()
+        with torch.no_grad():
+            y = model.forward(centre.to(model.device))
+            v = cases.violation(y, idx, cases.disjuncts[idx]).cpu()
+        return bool((v < -1e-4 * (1 + v.abs())).any())
+
+    def give_up(self, gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> str:
+        """Bounds cannot decide: stronger attacks with a bounded budget, else ``unknown``. First on every
+        case at once, then targeted: each conjunction of each case attacked on its own (the minimum over
+        conjunctions sends the gradient to one of them only)."""
+        cases = self.problem.cases
+        idx = torch.arange(cases.lower.shape[0])[cases.has_points]
+        if not idx.numel():
+            return UNKNOWN
+        self.attack(cases.inner_lo[idx], cases.inner_hi[idx], idx, cases.disjuncts[idx], steps=50,
+                    restarts=4, gen=gen, deadline=deadline, stats=stats)
+        pairs = cases.disjuncts[idx].nonzero()  # (case position, conjunction)
+        if pairs.shape[0] > 1:
+            for chunk in pairs.split(64):
+                cidx = idx[chunk[:, 0]]
+                target = torch.zeros((chunk.shape[0], cases.disjuncts.shape[1]), dtype=torch.bool)
+                target[torch.arange(chunk.shape[0]), chunk[:, 1]] = True
+                self.attack(cases.inner_lo[cidx], cases.inner_hi[cidx], cidx, target, steps=50,
+                            restarts=2, gen=gen, deadline=deadline, stats=stats)
+        return UNKNOWN
+
+
+__all__ = ["Counterexamples", "OnnxReplay", "WitnessFound"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 from onnxdual_cli.errors import user_errors
-from onnxdual_cli.verify import search_options, setup_torch
+from onnxdual_cli.options import device_option, search_options, setup_torch
 
 UNSOUND = 3
 REGRESSION = 4
@@ -68,7 +68,7 @@ class _Bar:
               help="Only instances whose onnx or vnnlib path contains this.")
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
 @search_options
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@device_option("cpu")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")

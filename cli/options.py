@@ -1,5 +1,5 @@
 """Options and value parsers shared by the commands, defined once: device selection, eps, the data domain
-(clip), random projections. Each raises :class:`~onnxdual_cli.errors.UserError` (one ``onnxdual: error:``
+(clip), random projections, the verifier's search options. Each raises :class:`~onnxdual_cli.errors.UserError` (one ``onnxdual: error:``
 line, exit 2) on a bad value."""
 
 from __future__ import annotations
@@ -85,3 +85,17 @@ def parse_projections(text: str, what: str = "--projections") -> tuple[int, int]
     if k < 1 or m < 1:
         raise UserError(f"{what} {text!r}: k and m must be positive")
     return k, m
+
+
+#: how the verifier searches where bounds and attacks do not decide at once (verify, bench, vnncomp)
+split_option = click.option(
+    "--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
+    help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
+relu_option = click.option(
+    "--no-relu-splits", "no_relu_splits", is_flag=True,
+    help="Do not branch on ReLUs: answer unknown where bounds and attacks do not decide.")
+
+
+def search_options(fn):
+    """``--split-max-inputs`` and ``--no-relu-splits``."""
+    return split_option(relu_option(fn))

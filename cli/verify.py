@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 from onnxdual_cli.errors import UserError, user_errors
+from onnxdual_cli.options import device_option, search_options, setup_torch, split_option
 
 #: seconds kept back from --timeout for writing the answer and leaving the interpreter
 EXIT_RESERVE = 0.4
@@ -93,17 +94,6 @@ def parse_networks(values: tuple[str, ...]) -> list[tuple[str | None, str]]:
     return out
 
 
-def setup_torch(threads: int, device: str):
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA device is available")
-    return torch.device(device)
-
-
 def log(message: str) -> None:
     click.echo(f"onnxdual: {message}", err=True)
 
@@ -116,19 +106,6 @@ def finish(code: int = 0) -> None:
     real = sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__
     if real and not os.environ.get("ONNXDUAL_SLOW_EXIT"):
         os._exit(code)
-
-
-#: how the verifier searches where bounds and attacks do not decide at once (verify, bench, vnncomp)
-split_option = click.option(
-    "--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
-    help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
-relu_option = click.option(
-    "--no-relu-splits", "no_relu_splits", is_flag=True,
-    help="Do not branch on ReLUs: answer unknown where bounds and attacks do not decide.")
-
-
-def search_options(fn):
-    return split_option(relu_option(fn))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,7 +121,7 @@ def search_options(fn):
               help="Refuse non-Real element types (the standard's rule for real-arithmetic solvers) and "
                    "proofs within float32 rounding of zero.")
 @search_options
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@device_option("cpu")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for torch.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -272,7 +249,7 @@ def supports_command(capability):
 @click.argument("vnnlib_path", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("results", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("timeout", callback=parse_timeout)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Default: 1 for small networks (threads only add overhead there), else all cores.")
 @split_option

@@ -25,10 +25,11 @@ from torch import Tensor, nn
 from onnxdual.attack import pgd
 from onnxdual.certify.manifest import is_manifest_path, read_manifest, stage_files
 from onnxdual.certify.margins import worst_margins
-from onnxdual.engine.network import DualNetwork, margin_matrix
+from onnxdual.engine.input_sets import make_input_set
+from onnxdual.engine.network import margin_matrix
 from onnxdual.errors import InvalidInputError
-from onnxdual.reports.meta import RunMeta
 from onnxdual.frontend.onnx_import import load
+from onnxdual.reports.meta import RunMeta
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,6 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
     """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch."""
     if x.shape[0] != y.shape[0]:
         raise InvalidInputError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
-    device = x.device
     with torch.no_grad():
         try:
             num_classes = stages[0].net(x[:1]).flatten(1).shape[1]
@@ -190,16 +190,17 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
             xb, yb = x[start:start + settings.batch_size], y[start:start + settings.batch_size]
             decided: Tensor = torch.zeros_like(yb)  # 0 = no stage certified yet
             preds, margins, attacks = [], [], []
+            # the attack's objective and set are the same for every stage: f_y - f_j over the eps-ball
+            c = margin_matrix(yb, num_classes).to(xb.dtype)
+            mask = torch.ones_like(c[:, :, 0], dtype=torch.bool)
+            mask[torch.arange(yb.shape[0]), yb] = False
+            ball = make_input_set(xb, eps, settings.norm, settings.clip)
             for i, stage in enumerate(stages, 1):
                 t0 = time.perf_counter()
                 pred, margin = worst_margins(stage.net, xb, eps, settings.norm, settings.clip, settings.probable,
                                              settings.projections, num_classes, projections)
                 bound_seconds += time.perf_counter() - t0
-                c = margin_matrix(yb, num_classes).to(xb.dtype)
-                mask = torch.ones_like(c[:, :, 0], dtype=torch.bool)
-                mask[torch.arange(yb.shape[0]), yb] = False
-                dual_set = DualNetwork(stage.net, xb, eps, settings.norm, clip=settings.clip).input_set
-                attack = pgd(stage.net, dual_set, c, steps=settings.pgd_steps, restarts=settings.pgd_restarts,
+                attack = pgd(stage.net, ball, c, steps=settings.pgd_steps, restarts=settings.pgd_restarts,
                              mask=mask, generator=generator).value.detach()
                 certified = margin > 0
                 decided = torch.where((decided == 0) & certified, torch.full_like(decided, i), decided)
@@ -228,5 +229,4 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
             if progress is not None:
                 progress(yb.shape[0])
         result.seconds[eps] = bound_seconds
-    del device
     return result

@@ -46,11 +46,19 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.Pat
     file is written; a mismatch raises :class:`ModelLoadError`. Returns ``path``.
     """
     path = Path(path)
-    shape = tuple(int(s) for s in input_shape)
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, export_onnx_bytes(model, input_shape, opset, check))
+    return path
+
+
+def export_onnx_bytes(model: nn.Module, input_shape: Sequence[int], opset: int = CONVERT_OPSET,
+                      check: bool = True) -> bytes:
+    """The serialised ONNX graph :func:`export_onnx` writes (same export, same onnxruntime check), for a
+    caller that parses it in memory instead of writing a file and reading it back."""
+    shape = tuple(int(s) for s in input_shape)
     net = copy.deepcopy(model).float().cpu().eval()
     with tempfile.TemporaryDirectory(prefix="onnxdual-export-") as tmp:
-        exported = Path(tmp) / path.name
+        exported = Path(tmp) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (torch.zeros(1, *shape),), str(exported), dynamo=False,
@@ -59,8 +67,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.Pat
         data = exported.read_bytes()
     if check:
         _check_export(net, shape, data)
-    atomic_write(path, data)
-    return path
+    return data
 
 
 def _check_export(net: nn.Module, shape: tuple[int, ...], model: bytes) -> None:
@@ -68,7 +75,7 @@ def _check_export(net: nn.Module, shape: tuple[int, ...], model: bytes) -> None:
     with torch.no_grad():
         want = net(x).numpy()
     try:
-        got = ReferenceSession(model, "the exported ONNX graph").run(None, {"input": x.numpy()})[0]
+        got = ReferenceSession(model, "the exported ONNX graph").evaluate(x.numpy())
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -180,9 +187,8 @@ def trained_model(template: onnx.ModelProto, net: nn.Module, bindings: Sequence[
 def check_onnx_parity(model: onnx.ModelProto, net: nn.Module, x: Tensor, tol: float = 1e-4) -> float:
     """Run ``model`` in onnxruntime and ``net`` in torch on ``x``; raise if they differ. Returns the largest
     absolute difference."""
-    sess = ReferenceSession(model.SerializeToString(), "the trained model")
     xs = x.detach().to("cpu", torch.float32)
-    got = sess.run(None, {sess.get_inputs()[0].name: xs.numpy()})[0]
+    got = ReferenceSession(model.SerializeToString(), "the trained model").evaluate(xs.numpy())
     with torch.no_grad():
         param = next(net.parameters())
         expected = net(xs.to(param.device)).to("cpu").numpy()
@@ -193,4 +199,5 @@ def check_onnx_parity(model: onnx.ModelProto, net: nn.Module, x: Tensor, tol: fl
     return diff
 
 
-__all__ = ["ModelProto", "export_onnx", "Binding", "parameter_bindings", "trained_model", "check_onnx_parity"]
+__all__ = ["ModelProto", "export_onnx", "export_onnx_bytes", "Binding", "parameter_bindings", "trained_model",
+           "check_onnx_parity"]

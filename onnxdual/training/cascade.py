@@ -166,13 +166,13 @@ def train_cascade(stages: int, model_source: ModelSource | None, train_data: Tra
         trained = np.load(out / entry["train_indices"])
         certified = np.load(out / entry["certified"])
         remaining = trained[~certified]
+    settings = config.to_dict()
     manifest: dict[str, Any] = {
         "format": CASCADE_FORMAT, "version": MANIFEST_VERSION, "stages": done,
         "eps": config.eps, "norm": config.norm, "clip": list(config.effective_clip or []) or None,
-        "normalization": ({"mean": list(config.normalize[0]), "std": list(config.normalize[1])}
-                          if config.normalize is not None else None),
+        "normalization": settings["normalize"],  # {"mean": [...], "std": [...]} or None
         "requested_stages": stages, "training_examples": n, "complete": False, "stopped_early": False,
-        "stop_reason": None, "model": manifest_source(model_source), "config": config.to_dict(),
+        "stop_reason": None, "model": manifest_source(model_source), "config": settings,
         "versions": software_versions(),
     }
     device = resolve_device(config.device)

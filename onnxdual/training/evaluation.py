@@ -1,6 +1,10 @@
 """Evaluation of a trained model or cascade on a test set: exact certification and a PGD attack
 (:func:`onnxdual.certify.certify`), the certification report, and the soundness check that the certified
-error is never below the attack's error (a certificate an attack beats would be a bug in the bounds)."""
+error is never below the attack's error (a certificate an attack beats would be a bug in the bounds).
+
+The certifier, the report writer and pandas are imported when :func:`evaluate` runs, so importing
+:mod:`onnxdual.training` (every ``onnxdual train``, every ``torchrun`` rank, ``--no-eval``) does not pay
+for them."""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 
-from onnxdual.certify import CertifyResult, CertifySettings, certify, load_stages
-from onnxdual.reports import write_certify_report
 from onnxdual.training.distributed import resolve_device
 from onnxdual.training.interfaces import TrainData
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from onnxdual.certify import CertifyResult
 
 
 class SoundnessError(RuntimeError):
@@ -55,6 +61,9 @@ def evaluate(model_path: str | os.PathLike[str], test_data: TrainData, *, eps: f
     Raises :class:`SoundnessError` -- after writing the report -- when a certified example is broken by the
     attack, i.e. when the certified (robust) error lies below the PGD error: the bound would be wrong.
     """
+    from onnxdual.certify import CertifySettings, certify, load_stages
+    from onnxdual.reports import write_certify_report
+
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     dev = resolve_device(device)

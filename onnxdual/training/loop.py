@@ -218,7 +218,7 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
         local = _train_step(run, index, eps)
         sums += local
         if callbacks:
-            k = max(1.0, float(local[3]))
+            k = max(1.0, float(index.shape[0]))  # the shard's size, without reading the device
             step_metrics = {"epoch": epoch + 1, "step": step + 1, "eps": eps, "lr": lr,
                             "robust_loss": float(local[0]) / k,
                             "robust_err_estimate": float(local[1]) / k, "clean_err": float(local[2]) / k}

@@ -9,7 +9,6 @@ on a module from :func:`onnxdual.load`: a built-in architecture or a torch modul
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import torch
 from torch import nn
 
 from onnxdual.errors import InvalidInputError
-from onnxdual.frontend.export import ModelProto, export_onnx
-from onnxdual.frontend.reader import read_model
+from onnxdual.frontend.export import ModelProto, export_onnx_bytes
+from onnxdual.frontend.reader import parse_model, read_model
 from onnxdual.training.architectures import build_architecture
 from onnxdual.training.config import TrainConfig
 from onnxdual.training.interfaces import TrainData
@@ -67,10 +66,7 @@ def build_template(source: ModelSource, input_shape: Sequence[int], num_classes:
         torch.manual_seed(config.seed)
         module = build_architecture(str(source), tuple(input_shape), num_classes=num_classes,
                                     normalize=config.normalize)
-    with tempfile.TemporaryDirectory(prefix="onnxdual-train-") as tmp:
-        path = Path(tmp) / "init.onnx"
-        export_onnx(module, tuple(input_shape), path)
-        return read_model(path)
+    return parse_model(export_onnx_bytes(module, tuple(input_shape)), "the exported ONNX graph")
 
 
 def reinitialise(net: nn.Module, seed: int) -> None:

@@ -4,12 +4,10 @@ round-trips through ``onnxdual.certify.load_stages``; early stop; resume; evalua
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import onnxdual
 from onnxdual.certify import load_stages

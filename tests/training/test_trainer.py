@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import warnings
 
 import numpy as np
 import onnx
@@ -22,7 +21,7 @@ from onnxdual.training.checkpoint import METRIC_COLUMNS, read_checkpoint
 from onnxdual.training.config import default_eps_start, resolve_eps_start
 from tests.onnx_builders import make_model, run_ort
 
-from tests.training.shared import SHAPE, export, synthetic  # noqa: E402
+from tests.training.shared import SHAPE, synthetic  # noqa: E402
 
 
 def tiny_config(**kw) -> TrainConfig:

@@ -17,8 +17,8 @@ descent directions of the l-inf and l2 norms), with restarts.
 * which points count (``count``): ``"after_step"`` values the centre once and then every point a step
   reaches with a forward pass of its own; ``"iterates"`` values every iterate, each restart's start
   included, by the forward pass that also gives its gradient (plus the last iterate);
-* a deadline checked before every network evaluation (:class:`onnxdual.errors.DeadlineExceeded`), and a
-  hook called with the best points after every restart.
+* a deadline checked before every step (:class:`onnxdual.errors.DeadlineExceeded`), and a hook called
+  with the best points after every restart.
 """
 
 from __future__ import annotations
@@ -108,13 +108,13 @@ def cosine_steps(step: int, steps: int) -> float:
 
 def minimise(objective: Objective, input_set: InputSet, *, steps: int, restarts: int = 1,
              step_size: float | StepSize | None = None, scale: Tensor | None = None,
-             starts: Starts | None = None, generator: torch.Generator | None = None,
-             count: Literal["after_step", "iterates"] = "after_step", deadline: SupportsPassed | None = None,
+             starts: Starts | None = None, count: Literal["after_step", "iterates"] = "after_step",
+             deadline: SupportsPassed | None = None,
              after_restart: Callable[[AttackResult], None] | None = None) -> AttackResult:
     """PGD on ``objective`` over ``input_set`` (see the module docstring for the choices).
 
     ``step_size`` defaults to ``2.5 / steps``; ``scale`` to the box radius (or the l2 radius); ``starts`` to
-    :func:`sampled_starts` with ``generator``. Returns the best point and value per example; with
+    :func:`sampled_starts` without a generator. Returns the best point and value per example; with
     ``count="iterates"``, an example without a finite value keeps ``+inf`` (and the centre)."""
     center = input_set.center.detach()
     if scale is None:
@@ -123,7 +123,7 @@ def minimise(objective: Objective, input_set: InputSet, *, steps: int, restarts:
     if step_size is None:
         step_size = 2.5 / max(steps, 1)
     size = step_size if callable(step_size) else (lambda _s, _n, a=step_size: a)
-    start = starts if starts is not None else sampled_starts(input_set, generator)
+    start = starts if starts is not None else sampled_starts(input_set)
     iterates = count == "iterates"
     best_x = center.clone()
     best: Tensor | None = None
@@ -186,6 +186,6 @@ def pgd(net: nn.Module, input_set: InputSet, c: Tensor, *, steps: int = 40, rest
     net.eval()
     try:
         return minimise(row_minimum(net, c, mask), input_set, steps=steps, restarts=restarts,
-                        step_size=step_size, generator=generator)
+                        step_size=step_size, starts=sampled_starts(input_set, generator))
     finally:
         net.train(was_training)

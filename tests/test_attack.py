@@ -97,7 +97,8 @@ def test_after_step_counts_the_centre_and_every_stepped_point_but_not_random_sta
     net = _mlp(1).eval()
     box = Box.ball(torch.rand(2, 4), 0.1)
     objective, calls = _counting(row_minimum(net, torch.randn(2, 1, 3)))
-    minimise(objective, box, steps=4, restarts=2, generator=torch.Generator().manual_seed(0))
+    minimise(objective, box, steps=4, restarts=2,
+             starts=sampled_starts(box, torch.Generator().manual_seed(0)))
     assert len(calls) == 1 + 2 * (2 * 4)  # the centre, then per step a gradient and an evaluation
     assert torch.equal(calls[0], box.center)
 

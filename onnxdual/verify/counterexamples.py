@@ -69,18 +69,22 @@ class Counterexamples:
             if c.contains(y64):
                 raise WitnessFound(flat.copy(), y.astype(np.float32).copy(), cases.index[j])
 
-    def check_points(self, x: Tensor, cidx: Tensor, open_mask: Tensor, limit: int = 8) -> Tensor:
+    def confirm_most_violating(self, x: Tensor, v: Tensor, cidx: Tensor) -> None:
+        """Confirm with onnxruntime the (at most 8) points of ``x`` ``(N, n)`` whose violations ``v`` ``(N,)``
+        (on the CPU) are the lowest, among those where the torch network (about) reaches the unsafe
+        region."""
+        candidates = (v <= 1e-6 * (1 + v.abs())).nonzero().squeeze(1)
+        for i in candidates[v[candidates].argsort()][:8].tolist():
+            self.confirm(x[i].cpu().numpy(), int(cidx[i]))
+
+    def check_points(self, x: Tensor, cidx: Tensor, open_mask: Tensor) -> Tensor:
         """Evaluate float32 points ``(N, n)`` of cases ``cidx``; confirm the most violating ones with
         onnxruntime. Returns the violation of each point (``<= 0``: the torch network reaches the unsafe
         region)."""
         model = self.problem.model
         with torch.no_grad():
             v = self.problem.cases.violation(model.forward(x.to(model.device)), cidx, open_mask).cpu()
-        candidates = (v <= 1e-6 * (1 + v.abs())).nonzero().squeeze(1)
-        if candidates.numel():
-            order = candidates[v[candidates].argsort()][:limit]
-            for i in order.tolist():
-                self.confirm(x[i].cpu().numpy(), int(cidx[i]))
+        self.confirm_most_violating(x, v, cidx)
         return v
 
     def trivial(self) -> None:
@@ -106,10 +110,7 @@ class Counterexamples:
             return v
 
         def confirm_best(found: AttackResult) -> None:
-            best, best_x = found.value.cpu(), found.x.cpu()
-            hits = (best <= 1e-6 * (1 + best.abs())).nonzero().squeeze(1)
-            for i in hits[best[hits].argsort()][:8].tolist():
-                self.confirm(best_x[i].numpy(), int(cidx[i]))
+            self.confirm_most_violating(found.x, found.value.cpu(), cidx)
 
         result = minimise(violation, box, steps=steps, restarts=restarts, step_size=cosine_steps,
                           scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",

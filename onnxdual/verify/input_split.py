@@ -21,7 +21,7 @@ from onnxdual.engine.network import DualNetwork
 from onnxdual.errors import DeadlineExceeded
 from onnxdual.verify.bounding import BoxBounder
 from onnxdual.verify.counterexamples import Counterexamples
-from onnxdual.verify.problem import Problem, f32_down, f32_up
+from onnxdual.verify.problem import Problem, float32_points
 from onnxdual.verify.result import Deadline, SearchStats
 
 
@@ -60,7 +60,6 @@ class InputSplitting:
         queue_lo, queue_hi = [cases.lower], [cases.upper]
         queue_c, queue_open = [all_cases], [cases.disjuncts.clone()]
         queue_lam = [torch.full(cases.rows.shape, -1.0)]  # row weights to warm-start each box with
-        first = True
         batches = 0
         per_box = 0.0  # measured seconds per box of a whole iteration (bounds, lambda, split scores)
         while queue_lo:
@@ -88,9 +87,8 @@ class InputSplitting:
             lam = lam_init if bounds.weights is None else bounds.weights
             batches += 1
             worst = margin.amin(1)
-            if first:
+            if stats.root_margin is None:  # the first batch: the root boxes
                 stats.root_margin = float(worst.min())
-                first = False
             proven = worst > 0
             if proven.any():
                 stats.leaf_margin = min(stats.leaf_margin, float(worst[proven].min()))
@@ -125,12 +123,10 @@ class InputSplitting:
             per_box = max(0.5 * per_box, (time.perf_counter() - t_batch) / take)
             if batches % 8 == 0:  # a deep search may be hiding a counterexample: attack the worst boxes
                 pick = worst[todo].argsort()[:16]
-                ilo, ihi = f32_up(lo[pick].numpy()), f32_down(hi[pick].numpy())
-                ok = torch.from_numpy((ilo <= ihi).all(1))
+                ilo, ihi, ok = float32_points(lo[pick], hi[pick])
                 if ok.any():
-                    self.counterexamples.attack(torch.from_numpy(ilo)[ok], torch.from_numpy(ihi)[ok],
-                                                cidx[pick][ok], still_open[pick][ok], steps=10, restarts=1,
-                                                gen=gen, deadline=deadline, stats=stats)
+                    self.counterexamples.attack(ilo[ok], ihi[ok], cidx[pick][ok], still_open[pick][ok],
+                                                steps=10, restarts=1, gen=gen, deadline=deadline, stats=stats)
         return SplitOutcome(True)
 
     def split_scores(self, lo: Tensor, hi: Tensor, direction: Tensor) -> Tensor:

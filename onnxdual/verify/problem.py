@@ -33,6 +33,14 @@ def f32_up(v: np.ndarray) -> np.ndarray:
     return np.where(f.astype(np.float64) < v, np.nextafter(f, np.float32(np.inf)), f)
 
 
+def float32_points(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The float32 points of boxes ``(N, n)`` (float64): the inner float32 box ``[inner_lo, inner_hi]`` and
+    whether it holds a point ``(N,)``."""
+    inner_lo = torch.from_numpy(f32_up(lower.numpy()))
+    inner_hi = torch.from_numpy(f32_down(upper.numpy()))
+    return inner_lo, inner_hi, (inner_lo <= inner_hi).all(1)
+
+
 def dual_box(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """float32 centre and radius ``(N, n)`` for the dual network whose box (as :class:`Box` computes it in
     float32) contains ``[lower, upper]`` (float64) in real arithmetic. Coordinates fixed at a float32 value
@@ -145,9 +153,7 @@ def batch_cases(prop, n_inputs: int) -> Cases | None:
             a[j, d, :m] = torch.from_numpy(c.A / scale[:, None])
             b[j, d, :m] = torch.from_numpy(c.b / scale)
             rows[j, d, :m] = True
-    inner_lo = torch.from_numpy(f32_up(lower.numpy()))
-    inner_hi = torch.from_numpy(f32_down(upper.numpy()))
-    has_points = (inner_lo <= inner_hi).all(1)
+    inner_lo, inner_hi, has_points = float32_points(lower, upper)
     return Cases(lower, upper, inner_lo, inner_hi, has_points, a, b, rows, disjuncts,
                  [cs for *_, cs in kept], [i for i, *_ in kept])
 

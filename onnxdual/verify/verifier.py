@@ -56,7 +56,7 @@ class Verifier:
         self.strict = strict
         self.split_max_inputs = split_max_inputs
         self.relu_branching = relu_branching
-        self.batch_boxes = max(1, batch_boxes)
+        self.batch_boxes = batch_boxes
         self.lambda_steps = lambda_steps
         if device is None:
             p = next(iter(net.parameters()), None)
@@ -70,11 +70,9 @@ class Verifier:
         return cls(network.net, network.input_shape, network.session, example_shape=network.example_shape,
                    **kwargs)
 
-    def decide(self, prop, deadline: Deadline | float, seed: int = 0) -> VerifyResult:
-        """Decide ``prop`` by ``deadline`` (a :class:`Deadline`, or a number of seconds from now); ``seed``
-        seeds the attacks. Never raises for a timeout: the answer is ``timeout``."""
-        if not isinstance(deadline, Deadline):
-            deadline = Deadline(deadline)
+    def decide(self, prop, deadline: Deadline, seed: int = 0) -> VerifyResult:
+        """Decide ``prop`` by ``deadline``; ``seed`` seeds the attacks. Never raises for a timeout: the answer
+        is ``timeout``."""
         stats = SearchStats()
         gen = torch.Generator().manual_seed(seed)
         try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from onnxdual.verify import SAT, UNSAT, Verifier, load_network
+from onnxdual.verify import SAT, UNSAT, Deadline, Verifier, load_network
 from onnxdual.verify.relu_split import Domains, ReluBranching, relu_layers
 from tests.milp_oracle import milp_minimum, random_dense
 from tests.verify.conftest import prop_of, save
@@ -34,7 +34,7 @@ def _decide(network, center, eps, c, threshold, timeout=20.0, branching=True):
     # unsafe: c . y <= threshold, i.e. a y <= b with a = c
     prop = prop_of([(center - eps, center + eps, [(c, [threshold])])], 6, 3)
     verifier = Verifier.for_network(network, split_max_inputs=0, relu_branching=branching)
-    return verifier.decide(prop, timeout)
+    return verifier.decide(prop, Deadline(timeout))
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdual.errors import ModelLoadError, UnsupportedOpsError
-from onnxdual.verify import SAT, UNSAT, Verifier, load_network
+from onnxdual.verify import SAT, UNSAT, Deadline, Verifier, load_network
 from tests.onnx_builders import make_model
 from tests.verify.conftest import prop_of, save
 
@@ -54,10 +54,10 @@ def test_inputs_without_a_batch_dimension(tmp_path):
     net = load_network(p1)
     assert net.example_shape == (1,)
     prop = prop_of([([-1.0], [1.0], [([-1.0, 0.0], [-2.5])])], 1, 2)  # y0 = relu(2x) >= 2.5: unsat
-    assert Verifier.for_network(net).decide(prop, 5).answer == UNSAT
+    assert Verifier.for_network(net).decide(prop, Deadline(5)).answer == UNSAT
     p2 = vector_model([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
                        helper.make_node("Relu", ["t"], ["y"])], [1, 2], [2, 1], {}, tmp_path / "tr.onnx")
     net = load_network(p2)
     prop = prop_of([([0.0, 10.0], [1.0, 11.0], [([0.0, -1.0], [-10.0])])], 2, 2)  # y[1,0] = x[0,1] >= 10: sat
-    result = Verifier.for_network(net).decide(prop, 5)
+    result = Verifier.for_network(net).decide(prop, Deadline(5))
     assert result.answer == SAT and result.witness_y[1] >= 10

@@ -19,7 +19,7 @@ def test_unsat_is_proven_with_a_positive_margin(mlp):
     lo, hi = [-1.0, -1.0], [1.0, 1.0]
     _, top = output_range(mlp, lo, hi, 0)
     prop = prop_of([(lo, hi, [([-1.0, 0.0], [-(top + 3.0)])])], 2, 2)  # unsafe: y0 >= top + 3
-    result = Verifier.for_network(mlp).decide(prop, 10)
+    result = Verifier.for_network(mlp).decide(prop, Deadline(10))
     assert result.answer == UNSAT
     assert result.best_margin > 0 and result.witness_x is None
 
@@ -28,7 +28,7 @@ def test_sat_has_a_float32_witness_in_the_box_confirmed_by_onnxruntime(mlp):
     lo, hi = [-1.0, -0.5], [1.0, 0.5]
     _, top = output_range(mlp, lo, hi, 0)
     a, b = np.array([[-1.0, 0.0]]), np.array([-(top - 0.05)])  # unsafe: y0 >= top - 0.05
-    result = Verifier.for_network(mlp).decide(prop_of([(lo, hi, [(a, b)])], 2, 2), 10)
+    result = Verifier.for_network(mlp).decide(prop_of([(lo, hi, [(a, b)])], 2, 2), Deadline(10))
     assert result.answer == SAT
     x, y = result.witness_x, result.witness_y
     assert x.dtype == np.float32 and y.dtype == np.float32
@@ -94,8 +94,9 @@ def test_a_row_combination_proves_what_no_single_row_or_their_sum_can(twin):
     a = np.array([[-1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     b = np.array([-0.6, 0.4, 5.0])
     prop = prop_of([([-1.0], [2.0], [(a, b)])], 1, 2)
-    assert Verifier.for_network(twin, split_max_inputs=0).decide(prop, 10).answer == UNSAT
-    assert Verifier.for_network(twin, split_max_inputs=0, lambda_steps=0).decide(prop, 10).answer == UNKNOWN
+    assert Verifier.for_network(twin, split_max_inputs=0).decide(prop, Deadline(10)).answer == UNSAT
+    no_lambda = Verifier.for_network(twin, split_max_inputs=0, lambda_steps=0)
+    assert no_lambda.decide(prop, Deadline(10)).answer == UNKNOWN
 
 
 def test_several_input_boxes_are_decided_together(mlp):
@@ -103,18 +104,18 @@ def test_several_input_boxes_are_decided_together(mlp):
     _, top1 = output_range(mlp, lo1, hi1, 1)
     _, top2 = output_range(mlp, lo2, hi2, 1)
     cases = [(lo1, hi1, [([0.0, -1.0], [-(top1 + 2.0)])]), (lo2, hi2, [([0.0, -1.0], [-(top2 - 0.05)])])]
-    result = Verifier.for_network(mlp).decide(prop_of(cases, 2, 2), 10)
+    result = Verifier.for_network(mlp).decide(prop_of(cases, 2, 2), Deadline(10))
     assert result.answer == SAT and result.case == 1
     assert np.all(np.array(lo2) <= result.witness_x) and np.all(result.witness_x <= np.array(hi2))
     cases[1] = (lo2, hi2, [([0.0, -1.0], [-(top2 + 2.0)])])
-    assert Verifier.for_network(mlp).decide(prop_of(cases, 2, 2), 10).answer == UNSAT
+    assert Verifier.for_network(mlp).decide(prop_of(cases, 2, 2), Deadline(10)).answer == UNSAT
 
 
 def test_strict_mode_refuses_a_margin_within_rounding(twin):
     # y0 = relu(x) <= 1 on [0, 1]; unsafe y0 >= 1 + 1e-5 is unreachable by 1e-5 only
     prop = prop_of([([0.0], [1.0], [([-1.0, 0.0], [-(1.0 + 1e-5)])])], 1, 2)
-    assert Verifier.for_network(twin, split_max_inputs=0).decide(prop, 5).answer == UNSAT
-    strict = Verifier.for_network(twin, split_max_inputs=0, strict=True).decide(prop, 5)
+    assert Verifier.for_network(twin, split_max_inputs=0).decide(prop, Deadline(5)).answer == UNSAT
+    strict = Verifier.for_network(twin, split_max_inputs=0, strict=True).decide(prop, Deadline(5))
     assert strict.answer == UNKNOWN
 
 
@@ -122,18 +123,18 @@ def test_no_proof_and_no_witness_for_a_point_without_a_float32_value(twin):
     # x = 0.1 exactly (no float32 equals it): y0 >= 0.1 holds in real arithmetic, so unsat would be wrong,
     # and no float32 input lies in the box, so there is no witness either
     prop = prop_of([([0.1], [0.1], [([-1.0, 0.0], [-0.1])])], 1, 2)
-    assert Verifier.for_network(twin).decide(prop, 2).answer in (UNKNOWN, TIMEOUT)
+    assert Verifier.for_network(twin).decide(prop, Deadline(2)).answer in (UNKNOWN, TIMEOUT)
 
 
 def test_an_empty_conjunction_is_sat_at_any_point_of_the_box(mlp):
     everything = OutputConstraint(np.zeros((0, 2)), [])
     prop = Property(2, 2, [(InputRegion([0.25, 0.5], [0.25, 0.75]), [everything])])
-    result = Verifier.for_network(mlp).decide(prop, 5)
+    result = Verifier.for_network(mlp).decide(prop, Deadline(5))
     assert result.answer == SAT and result.witness_x[0] == np.float32(0.25)
 
 
 def test_no_case_means_unsat(mlp):
-    assert Verifier.for_network(mlp).decide(Property(2, 2, []), 5).answer == UNSAT
+    assert Verifier.for_network(mlp).decide(Property(2, 2, []), Deadline(5)).answer == UNSAT
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 3e4])

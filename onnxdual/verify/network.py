@@ -17,7 +17,7 @@ from onnxdual.engine.network import DualNetwork
 from onnxdual.errors import ModelLoadError, OnnxDualError, UnsupportedOpsError
 from onnxdual.frontend.onnx_import import load, missing_duals
 from onnxdual.frontend.opset import downgrade, opset_of
-from onnxdual.frontend.reader import interface, parse_model, read_model_bytes
+from onnxdual.frontend.reader import interface, read_model_and_bytes
 from onnxdual.frontend.reference import ReferenceSession
 from onnxdual.frontend.rewrites import add_batch_axis, batch_vector_matmuls, constants_to_initializers
 from onnxdual.verify.result import QueryError
@@ -53,8 +53,7 @@ def load_network(path: str | os.PathLike, *, check: bool = True) -> Network:
     dual layer). With ``check`` the dual structure is built once so that unsupported uses of supported
     operators are reported here rather than during verification."""
     source = str(path)
-    data = read_model_bytes(path)
-    model = parse_model(data, source, detail=False)
+    model, data = read_model_and_bytes(path, detail=False)
     face = interface(model)
     if face.n_inputs != 1 or face.n_outputs != 1:
         raise ModelLoadError(f"{source}: onnxdual verifies networks with exactly one input and one output "

@@ -104,6 +104,8 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         command="onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:])).to_dict()
     summary = result.summary_frame()
     paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame())
+    if paths.replaced and not quiet:
+        click.echo(f"onnxdual: replaced the previous report in {out}", err=True)
     overall = summary[summary.stage == "all"]
     if as_json:
         click.echo(json.dumps({"meta": meta, "summary": json.loads(overall.to_json(orient="records")),

@@ -67,3 +67,15 @@ class UnsupportedOpsError(UnsupportedError):
 
 class DeadlineExceeded(OnnxDualError):
     """A time budget ran out before a computation finished (caught by whoever set the deadline)."""
+
+
+class OutputBusyError(OnnxDualError):
+    """Another process holds the lock of the output directory this run would write."""
+
+
+class CheckpointError(InvalidInputError):
+    """A training checkpoint is damaged or incomplete; the message names the part."""
+
+
+class DivergenceError(OnnxDualError):
+    """Training produced a non-finite loss or weight; the message names the epoch and step."""

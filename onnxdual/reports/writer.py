@@ -1,10 +1,11 @@
 """Write a certification report to a directory: ``examples.csv``, ``summary.csv``, ``summary.json`` and
 ``report.html``, all or nothing.
 
-Every file is first rendered in memory, then written through :mod:`onnxdual.files`: to a hidden temporary
-file in the target directory, fsynced; only when all four are on disk are they moved into place with
-:func:`os.replace`, which is atomic per file. So a failure while rendering or writing leaves the directory
-exactly as it was (temporary files are removed), and a reader never sees a half-written file.
+Every file is first rendered in memory, then the set is written through
+:func:`onnxdual.files.write_files_atomically`: into a fresh hidden sibling directory, swapped with the
+target in one atomic rename. So a failure or a kill while rendering or writing leaves the previous report
+whole (the stale staging directory is removed by the next write), a reader never sees a mix of two reports,
+and a concurrent writer of the same directory gets an error instead of silently interleaving.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from onnxdual.files import prepare_dir, write_files_atomically
+from onnxdual.files import WrittenFiles, write_files_atomically
 from onnxdual.reports.formatting import to_jsonable
 from onnxdual.reports.html import check_frames, render_html
 
@@ -44,12 +45,13 @@ def summary_json(summary: pd.DataFrame, meta: Mapping[str, Any], cascade: pd.Dat
 
 
 def write_certify_report(out_dir: str | os.PathLike[str], examples: pd.DataFrame, summary: pd.DataFrame,
-                         meta: Mapping[str, Any], cascade: pd.DataFrame | None = None) -> dict[str, Path]:
+                         meta: Mapping[str, Any], cascade: pd.DataFrame | None = None) -> WrittenFiles:
     """Write ``examples.csv``, ``summary.csv``, ``summary.json`` and ``report.html`` into ``out_dir``.
 
-    The directory is created if missing. Everything is rendered before anything is written, and the files
-    are moved into place only once all of them are written (:func:`write_files_atomically`): on any error
-    no partial or temporary file is left and files already in ``out_dir`` are untouched.
+    The directory is created if missing. Everything is rendered before anything is written, and the set
+    replaces the directory's previous one in one atomic swap (:func:`write_files_atomically`; other plain
+    files in ``out_dir`` are kept): on any error no partial or temporary file is left and ``out_dir`` is
+    untouched.
 
     Args:
         out_dir: target directory.
@@ -59,19 +61,19 @@ def write_certify_report(out_dir: str | os.PathLike[str], examples: pd.DataFrame
 
     Returns:
         ``{"examples_csv": path, "summary_csv": path, "summary_json": path, "report_html": path}``
-        (see :data:`REPORT_FILES`).
+        (see :data:`REPORT_FILES`), whose ``replaced`` attribute says whether a previous report was replaced.
 
     Raises:
-        InvalidInputError: bad inputs, or ``out_dir`` cannot be created or written.
+        InvalidInputError: bad inputs, or ``out_dir`` cannot be created or written (or is the current
+            directory, or holds folders).
+        OutputBusyError: another run is writing to ``out_dir``.
     """
     check_frames(examples, summary, cascade, meta)
-    out = Path(out_dir)
-    prepare_dir(out, "report directory")
     contents = {
         REPORT_FILES["examples_csv"]: examples.to_csv(index=False, lineterminator="\n"),
         REPORT_FILES["summary_csv"]: summary.to_csv(index=False, lineterminator="\n"),
         REPORT_FILES["summary_json"]: summary_json(summary, meta, cascade),
         REPORT_FILES["report_html"]: render_html(examples, summary, meta, cascade),
     }
-    paths = write_files_atomically(out, contents)
-    return {key: paths[name] for key, name in REPORT_FILES.items()}
+    paths = write_files_atomically(out_dir, contents, "report directory")
+    return WrittenFiles({key: paths[name] for key, name in REPORT_FILES.items()}, paths.replaced)

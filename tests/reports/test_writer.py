@@ -203,21 +203,23 @@ def test_atomic_failure_while_rendering_leaves_directory_untouched(tmp_path, dat
 
 def test_atomic_failure_while_writing_removes_temp_files(tmp_path, data, monkeypatch):
     examples, summary, cascade, meta = data
-    write_certify_report(tmp_path, examples, summary, meta, cascade)
-    before = _listing(tmp_path)
-    real = files_module._write_temp
+    out = tmp_path / "rep"
+    write_certify_report(out, examples, summary, meta, cascade)
+    before = _listing(out)
+    real = files_module._write_file
     calls = []
 
-    def flaky(target, data):
-        calls.append(target)
-        if len(calls) == 3:  # two temp files exist by now; the third "runs out of disk space"
+    def flaky(path, data):
+        calls.append(path)
+        if len(calls) == 3:  # two files of the new set exist by now; the third "runs out of disk space"
             raise OSError(28, "No space left on device")
-        return real(target, data)
+        return real(path, data)
 
-    monkeypatch.setattr(files_module, "_write_temp", flaky)
+    monkeypatch.setattr(files_module, "_write_file", flaky)
     with pytest.raises(InvalidInputError, match="No space left on device"):
-        write_certify_report(tmp_path, examples.head(3), summary, dict(meta, model="new"), cascade)
-    assert _listing(tmp_path) == before  # old report intact, no temp files
+        write_certify_report(out, examples.head(3), summary, dict(meta, model="new"), cascade)
+    assert _listing(out) == before  # old report intact
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no staging directory left
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX paths")

@@ -65,6 +65,11 @@ class CertifySettings:
             raise InvalidInputError("batch size must be at least 1")
         if self.probable is not None and not 0 < self.probable < 1:
             raise InvalidInputError(f"the failure probability delta must lie in (0, 1), got {self.probable}")
+        if self.clip is not None:
+            lo, hi = self.clip
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+                raise InvalidInputError(f"the data domain (clip) must be a finite range lo <= hi, "
+                                        f"got {self.clip}")
         if len(self.projections) != 2 or min(self.projections) < 1:
             raise InvalidInputError(f"projections must be two positive integers k,m, got {self.projections}")
 
@@ -160,6 +165,25 @@ class CertifyResult:
         return pd.DataFrame(rows)
 
 
+def check_domain(x: Tensor, clip: tuple[float, float] | None) -> None:
+    """Every clean input must lie in the data domain ``clip`` its l-inf balls are intersected with (``None``:
+    no domain): a bound over the ball around a clamped copy would certify an input the data does not hold.
+    Raises :class:`InvalidInputError` naming the first offending example."""
+    if clip is None or x.numel() == 0:
+        return
+    lo, hi = clip
+    flat = x.detach().flatten(1)
+    outside = (flat < lo) | (flat > hi) | torch.isnan(flat)
+    rows = outside.any(1).nonzero()
+    if rows.numel():
+        i = int(rows[0, 0])
+        value = float(flat[i][outside[i]][0])
+        n_bad = int(outside.any(1).sum())
+        raise InvalidInputError(f"example {i} lies outside the data domain [{lo:g}, {hi:g}] (--clip): it "
+                                f"holds the value {value:g} ({n_bad} of {x.shape[0]} examples do); "
+                                "give the data's own range with --clip, or --clip none")
+
+
 def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
             progress: Callable[[int], None] | None = None) -> CertifyResult:
     """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch."""
@@ -181,6 +205,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
     if (y < 0).any() or (y >= num_classes).any():
         raise InvalidInputError(f"labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "
                                 f"outputs; found {int(y.min())}..{int(y.max())}")
+    check_domain(x, settings.clip if settings.norm == "linf" else None)
     result = CertifyResult(stages, settings)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     projections = torch.Generator(device="cpu").manual_seed(settings.seed + 1)

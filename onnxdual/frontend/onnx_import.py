@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import onnx
+import torch
 from torch import fx
 
 from onnxdual import registry as registries
@@ -38,14 +39,24 @@ def missing_duals(model: onnx.ModelProto, registry: registries.Registry | None =
     return missing
 
 
+def _check_finite_weights(module: fx.GraphModule, source: str) -> None:
+    """A NaN or infinite weight makes every bound and attack meaningless (NaN compares false, so nothing
+    would be flagged): refuse the model up front, naming the first such tensor."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+            raise ModelLoadError(f"{source}: weight {name!r} holds {kind} values; a network with non-finite "
+                                 "weights cannot be certified")
+
+
 def load(path: str | os.PathLike | onnx.ModelProto,
          registry: registries.Registry | None = None) -> fx.GraphModule:
     """Load an ONNX network as a torch module whose output equals onnxruntime's (float32).
 
-    Raises :class:`ModelLoadError` for unreadable files and :class:`UnsupportedOpsError` listing every
-    operator without a dual layer in ``registry`` (default: the installed one; a non-default registry is
-    remembered as ``module.onnxdual_registry`` and used when the dual network is built). The returned
-    module carries the ONNX node information the dual network needs (``module.onnxdual_nodes``)."""
+    Raises :class:`ModelLoadError` for unreadable files or non-finite weights and :class:`UnsupportedOpsError`
+    listing every operator without a dual layer in ``registry`` (default: the installed one; a non-default
+    registry is remembered as ``module.onnxdual_registry`` and used when the dual network is built). The
+    returned module carries the ONNX node information the dual network needs (``module.onnxdual_nodes``)."""
     if isinstance(path, onnx.ModelProto):
         model = copy_model(path)  # the fixes below must not change the caller's model
     else:
@@ -71,6 +82,7 @@ def load(path: str | os.PathLike | onnx.ModelProto,
                                  f"({first}); upgrading to opset {UPGRADE_OPSET} failed too: {exc}") from exc
     except Exception as exc:
         raise ModelLoadError(f"{source}: onnx2torch cannot convert it: {type(exc).__name__}: {exc}") from exc
+    _check_finite_weights(module, source)
     module.onnxdual_nodes = node_infos(model, module)
     module.onnxdual_input_name = inputs[0]
     if registry is not None:

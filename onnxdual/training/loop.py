@@ -98,6 +98,9 @@ def train(model_source: ModelSource | None, train_data: TrainData, config: Train
     world = dist_info()
     out = prepare_dir(out_dir)
     check_not_empty(train_data)
+    from onnxdual.certify.run import check_domain  # the one domain rule (certify's); loads pandas lazily
+
+    check_domain(train_data.x, config.effective_clip)
     fingerprint = data_fingerprint(train_data)
     ckpt = _open_checkpoint(out, config, model_source, fingerprint, world, resume)
     run = _start(model_source, train_data, config, out, ckpt, fingerprint, world)

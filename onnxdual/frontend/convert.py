@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 from torch import Tensor, fx, nn
 
 from onnxdual.frontend.opset import opset_of, since_version
-from onnxdual.frontend.torchvision_compat import ensure_torchvision_importable
+from onnxdual.frontend.torchvision_compat import import_onnx2torch
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,14 @@ class OnnxNodeInfo:
 
 def versions() -> dict[str, str]:
     """Versions of the ONNX packages onnxdual reads and converts with."""
-    import onnx2torch
-
+    onnx2torch = import_onnx2torch()
     return {"onnx": onnx.__version__, "onnx2torch": getattr(onnx2torch, "__version__", "?")}
 
 
 def convert(model: onnx.ModelProto) -> fx.GraphModule:
     """onnx2torch's conversion (its exceptions pass through: ``NotImplementedError`` for a missing
     converter)."""
-    ensure_torchvision_importable()
-    import onnx2torch
+    onnx2torch = import_onnx2torch()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,6 +108,7 @@ def _locate(array: np.ndarray, candidates: list[tuple[str, Tensor]], used: set[s
 
 def node_infos(model: onnx.ModelProto, module: fx.GraphModule) -> dict[str, OnnxNodeInfo]:
     """Map onnx2torch's unique module names back to the ONNX nodes (same naming rule, same order)."""
+    import_onnx2torch()
     from onnx2torch.onnx_graph import OnnxGraph
 
     initializers = {t.name: t for t in model.graph.initializer}

@@ -2,6 +2,10 @@
 frontend's rooms (:mod:`~onnxdual.frontend.reader`, :mod:`~onnxdual.frontend.rewrites`,
 :mod:`~onnxdual.frontend.opset`, :mod:`~onnxdual.frontend.convert`).
 
+* Values that do not depend on the network input's values (exporters' shape arithmetic) are folded into
+  initializers (:func:`onnxdual.frontend.folding.fold_constants`), and a model of an opset newer than
+  onnx2torch converts is moved down to :data:`~onnxdual.frontend.opset.CONVERT_OPSET`
+  (:func:`~onnxdual.frontend.opset.downgrade`; torch's exporters write opsets 18 to 21).
 * Before converting, the whole graph is checked against the dual-layer registry and *every* operator
   without a dual layer is reported at once (:class:`~onnxdual.errors.UnsupportedOpsError`).
 * Old operator versions onnx2torch has no converter for (Flatten-1, Dropout-7, Slice-1 appear in VNN-COMP
@@ -19,7 +23,8 @@ from torch import fx
 from onnxdual import registry as registries
 from onnxdual.errors import MissingOp, ModelLoadError, UnsupportedOpsError
 from onnxdual.frontend.convert import OnnxNodeInfo, convert, node_infos
-from onnxdual.frontend.opset import UPGRADE_OPSET, opset_of, since_version, upgrade
+from onnxdual.frontend.folding import fold_constants
+from onnxdual.frontend.opset import UPGRADE_OPSET, downgrade, opset_of, since_version, upgrade
 from onnxdual.frontend.reader import copy_model, graph_inputs, read_model, read_model_bytes, variable_nodes
 from onnxdual.frontend.rewrites import prepare_for_conversion
 
@@ -29,8 +34,9 @@ __all__ = ["OnnxNodeInfo", "load", "missing_duals", "read_model", "read_model_by
 
 def missing_duals(model: onnx.ModelProto, registry: registries.Registry | None = None) -> list[MissingOp]:
     """Every variable node whose operator version has no dual layer in ``registry`` (default: the
-    installed one)."""
+    installed one), after constant folding (shape arithmetic needs none)."""
     table = registry if registry is not None else registries.default()
+    model = fold_constants(model)
     missing = []
     for i, node in enumerate(variable_nodes(model)):
         opset = opset_of(model, node.domain)
@@ -65,6 +71,7 @@ def load(path: str | os.PathLike | onnx.ModelProto,
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ModelLoadError(f"{source}: the network must have exactly one input, it has {len(inputs)}")
+    model = downgrade(fold_constants(model))
     missing = missing_duals(model, registry)
     if missing:
         raise UnsupportedOpsError(missing)

@@ -1,9 +1,12 @@
 """Graph rewrites onnxdual applies before onnx2torch converts a model, each on a copy, none changing the
 function the model computes (except :func:`add_batch_axis`, which adds the batch dimension onnxdual feeds):
 
-* :func:`prepare_for_conversion` -- what every load does: constant ``Reshape`` targets ``[1, ...]`` copy the
-  batch dimension instead (any batch size loads), an omitted optional ``Clip`` min becomes ``-inf``
-  (onnx2torch rejects the gap), and ``auto_pad`` becomes explicit ``pads`` (onnx2torch knows only those).
+* :func:`prepare_for_conversion` -- what every load does: ``allowzero = 1`` is dropped from ``Reshape``
+  nodes whose constant target has no zero (the same operator; onnx2torch rejects the attribute), constant
+  ``Reshape`` targets whose first entry is the input's static batch size (``[1, ...]``, or ``[2, ...]`` from
+  a dynamo export at batch 2) copy the batch dimension instead (any batch size loads), an omitted optional
+  ``Clip`` min becomes ``-inf`` (onnx2torch rejects the gap), and ``auto_pad`` becomes explicit ``pads``
+  (onnx2torch knows only those).
 * :func:`constants_to_initializers`, :func:`add_batch_axis`, :func:`batch_vector_matmuls` -- what the
   verifier adds for VNN-COMP files (``Constant`` weights, inputs without a batch dimension).
 """
@@ -19,26 +22,58 @@ from onnxdual.frontend.reader import copy_model, graph_inputs, variable_nodes
 
 def prepare_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """The rewrites every load applies (the caller passes a copy it owns; returns the rewritten model)."""
-    return explicit_pads(fill_optional_clip_min(free_batch_in_reshapes(model)))
+    return explicit_pads(fill_optional_clip_min(free_batch_in_reshapes(drop_needless_allowzero(model))))
 
 
-def free_batch_in_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite constant Reshape targets ``[1, ...]`` to ``[0, ...]`` (copy the batch dimension)."""
+def _constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     constants = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     constants[node.output[0]] = attr.t
+    return constants
+
+
+def drop_needless_allowzero(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Reshape(allowzero=1)`` with a constant target without zeros is ``Reshape(allowzero=0)`` (the
+    attribute only changes what a ``0`` entry means); the dynamo exporter writes it on every Reshape."""
+    constants = _constant_tensors(model)
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        if 0 in numpy_helper.to_array(constants[node.input[1]]).reshape(-1):
+            continue
+        for attr in list(node.attribute):
+            if attr.name == "allowzero":
+                node.attribute.remove(attr)
+    return model
+
+
+def _static_batch(model: onnx.ModelProto) -> int:
+    """The input's static first dimension (1 when it is free or unknown: the batch of VNN-COMP files)."""
+    names = graph_inputs(model)
+    info = next((v for v in model.graph.input if names and v.name == names[0]), None)
+    dims = info.type.tensor_type.shape.dim if info is not None else []
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else 1
+
+
+def free_batch_in_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite constant Reshape targets ``[b, ...]`` to ``[0, ...]`` (copy the batch dimension), where ``b``
+    is 1 or the input's static batch size, and ``allowzero`` is not set."""
+    constants = _constant_tensors(model)
     variable = {o for n in variable_nodes(model) for o in n.output} | set(graph_inputs(model))
+    batch = _static_batch(model)
     for node in model.graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] not in variable:
+            continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
             continue
         tensor = constants.get(node.input[1])
         if tensor is None:
             continue
         shape = numpy_helper.to_array(tensor).copy()
-        if shape.ndim == 1 and shape.size and shape[0] == 1:
+        if shape.ndim == 1 and shape.size and shape[0] in (1, batch):
             shape[0] = 0
             new_name = f"{node.input[1]}__onnxdual_free_batch_{node.name or id(node)}"
             model.graph.initializer.append(numpy_helper.from_array(shape.astype(np.int64), new_name))

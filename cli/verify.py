@@ -138,7 +138,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
         declared_networks,
         detect_version,
         format_vnnlib2_assignment,
-        parse_vnnlib,
+        parse_vnnlib_text,
         serialise_assignment,
     )
     from onnxdual.specs.reader import read_text
@@ -152,7 +152,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     files = match_networks(declared, parse_networks(networks), str(query))
     if declared:  # condition 3 on the declared types needs no model: check it before loading anything
         check_element_types(declared, {}, strict=strict, source=str(query))
-    prop = parse_vnnlib(text, name=str(query))
+    prop = parse_vnnlib_text(text, name=str(query))  # the text as read: never opened again as a path
     (name, path), = files.items()
     network = load_network(path)
     notes = check_element_types(declared, {name: network}, strict=strict, source=str(query)) \

@@ -21,7 +21,7 @@ from onnxdual.specs.model import (
     is_counterexample,
     is_violated,
 )
-from onnxdual.specs.reader import detect_version, parse_vnnlib
+from onnxdual.specs.reader import detect_version, parse_vnnlib, parse_vnnlib_text
 from onnxdual.specs.witness import (
     assignment_variables,
     format_vnncomp_witness,
@@ -35,6 +35,7 @@ __all__ = [
     "Property",
     "SpecError",
     "parse_vnnlib",
+    "parse_vnnlib_text",
     "detect_version",
     "is_violated",
     "is_counterexample",

@@ -6,16 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onnxdual.specs.reader import detect_version
-from onnxdual.specs.vnnlib2 import parse_reference_query
+from onnxdual.specs.vnnlib2 import ELEMENT_TYPES, parse_reference_query
 
-#: VNN-LIB spelling of the element types (the ONNX IR names, plus the extra ``Real``)
-_VNNLIB_TYPES = {
-    "Real": "Real", "F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16",
-    "F8E4M3FN": "float8e4m3fn", "F8E5M2": "float8e5m2", "F8E4M3FNUZ": "float8e4m3fnuz",
-    "F8E5M2FNUZ": "float8e5m2fnuz", "F4E2M1": "float4e2m1", "I8": "int8", "I16": "int16", "I32": "int32",
-    "I64": "int64", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64",
-    "C128": "complex128", "Bool": "bool", "String": "string",
-}
 #: ONNX ``TensorProto`` type names (lower case) -> VNN-LIB spelling
 _ONNX_TO_VNNLIB = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16",
                    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8",
@@ -62,7 +54,7 @@ def declared_networks(text: str, source: str = "<string>") -> list[DeclaredNetwo
         kind = str(v.dtype).split(".")[-1]
         if kind == "Unknown":  # the reference parser (vnnlib 1.0.2) types a declared Real as Unknown
             kind = "Real"
-        return DeclaredVariable(v.name, _VNNLIB_TYPES.get(kind, kind.lower()), tuple(int(d) for d in v.shape))
+        return DeclaredVariable(v.name, ELEMENT_TYPES.get(kind, kind.lower()), tuple(int(d) for d in v.shape))
 
     out = []
     for n in query.networks:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import gc
-import gzip
 import os
 import re
-from pathlib import Path
 
+from onnxdual.inputfiles import read_bytes
 from onnxdual.specs.model import Property, SpecError
 
 _COMMENT_RE = re.compile(r";[^\n]*")
@@ -22,16 +21,8 @@ def detect_version(text: str) -> str:
 
 def read_text(path: str | os.PathLike) -> str:
     """Contents of a ``.vnnlib`` (or gzip-compressed ``.vnnlib.gz``) file; :class:`SpecError` if
-    unreadable."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError(f"{p}: cannot read property file: {reason}") from None
-    return data.decode("utf-8", errors="replace")
+    unreadable (only regular files are read; see :mod:`onnxdual.inputfiles`)."""
+    return read_bytes(path, "property file", SpecError).decode("utf-8", errors="replace")
 
 
 def parse_vnnlib(path_or_text: str | os.PathLike, *, name: str | None = None) -> Property:
@@ -39,17 +30,22 @@ def parse_vnnlib(path_or_text: str | os.PathLike, *, name: str | None = None) ->
 
     ``path_or_text``: a path (``str`` or ``os.PathLike``; ``.gz`` is decompressed) or the property text
     itself; a ``str`` containing ``(`` is taken as text. ``name`` overrides the name used in error
-    messages and in ``Property.source`` (default: the path, or ``"<string>"``).
+    messages and in ``Property.source`` (default: the path, or ``"<string>"``). Text read from a file is
+    passed to :func:`parse_vnnlib_text`, never back here: a file's content is never taken as a path.
+    """
+    if isinstance(path_or_text, str) and "(" in path_or_text:
+        return parse_vnnlib_text(path_or_text, name=name or "<string>")
+    return parse_vnnlib_text(read_text(path_or_text), name=name or str(path_or_text))
+
+
+def parse_vnnlib_text(text: str, *, name: str = "<string>") -> Property:
+    """Parse the VNN-LIB text ``text`` (whatever it holds: it is never opened as a path).
 
     VNN-LIB 1.0 (VNN-COMP) is read by our own parser (:mod:`onnxdual.specs.vnnlib1`), 2.0 through the
     reference parser (:mod:`onnxdual.specs.vnnlib2`). Raises :class:`~onnxdual.specs.SpecError`.
     """
-    if isinstance(path_or_text, str) and "(" in path_or_text:
-        text = path_or_text
-        name = name or "<string>"
-    else:
-        text = read_text(path_or_text)
-        name = name or str(path_or_text)
+    if not _COMMENT_RE.sub("", text).strip():
+        raise SpecError(f"{name}: the property file holds no VNN-LIB commands (it is empty or only comments)")
     if detect_version(text) == "2.0":
         from onnxdual.specs.vnnlib2 import parse_vnnlib2 as parse
     else:

@@ -11,6 +11,10 @@ import re
 
 from onnxdual.specs.model import SpecError, UnsupportedSpecError
 
+#: the deepest nesting of parentheses accepted: real properties nest a handful of levels; the readers walk
+#: terms recursively (and the 2.0 reference parser crashes the interpreter on ~100,000 levels)
+MAX_DEPTH = 200
+
 _TOKEN_RE = re.compile(r'[()]|;[^\n]*|"(?:[^"]|"")*"|\|[^|]*\||[^\s();"|]+|["|]')
 
 
@@ -45,6 +49,23 @@ class Source:
         return (UnsupportedSpecError if unsupported else SpecError)(f"{where}: {message}")
 
 
+def _too_deep(src: Source, pos: int) -> SpecError:
+    return src.error(f"nested too deeply (more than {MAX_DEPTH} levels of parentheses)", pos)
+
+
+def check_depth(src: Source) -> None:
+    """Raise :class:`SpecError` if the parentheses of ``src.text`` nest deeper than :data:`MAX_DEPTH`
+    (comments, strings and quoted symbols do not count); balance is left to the parser."""
+    depth = 0
+    for k, tok in enumerate(_TOKEN_RE.findall(src.text)):
+        if tok == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(src, k)
+        elif tok == ")":
+            depth = max(0, depth - 1)
+
+
 def read_sexprs(src: Source) -> list:
     """All top-level expressions of ``src.text``; raises :class:`SpecError` on unbalanced parentheses or an
     unterminated string / quoted symbol."""
@@ -55,6 +76,8 @@ def read_sexprs(src: Source) -> list:
     for k, tok in enumerate(_TOKEN_RE.findall(src.text)):
         c = tok[0]
         if c == "(":
+            if len(stack) >= MAX_DEPTH:
+                raise _too_deep(src, k)
             node = SList()
             node.pos = k
             cur.append(node)

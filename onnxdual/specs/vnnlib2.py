@@ -40,22 +40,47 @@ from decimal import Decimal
 
 from onnxdual.specs.assemble import build_property, conj, make_atom
 from onnxdual.specs.model import Property, SpecError, UnsupportedSpecError
+from onnxdual.specs.sexpr import Source, check_depth
 
 _SCI_RE = re.compile(r"(?<![\w.])([+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+)(?![\w.])")
 _EQ_RE = re.compile(r"\(\s*=(?=[\s(])")
 _COMMENT_RE = re.compile(r";[^\n]*")
 _VERSION_RE = re.compile(r"\(\s*vnnlib-version\b")
 _LINE_RE = re.compile(r"\bline (\d+)")
+_DECLARE_RE = re.compile(r"\(\s*declare-(?:input|output|hidden)\s+([^\s()]+)\s+([^\s()\[]+)")
+#: the element types of the standard: the reference parser's ``DType`` names -> their VNN-LIB spelling (the
+#: ONNX IR names, plus the extra ``Real``), which is what a query writes
+ELEMENT_TYPES = {
+    "Real": "Real", "F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16",
+    "F8E4M3FN": "float8e4m3fn", "F8E5M2": "float8e5m2", "F8E4M3FNUZ": "float8e4m3fnuz",
+    "F8E5M2FNUZ": "float8e5m2fnuz", "F4E2M1": "float4e2m1", "I8": "int8", "I16": "int16", "I32": "int32",
+    "I64": "int64", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64",
+    "C128": "complex128", "Bool": "bool", "String": "string",
+}
+#: decimal exponents beyond float64 (overflow, or underflow to zero well below the subnormals)
+_MAX_EXPONENT, _MIN_EXPONENT = 308, -400
 
 
-def _plain_decimal(m: re.Match) -> str:
-    s = format(Decimal(m.group(1)), "f")
-    return s if "." in s else s + ".0"
+def _line_at(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
 
 
-def prepare_text(text: str) -> str:
-    """Apply the lexical leniencies listed in the module docstring (line numbers unchanged)."""
-    text = _SCI_RE.sub(_plain_decimal, text)
+def prepare_text(text: str, name: str = "<string>") -> str:
+    """Apply the lexical leniencies listed in the module docstring (line numbers unchanged). A number whose
+    magnitude float64 cannot hold (``1e999999999``) is refused here: writing it out would take gigabytes."""
+
+    def plain_decimal(m: re.Match) -> str:
+        value = Decimal(m.group(1))
+        exponent = value.adjusted()
+        if exponent > _MAX_EXPONENT:
+            raise SpecError(f"{name}:{_line_at(text, m.start())}: number {m.group(1)[:40]} is out of range "
+                            "(beyond float64)")
+        if exponent < _MIN_EXPONENT:
+            return "0.0"  # the same real as far as float64 (the parser's arithmetic) can tell
+        s = format(value, "f")
+        return s if "." in s else s + ".0"
+
+    text = _SCI_RE.sub(plain_decimal, text)
     text = _EQ_RE.sub("(==", text)
     if not _VERSION_RE.search(_COMMENT_RE.sub("", text)):
         text = "(vnnlib-version <2.0>) " + text
@@ -124,10 +149,24 @@ def parse_reference_query(text: str, name: str = "<string>"):
         import vnnlib
     except ImportError as exc:  # pragma: no cover - vnnlib is a declared dependency
         raise SpecError(f"{name}: VNN-LIB 2.0 files need the 'vnnlib' package ({exc})") from None
+    check_depth(Source(name, text))  # before the reference parser, which crashes on deep nesting
     try:
-        return vnnlib.parse_query_string(prepare_text(text))
+        query = vnnlib.parse_query_string(prepare_text(text, name))
     except vnnlib.VNNLibException as exc:
         raise _reference_error(name, exc) from None
+    _check_element_types(text, name)
+    return query
+
+
+def _check_element_types(text: str, name: str) -> None:
+    """The reference parser (vnnlib 1.0.2) accepts any word as an element type; the standard knows only
+    :data:`ELEMENT_TYPES`."""
+    known = list(ELEMENT_TYPES.values())
+    code = _COMMENT_RE.sub(lambda m: " " * len(m.group()), text)  # same offsets, so same line numbers
+    for m in _DECLARE_RE.finditer(code):
+        if m.group(2) not in known:
+            raise SpecError(f"{name}:{_line_at(code, m.start())}: unknown element type {m.group(2)[:40]!r} "
+                            f"of {m.group(1)[:40]} (known: {', '.join(known)})")
 
 
 def parse_vnnlib2(text: str, name: str = "<string>") -> Property:

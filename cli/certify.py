@@ -66,9 +66,11 @@ class _Progress:
               help="With --probable: k,m = columns per geometric estimate, estimates per maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no text summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
+@click.option("--allow-stages-outside", is_flag=True,
+              help="Accept cascade stage files outside the manifest's folder (refused by default).")
 @user_errors
 def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_size, device, out, seed,
-                    pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json):
+                    pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json, allow_stages_outside):
     """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
 
     Without MODEL, the robust MNIST model shipped with onnxdual is used."""
@@ -83,7 +85,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     torch.manual_seed(seed)
     dev = pick_device(device)
     model_path = model if model is not None else default_model()
-    stages = load_stages(model_path)
+    stages = load_stages(model_path, allow_outside=allow_stages_outside)
     dataset = load_dataset(data, split=split, limit=limit)
     settings = CertifySettings(eps=eps, norm=norm, clip=clip if norm == "linf" else None, batch_size=batch_size,
                                pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed, probable=delta,

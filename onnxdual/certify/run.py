@@ -82,11 +82,12 @@ class CertifySettings:
         return f"probabilistic (delta={self.probable:g}, k={k}, m={m})"
 
 
-def load_stages(path: str | Path) -> list[Stage]:
-    """An ONNX file (one stage) or a cascade manifest (:mod:`onnxdual.certify.manifest`, stages in order)."""
+def load_stages(path: str | Path, *, allow_outside: bool = False) -> list[Stage]:
+    """An ONNX file (one stage) or a cascade manifest (:mod:`onnxdual.certify.manifest`, stages in order;
+    ``allow_outside`` accepts stage files outside the manifest's folder)."""
     p = Path(path)
     if is_manifest_path(p):
-        files = stage_files(read_manifest(p), p)
+        files = stage_files(read_manifest(p), p, allow_outside=allow_outside)
         return [Stage(f"stage {i}: {f.name}", f, load(f)) for i, f in enumerate(files, 1)]
     return [Stage(p.name, p, load(p))]
 

@@ -8,7 +8,8 @@ decides every instance with :class:`onnxdual.verify.Verifier` and returns one ro
 
 ``answer`` is ``sat``/``unsat``/``unknown``/``timeout``, or ``unsupported`` (an operator without a dual layer,
 or a construct onnxdual does not handle) or ``error`` (anything else that went wrong, in ``note``); neither
-stops the run. ``seconds`` covers parsing the property and deciding it (the part the timeout limits);
+stops the run. A note never quotes a property file (a path in ``instances.csv`` may name any file).
+``seconds`` covers parsing the property and deciding it (the part the timeout limits);
 ``load_seconds`` the first load of the network.
 
 :func:`compare_expected` adds the ground truth (``expected`` and ``verdict``: ``correct``, ``unsound``,
@@ -147,7 +148,7 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
             if isinstance(network, Exception):
                 raise network
             deadline = Deadline(timeout)
-            prop = parse_vnnlib(inst.vnnlib_path)
+            prop = _parse_property(parse_vnnlib, inst)
             check_io_sizes(prop, network.n_inputs, network.n_outputs, inst.onnx)
             verifier = Verifier.for_network(network, strict=strict, device=device, **(verifier_options or {}))
             result = verifier.decide(prop, deadline, seed)
@@ -166,6 +167,21 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
         if progress is not None:
             progress(inst, row)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _parse_property(parse, inst: Instance):
+    """The instance's property. A parse error is re-raised without its message, which may quote the file
+    (the results and the report hold only what onnxdual computed, never a file's content)."""
+    from onnxdual.specs import SpecError
+
+    try:
+        return parse(inst.vnnlib_path)
+    except SpecError as exc:
+        if isinstance(exc, UnsupportedError):
+            reason = "uses a construct onnxdual does not decide"
+        else:
+            reason = "cannot be read as a VNN-LIB property"
+        raise type(exc)(f"{inst.vnnlib} {reason} ('onnxdual verify' on it says why)") from None
 
 
 # ------------------------------------------------------------------------------------------ ground truth

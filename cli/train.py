@@ -20,15 +20,22 @@ import click
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, UserError, user_errors
 from onnxdual_cli.options import device_option, parse_clip, parse_eps
 
+from onnxdual.training.architectures import MAX_K
+from onnxdual.training.config import LIMITS
+
 if TYPE_CHECKING:  # pragma: no cover
     from onnxdual.training.config import TrainConfig
+
+#: the most cascade stages (Alg. 2 needs few; the paper uses up to 7) and PGD steps of the evaluation
+MAX_STAGES = 100
+MAX_PGD_STEPS = 100_000
 
 #: every argument and option of ``onnxdual train``, in the order ``--help`` lists them
 OPTIONS = (
     click.argument("model", required=False, type=click.Path(path_type=Path)),
     click.option("--arch", default=None,
-                 help="Built-in architecture instead of MODEL: small, large, resnet, wide:K, deep:K. "
-                      "[default: small]"),
+                 help=f"Built-in architecture instead of MODEL: small, large, resnet, wide:K, deep:K "
+                      f"(K from 1 to {MAX_K}). [default: small]"),
     click.option("--data", type=click.Path(path_type=Path), default=None,
                  help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train "
                       "split and certifies the test split."),
@@ -38,17 +45,20 @@ OPTIONS = (
     click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius."),
     click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
     click.option("--proj", "proj_text", default="50", show_default=True,
-                 help="Random projections for the training bound (Alg. 1), or 'exact'."),
-    click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True),
-    click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True),
+                 help=f"Random projections for the training bound (Alg. 1; 1 to {LIMITS['proj']}), "
+                      "or 'exact'."),
+    click.option("--epochs", type=click.IntRange(1, LIMITS["epochs"]), default=60, show_default=True),
+    click.option("--batch-size", type=click.IntRange(1, LIMITS["batch_size"]), default=50,
+                 show_default=True),
     click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Learning rate. [default: 1e-3 for adam, 0.05 for sgd]"),
     click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True),
     click.option("--eps-start", "eps_start_text", default=None,
                  help="Radius of the first step, ramped linearly to --eps. "
                       "[default: 0.01 MNIST, 0.001 CIFAR]"),
-    click.option("--ramp-epochs", type=click.IntRange(min=0), default=20, show_default=True),
-    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--ramp-epochs", type=click.IntRange(0, LIMITS["ramp_epochs"]), default=20,
+                 show_default=True),
+    click.option("--seed", type=click.IntRange(0, LIMITS["seed"]), default=0, show_default=True),
     device_option(),
     click.option("--clip", "clip_text", default="0,1", show_default=True,
                  help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable."),
@@ -56,7 +66,7 @@ OPTIONS = (
                  help="Per-channel MEAN:STD layer built into --arch (e.g. 0.1307:0.3081); recorded in "
                       "manifests."),
     click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them."),
-    click.option("--cascade", "stages", type=click.IntRange(min=1), default=1, show_default=True,
+    click.option("--cascade", "stages", type=click.IntRange(1, MAX_STAGES), default=1, show_default=True,
                  help="Train a cascade of up to K stages (Alg. 2)."),
     click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-train"), show_default=True,
                  help="Output directory (checkpoint, metrics.csv, model.onnx or cascade.json, report/)."),
@@ -65,7 +75,7 @@ OPTIONS = (
     click.option("--eval-limit", type=click.IntRange(min=1), default=None,
                  help="Certify the first N test examples. [default: all]"),
     click.option("--no-eval", is_flag=True, help="Skip the final certification of the test split."),
-    click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True),
+    click.option("--pgd-steps", type=click.IntRange(0, MAX_PGD_STEPS), default=40, show_default=True),
     click.option("--epoch-onnx", is_flag=True, help="Also export epoch_XX.onnx after every epoch."),
     click.option("--quiet", is_flag=True, help="No progress bars and no summary."),
 )
@@ -106,8 +116,8 @@ def _parse_proj(text: str) -> int | None:
     except ValueError:
         raise UserError(f"--proj {text!r}: give a number of random projections (e.g. 50) "
                         "or 'exact'") from None
-    if value < 1:
-        raise UserError(f"--proj must be at least 1 (or 'exact'), got {value}")
+    if not 1 <= value <= LIMITS["proj"]:
+        raise UserError(f"--proj must lie in 1..{LIMITS['proj']} (or 'exact'), got {value}")
     return value
 
 

@@ -110,7 +110,8 @@ def lock_dir(path: str | os.PathLike[str], what: str = "output directory") -> It
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
-            raise InvalidInputError(f"cannot open {what} {os.fspath(path)!r}: {exc.strerror or exc}") from None
+            raise InvalidInputError(f"cannot open {what} {os.fspath(path)!r}: "
+                                    f"{exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -118,7 +119,8 @@ def lock_dir(path: str | os.PathLike[str], what: str = "output directory") -> It
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise OutputBusyError(f"another onnxdual run is writing to {what} {os.fspath(path)!r}; "
                                       "wait for it or choose another directory") from None
-            raise InvalidInputError(f"cannot lock {what} {os.fspath(path)!r}: {exc.strerror or exc}") from None
+            raise InvalidInputError(f"cannot lock {what} {os.fspath(path)!r}: "
+                                    f"{exc.strerror or exc}") from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except OSError:
@@ -231,7 +233,8 @@ def _carry_over(old: Path, new: Path, names: set[str], what: str) -> bool:
             os.link(entry.path, new / entry.name, follow_symlinks=False)
         else:
             raise InvalidInputError(f"{what} {str(old)!r} holds {entry.name!r}, which is not a plain file: "
-                                    "a report is swapped in as a whole directory; choose a directory of its own")
+                                    "a report is swapped in as a whole directory; "
+                                    "choose a directory of its own")
     return replaced
 
 
@@ -253,8 +256,8 @@ def write_files_atomically(out: str | os.PathLike[str], contents: Mapping[str, s
         target = target.resolve()
     cwd = Path.cwd()
     if target == cwd or target in cwd.parents:
-        raise InvalidInputError(f"{what} {os.fspath(out)!r} is the current directory or holds it: a report is "
-                                "swapped in as a whole directory; choose a directory of its own")
+        raise InvalidInputError(f"{what} {os.fspath(out)!r} is the current directory or holds it: a report "
+                                "is swapped in as a whole directory; choose a directory of its own")
     _restore_interrupted_swap(target)
     prepare_dir(target, what)
     with lock_dir(target, what):
@@ -282,7 +285,8 @@ def write_files_atomically(out: str | os.PathLike[str], contents: Mapping[str, s
                 staging = old  # now holds the previous set
                 _fsync_dir(target.parent)
         except OSError as exc:
-            raise InvalidInputError(f"cannot write {what} {os.fspath(out)!r}: {exc.strerror or exc}") from None
+            raise InvalidInputError(f"cannot write {what} {os.fspath(out)!r}: "
+                                    f"{exc.strerror or exc}") from None
         finally:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)

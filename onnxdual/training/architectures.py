@@ -40,9 +40,12 @@ from torch import nn
 
 from onnxdual.errors import InvalidInputError
 
-__all__ = ["ARCHITECTURES", "Normalize", "ResidualBlock", "build_architecture"]
+__all__ = ["ARCHITECTURES", "MAX_K", "Normalize", "ResidualBlock", "build_architecture"]
 
 ARCHITECTURES = ("small", "large", "resnet", "wide:K", "deep:K")
+#: the largest K of ``wide:K`` and ``deep:K``: wide:64 has a 8192-unit dense layer, deep:64 128 convolutions
+#: (the paper goes to K = 4); a larger K is a typo that would take hours or all memory to build
+MAX_K = 64
 
 
 class Normalize(nn.Module):
@@ -90,7 +93,7 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
 
 
 def _valid_names() -> str:
-    return ", ".join(ARCHITECTURES) + " (K a positive integer, e.g. wide:4)"
+    return ", ".join(ARCHITECTURES) + f" (K an integer from 1 to {MAX_K}, e.g. wide:4)"
 
 
 def _parse_k(name: str) -> int:
@@ -101,8 +104,9 @@ def _parse_k(name: str) -> int:
         raise InvalidInputError(f"architecture {name!r}: {family}:K needs a positive integer K, "
                                 f"e.g. {family}:2; "
                                 f"valid names: {_valid_names()}") from None
-    if k < 1:
-        raise InvalidInputError(f"architecture {name!r}: K must be at least 1; valid names: {_valid_names()}")
+    if not 1 <= k <= MAX_K:
+        raise InvalidInputError(f"architecture {name!r}: K must lie in 1..{MAX_K}; "
+                                f"valid names: {_valid_names()}")
     return k
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from onnxdual.errors import InvalidInputError
+from onnxdual.errors import CheckpointError, InvalidInputError
 from onnxdual.files import atomic_write
 from onnxdual.training.config import TrainConfig, changed_settings
 from onnxdual.training.interfaces import TrainData
@@ -73,16 +74,123 @@ def data_fingerprint(data: TrainData) -> list[float]:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path``; :class:`InvalidInputError` when it is missing or not a checkpoint."""
+    """The checkpoint at ``path``, its structure checked (:func:`check_structure`); :class:`InvalidInputError`
+    when it is missing, :class:`CheckpointError` naming the damaged part when it is not a whole checkpoint."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        size = path.stat().st_size
     except FileNotFoundError:
         raise InvalidInputError(f"nothing to resume: {path} does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is damaged: the file is empty")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InvalidInputError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(exc).splitlines() or [""])[0]) or type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is damaged: it cannot be read ({first[:200]})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InvalidInputError(f"{path} is not an onnxdual training checkpoint")
+        raise CheckpointError(f"{path} is not an onnxdual training checkpoint")
+    check_structure(ckpt, path)
     return ckpt
+
+
+#: every part of a checkpoint and the type it must have
+_PARTS: dict[str, type | tuple[type, ...]] = {
+    "version": int, "epoch": int, "step": int, "model": dict, "optimizer": dict, "template": bytes,
+    "source": str, "config": dict, "fingerprint": list, "world_size": int, "rng": dict, "history": list}
+
+
+def _damaged(path: Path, part: str, why: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is damaged: {part} {why}")
+
+
+def _check_rng(path: Path, rng: Mapping[str, Any], world_size: int) -> None:
+    """Each random state has the type and size this torch/numpy/python restores (a wrong size would end in
+    an internal error deep in ``set_rng_state``)."""
+    generator_size = torch.Generator().get_state().numel()
+    order = rng.get("data_order")
+    if not isinstance(order, torch.Tensor) or order.dtype != torch.uint8 or order.numel() != generator_size:
+        raise _damaged(path, "the data-order random state",
+                       f"is not a generator state of {generator_size} bytes")
+    ranks = rng.get("ranks")
+    if not isinstance(ranks, list) or len(ranks) != world_size:
+        raise _damaged(path, "the per-process random states", f"are not a list of {world_size}")
+    for r, state in enumerate(ranks):
+        what = f"the random state of process {r}"
+        if not isinstance(state, dict) or not {"torch", "numpy", "python", "projection"} <= set(state):
+            raise _damaged(path, what, "lacks torch, numpy, python or projection")
+        for key in ("torch", "projection"):
+            t = state[key]
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or \
+                    (t.numel() != generator_size and not (key == "projection" and t.numel() > 0)):
+                raise _damaged(path, f"{what} ({key})", f"is not a generator state of {generator_size} bytes")
+        numpy_state, python_state = state["numpy"], state["python"]
+        if not (isinstance(numpy_state, list) and len(numpy_state) == 5
+                and isinstance(numpy_state[1], torch.Tensor) and numpy_state[1].numel() == 624):
+            raise _damaged(path, f"{what} (numpy)", "is not a Mersenne Twister state of 624 words")
+        if not (isinstance(python_state, list) and len(python_state) == 3
+                and isinstance(python_state[1], list) and len(python_state[1]) == 625):
+            raise _damaged(path, f"{what} (python)", "is not a Mersenne Twister state of 625 words")
+
+
+def check_structure(ckpt: Mapping[str, Any], path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the first missing or malformed part of ``ckpt`` (read from
+    ``path``): every key, its type, the settings, the weights (non-empty, finite), the optimiser state, the
+    random states and the metrics history. The template model is parsed where the run needs it."""
+    for key, kind in _PARTS.items():
+        if key not in ckpt:
+            raise _damaged(path, f"the part {key!r}", "is missing")
+        if not isinstance(ckpt[key], kind) or (kind is int and isinstance(ckpt[key], bool)):
+            raise _damaged(path, f"the part {key!r}",
+                           f"is a {type(ckpt[key]).__name__}, not a {kind.__name__}")
+    try:
+        TrainConfig.from_dict(ckpt["config"])
+    except (InvalidInputError, TypeError, ValueError) as exc:
+        raise _damaged(path, "the settings (config)", f"are invalid: {exc}") from None
+    model = ckpt["model"]
+    if not model or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise _damaged(path, "the model weights (state dict)", "are empty or not tensors")
+    for name, tensor in model.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _damaged(path, f"the model weight {name!r}", "holds NaN or infinite values")
+    if not {"state", "param_groups"} <= set(ckpt["optimizer"]):
+        raise _damaged(path, "the optimiser state", "lacks 'state' or 'param_groups'")
+    if not ckpt["template"]:
+        raise _damaged(path, "the template model", "is empty")
+    if len(ckpt["fingerprint"]) != 5:
+        raise _damaged(path, "the data fingerprint", "does not have 5 numbers")
+    if ckpt["world_size"] < 1 or ckpt["epoch"] < 1 or ckpt["step"] < 0:
+        raise _damaged(path, "the epoch, step or process count", "is out of range")
+    history = ckpt["history"]
+    if len(history) != ckpt["epoch"] or not all(isinstance(r, dict) and set(METRIC_COLUMNS) <= set(r)
+                                                 for r in history):
+        raise _damaged(path, "the metrics history", f"does not hold one full row for each of {ckpt['epoch']} "
+                                                    "epoch(s)")
+    _check_rng(path, ckpt["rng"], ckpt["world_size"])
+
+
+def restore(ckpt: Mapping[str, Any], path: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            data_gen: torch.Generator, proj_gen: torch.Generator, rank: int) -> None:
+    """Load the weights, optimiser state and random states of ``ckpt`` into this run, or raise
+    :class:`CheckpointError` naming the part that does not fit the checkpoint's own template model."""
+    expected = net.state_dict()
+    saved = ckpt["model"]
+    if set(saved) != set(expected) or any(saved[k].shape != expected[k].shape for k in saved):
+        missing = sorted(set(expected) - set(saved))[:3]
+        raise _damaged(path, "the model weights (state dict)", "do not match its template model"
+                       + (f" (missing {', '.join(missing)})" if missing else " (names or shapes differ)"))
+    net.load_state_dict(saved)
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise _damaged(path, "the optimiser state", f"does not fit the model ({exc})") from None
+    try:
+        data_gen.set_state(ckpt["rng"]["data_order"])
+        set_rng_state(ckpt["rng"]["ranks"][rank], proj_gen)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise _damaged(path, "the random states",
+                       f"cannot be restored ({str(exc).splitlines()[0]})") from None
 
 
 def check_resumable(ckpt: Mapping[str, Any], out: Path, config: TrainConfig, source: str | None,
@@ -129,5 +237,6 @@ def write_metrics_csv(path: Path, history: Sequence[Mapping[str, float]]) -> Non
 
 
 __all__ = ["CHECKPOINT", "METRICS", "MODEL", "CHECKPOINT_FORMAT", "METRIC_COLUMNS", "epoch_model_name",
-           "rng_state", "set_rng_state", "data_fingerprint", "read_checkpoint", "check_resumable",
+           "rng_state", "set_rng_state", "data_fingerprint", "read_checkpoint", "check_structure", "restore",
+           "check_resumable",
            "write_checkpoint", "write_metrics_csv"]

@@ -13,6 +13,11 @@ from onnxdual.errors import InvalidInputError
 #: default learning rate of each optimiser: Adam 1e-3 (App. G.1, MNIST), SGD 0.05 (App. G.2, CIFAR-10)
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
 
+#: upper limits of the size-like settings, checked up front (a mistyped size must fail at once, not hang or
+#: exhaust memory); ``onnxdual train --help`` states them
+LIMITS = {"proj": 10_000, "epochs": 100_000, "batch_size": 1_000_000, "ramp_epochs": 100_000,
+          "lr_decay_every": 100_000, "seed": 2 ** 63 - 1}
+
 #: configuration fields a resumed run may change (they do not alter the optimisation trajectory)
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "export_epochs"})
 
@@ -78,6 +83,12 @@ class TrainConfig:
         ramp = self.ramp_epochs
         if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
             raise InvalidInputError(f"ramp epochs must be a non-negative integer, got {self.ramp_epochs!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InvalidInputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and value > limit:
+                raise InvalidInputError(f"{name.replace('_', ' ')} must be at most {limit}, got {value}")
         if self.optimizer not in DEFAULT_LR:
             raise InvalidInputError(f"optimizer must be one of {', '.join(DEFAULT_LR)}, "
                                     f"got {self.optimizer!r}")
@@ -172,5 +183,6 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
     return config.learning_rate * config.lr_decay ** decays
 
 
-__all__ = ["TrainConfig", "DEFAULT_LR", "RESUMABLE_CHANGES", "changed_settings", "default_eps_start",
+__all__ = ["TrainConfig", "DEFAULT_LR", "LIMITS", "RESUMABLE_CHANGES", "changed_settings",
+           "default_eps_start",
            "resolve_eps_start", "eps_at", "lr_at", "positive"]

@@ -31,13 +31,13 @@ import torch
 from torch import Tensor, fx, nn
 
 from onnxdual.engine.network import robust_loss
-from onnxdual.errors import InvalidInputError
+from onnxdual.errors import CheckpointError, DivergenceError, InvalidInputError, ModelLoadError
 from onnxdual.files import atomic_write, prepare_dir
 from onnxdual.frontend.export import Binding, ModelProto, check_onnx_parity, parameter_bindings, trained_model
 from onnxdual.frontend.onnx_import import load
 from onnxdual.frontend.reader import parse_model
 from onnxdual.training.checkpoint import (CHECKPOINT, METRICS, MODEL, check_resumable, data_fingerprint,
-                                          epoch_model_name, read_checkpoint, rng_state, set_rng_state,
+                                          epoch_model_name, read_checkpoint, restore, rng_state,
                                           write_checkpoint, write_metrics_csv)
 from onnxdual.training.config import TrainConfig, eps_at, lr_at, resolve_eps_start
 from onnxdual.training.distributed import (DistInfo, all_reduce_sum, allreduce_gradients, barrier,
@@ -143,7 +143,10 @@ def _network(model_source: ModelSource | None, train_data: TrainData, config: Tr
     each trained tensor goes in the template."""
     input_shape = tuple(train_data.x.shape[1:])
     if ckpt is not None:
-        template = parse_model(ckpt["template"], f"the model of checkpoint {CHECKPOINT}")
+        try:
+            template = parse_model(ckpt["template"], f"the template model of checkpoint {CHECKPOINT}")
+        except ModelLoadError as exc:
+            raise CheckpointError(f"checkpoint {CHECKPOINT} is damaged: {exc}") from None
         source = ckpt["source"]
     else:
         assert model_source is not None
@@ -179,10 +182,7 @@ def _start(model_source: ModelSource | None, train_data: TrainData, config: Trai
     history: list[dict[str, float]] = []
     start_epoch = 0
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        data_gen.set_state(ckpt["rng"]["data_order"])
-        set_rng_state(ckpt["rng"]["ranks"][world.rank], proj_gen)
+        restore(ckpt, out / CHECKPOINT, net, optimizer, data_gen, proj_gen, world.rank)
         history = [dict(r) for r in ckpt["history"]]
         start_epoch = int(ckpt["epoch"])
     elif world.active:
@@ -219,6 +219,7 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
         eps = eps_at(config, step, steps, run.eps_start)
         index = perm[s * run.batch:(s + 1) * run.batch].tensor_split(world.world_size)[world.rank]
         local = _train_step(run, index, eps)
+        _check_finite(run, local, epoch, s)
         sums += local
         if callbacks:
             k = max(1.0, float(index.shape[0]))  # the shard's size, without reading the device
@@ -255,6 +256,24 @@ def _train_step(run: _Run, index: Tensor, eps: float) -> Tensor:
                             torch.tensor(float(yb.shape[0]), dtype=torch.float64, device=xb.device)])
 
 
+def _check_finite(run: _Run, local: Tensor, epoch: int, s: int) -> None:
+    """Stop at the step where the loss or a weight stops being finite (a diverging run, e.g. a learning rate
+    far too large), before anything of it is saved: the last checkpoint, of the last finished epoch, stays.
+    The weights are the same on every rank (gradients are all-reduced), so every rank stops at the same step;
+    the loss, which is per rank, is checked only in a single-process run."""
+    with torch.no_grad():
+        # a sum is non-finite when any term is (or when the weights overflow float32 together)
+        checks = [p.sum() for p in run.params] + ([] if run.world.active else [local[0]])
+        if bool(torch.isfinite(torch.stack(checks)).all()):
+            return
+    steps = run.steps_per_epoch
+    kept = (f"the checkpoint of epoch {epoch} in {run.out} is kept" if epoch > 0
+            else "no epoch finished, so nothing was saved")
+    raise DivergenceError(f"training diverged at epoch {epoch + 1}, step {s + 1} of {steps} (global step "
+                          f"{epoch * steps + s + 1}): the robust loss or the weights are no longer finite; "
+                          f"{kept}; try a smaller learning rate (--lr, now {lr_at(run.config, epoch):g})")
+
+
 def _save_epoch(run: _Run, epoch: int) -> None:
     """Checkpoint and metrics after 0-based ``epoch`` (rank 0 writes; every rank's RNG state is saved)."""
     rank_states = [rng_state(run.proj_gen)]
@@ -278,6 +297,12 @@ def _export(run: _Run, parity_inputs: Tensor, rewrite_metrics: bool) -> Path:
     ``rewrite_metrics`` (a finished run resumed) also ``metrics.csv``."""
     model_path = run.out / MODEL
     if run.world.main:
+        with torch.no_grad():
+            logits = run.net(parity_inputs.to(run.x.device, torch.float32))
+        if not bool(torch.isfinite(logits).all()):
+            raise DivergenceError(f"training diverged: the trained network's outputs overflow float32 on the "
+                                  f"training inputs; the checkpoint in {run.out} is kept but no model is "
+                                  f"exported; try a smaller learning rate (--lr)")
         final = trained_model(run.template, run.net, run.bindings)
         check_onnx_parity(final, run.net, parity_inputs)
         atomic_write(model_path, final.SerializeToString())

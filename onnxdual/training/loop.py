@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from torch import Tensor, fx, nn
 
 from onnxdual.engine.network import robust_loss
 from onnxdual.errors import CheckpointError, DivergenceError, InvalidInputError, ModelLoadError
-from onnxdual.files import atomic_write, prepare_dir
+from onnxdual.files import atomic_write, clean_stale_temps, lock_dir, prepare_dir
 from onnxdual.frontend.export import Binding, ModelProto, check_onnx_parity, parameter_bindings, trained_model
 from onnxdual.frontend.onnx_import import load
 from onnxdual.frontend.reader import parse_model
@@ -92,11 +93,24 @@ def train(model_source: ModelSource | None, train_data: TrainData, config: Train
 
     Raises:
         InvalidInputError: for anything the caller can fix (bad data, a busy or unwritable ``out_dir``,
-            nothing to resume, a resume with different settings or data).
+            nothing to resume, a resume with different settings or data; CheckpointError: a damaged
+            checkpoint).
+        OutputBusyError: another run holds ``out_dir``.
+        DivergenceError: the loss or a weight stopped being finite (the message names epoch and step).
     """
-    t0 = time.perf_counter()
     world = dist_info()
     out = prepare_dir(out_dir)
+    # rank 0 holds the run directory's lock: a second run on it fails at once instead of interleaving
+    with lock_dir(out) if world.main else nullcontext():
+        if world.main:
+            clean_stale_temps(out)  # e.g. a killed run's .metrics.csv.PID.HEX.tmp
+        return _train_in(out, world, model_source, train_data, config, resume, callbacks)
+
+
+def _train_in(out: Path, world: DistInfo, model_source: ModelSource | None, train_data: TrainData,
+              config: TrainConfig, resume: bool, callbacks: Sequence[TrainCallback]) -> TrainResult:
+    """:func:`train` in the prepared (and, on rank 0, locked) directory ``out``."""
+    t0 = time.perf_counter()
     check_not_empty(train_data)
     from onnxdual.certify.run import check_domain  # the one domain rule (certify's); loads pandas lazily
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 from onnxdual_cli.errors import user_errors
-from onnxdual_cli.options import device_option, search_options, setup_torch
+from onnxdual_cli.options import device_option, search_options, seed_option, setup_torch
 
 UNSOUND = 3
 REGRESSION = 4
@@ -70,7 +70,7 @@ class _Bar:
 @search_options
 @device_option("cpu")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
 @user_errors
 def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack,

@@ -16,7 +16,8 @@ import torch
 import onnxdual
 from onnxdual.certify import CertifySettings, certify, load_stages
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
-from onnxdual_cli.options import device_option, parse_clip, parse_eps_list, parse_projections, pick_device
+from onnxdual_cli.options import (device_option, parse_clip, parse_eps_list, parse_projections, pick_device,
+                                  seed_option)
 
 
 def default_model() -> Path:
@@ -56,7 +57,7 @@ class _Progress:
 @device_option()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-report"), show_default=True,
               help="Directory for examples.csv, summary.csv, summary.json and report.html.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
 @click.option("--pgd-restarts", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--probable", "delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,

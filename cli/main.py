@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import sys
 
-import click
+try:  # Ctrl-C during the start-up imports (torch takes a while) is one line, not a 40-line traceback
+    import json
 
-import onnxdual
-from onnxdual import registry
-from onnxdual_cli.certify import certify_command
-from onnxdual_cli.errors import user_errors
-from onnxdual_cli.train import train_command
-from onnxdual_cli.verify import supports_command, verify_command, vnncomp_command, vnncomp_prepare_command
-from onnxdual_cli.bench import bench_command
+    import click
+
+    from onnxdual_cli.errors import OneLineGroup, quiet_warnings, user_errors
+
+    quiet_warnings()  # before torch and numpy are imported: their import-time warnings too
+    import onnxdual
+    from onnxdual import registry
+    from onnxdual_cli.certify import certify_command
+    from onnxdual_cli.train import train_command
+    from onnxdual_cli.verify import supports_command, verify_command, vnncomp_command, vnncomp_prepare_command
+    from onnxdual_cli.bench import bench_command
+except KeyboardInterrupt:
+    sys.stderr.write("onnxdual: interrupted\n")
+    raise SystemExit(130) from None
 
 NAME = "onnxdual"
 
@@ -23,7 +31,7 @@ def _print_name(ctx: click.Context, _param, value: bool) -> None:
         ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(onnxdual.__version__, "--version", prog_name=NAME, message="%(version)s")
 @click.option("--name", is_flag=True, expose_value=False, is_eager=True, callback=_print_name,
               help="Print the tool's name and exit.")

@@ -11,6 +11,12 @@ import click
 from onnxdual_cli.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
+#: the largest --seed (torch and numpy take 64-bit seeds; training checks the same limit)
+MAX_SEED = 2**63 - 1
+
+#: ``--seed``: a non-negative integer up to :data:`MAX_SEED` (larger ones overflowed inside torch)
+seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+                           help=f"Random seed (0 to {MAX_SEED}).")
 
 
 def device_option(default: str = "auto"):

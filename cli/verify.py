@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import click
-from onnxdual_cli.errors import UserError, user_errors
-from onnxdual_cli.options import device_option, search_options, setup_torch, split_option
+from onnxdual_cli.errors import OneLineGroup, UserError, quiet_warnings, user_errors
+from onnxdual_cli.options import device_option, search_options, seed_option, setup_torch, split_option
 
 #: seconds kept back from --timeout for writing the answer and leaving the interpreter
 EXIT_RESERVE = 0.4
@@ -124,7 +124,7 @@ def finish(code: int = 0) -> None:
 @device_option("cpu")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for torch.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")
 @user_errors
 def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, no_relu_splits,
@@ -311,7 +311,7 @@ def vnncomp_prepare_command(onnx_path, vnnlib_path):
     check_io_sizes(prop, network.n_inputs, network.n_outputs, str(onnx_path))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def standalone() -> None:
     """onnxdual's solver commands (the same as 'onnxdual verify/supports/vnncomp')."""
 
@@ -324,6 +324,7 @@ standalone.add_command(vnncomp_prepare_command, name="vnncomp-prepare")
 __all__ = ["supports_command", "verify_command", "vnncomp_command", "vnncomp_prepare_command"]
 
 if __name__ == "__main__":
+    quiet_warnings()
     from onnxdual_cli.bench import bench_command
 
     standalone.add_command(bench_command, name="bench")

@@ -18,7 +18,7 @@ class ReferenceSession:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
-            options.log_severity_level = 3
+            options.log_severity_level = 4  # fatal only: errors reach the user through the exception
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - reported as a load error
             raise ModelLoadError(f"{source}: onnxruntime cannot run it: {str(exc).splitlines()[0]}") from None

@@ -5,8 +5,9 @@ function the model computes (except :func:`add_batch_axis`, which adds the batch
   nodes whose constant target has no zero (the same operator; onnx2torch rejects the attribute), constant
   ``Reshape`` targets whose first entry is the input's static batch size (``[1, ...]``, or ``[2, ...]`` from
   a dynamo export at batch 2) copy the batch dimension instead (any batch size loads), an omitted optional
-  ``Clip`` min becomes ``-inf`` (onnx2torch rejects the gap), and ``auto_pad`` becomes explicit ``pads``
-  (onnx2torch knows only those).
+  ``Clip`` min becomes ``-inf`` (onnx2torch rejects the gap), ``auto_pad`` becomes explicit ``pads``
+  (onnx2torch knows only those), and ConvTranspose's ``output_shape`` / ``auto_pad`` / asymmetric ``pads``
+  become symmetric ``pads`` plus ``output_padding`` (onnx2torch ignores ``output_shape`` and rejects the rest).
 * :func:`constants_to_initializers`, :func:`add_batch_axis`, :func:`batch_vector_matmuls` -- what the
   verifier adds for VNN-COMP files (``Constant`` weights, inputs without a batch dimension).
 """
@@ -22,7 +23,8 @@ from onnxdual.frontend.reader import copy_model, graph_inputs, variable_nodes
 
 def prepare_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """The rewrites every load applies (the caller passes a copy it owns; returns the rewritten model)."""
-    return explicit_pads(fill_optional_clip_min(free_batch_in_reshapes(drop_needless_allowzero(model))))
+    model = free_batch_in_reshapes(drop_needless_allowzero(model))
+    return conv_transpose_pads(explicit_pads(fill_optional_clip_min(model)))
 
 
 def _constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -138,6 +140,70 @@ def explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.attribute.remove(a)
         node.attribute.append(helper.make_attribute("pads", begins + ends))
     return out
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - best effort
+        return {}
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+
+
+def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ConvTranspose's padding as onnx2torch implements it: symmetric ``pads`` and ``output_padding``.
+
+    ONNX crops ``pads`` (begin, end) from the full transposed convolution, after ``output_padding`` extra
+    rows at the end; ``output_shape`` and ``auto_pad`` define the pads through the ONNX formula
+    ``total = stride * (in - 1) + output_padding + (kernel - 1) * dilation + 1 - out`` (the larger half at
+    the end for ``SAME_UPPER``, at the beginning otherwise). Cropping ``b >= e`` is the same as cropping
+    ``b`` on both sides with ``b - e`` more ``output_padding``, where torch allows that padding (below the
+    stride or the dilation); other nodes are left for onnx2torch to refuse."""
+    nodes = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
+    if not nodes:
+        return model
+    shapes: dict[str, list[int]] | None = None
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in nodes:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        kernel = attrs.get("kernel_shape") or (list(inits[node.input[1]].dims[2:]) if node.input[1] in inits else None)
+        if kernel is None:
+            continue
+        d = len(kernel)
+        strides, dilations = attrs.get("strides", [1] * d), attrs.get("dilations", [1] * d)
+        out_pad = list(attrs.get("output_padding", [0] * d))
+        if "output_shape" in attrs or mode in ("SAME_UPPER", "SAME_LOWER"):
+            shapes = _shapes(model) if shapes is None else shapes
+            spatial = shapes.get(node.input[0], [])[2:]
+            if len(spatial) != d or min(spatial, default=0) <= 0:
+                continue
+            out = list(attrs.get("output_shape", [n * s for n, s in zip(spatial, strides)]))[-d:]
+            total = [s * (n - 1) + p + (k - 1) * dl + 1 - o
+                     for s, n, p, k, dl, o in zip(strides, spatial, out_pad, kernel, dilations, out)]
+            if min(total) < 0:
+                continue
+            begins = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in total]
+            ends = [t - b for t, b in zip(total, begins)]
+        elif mode == "VALID":
+            begins = ends = [0] * d
+        else:
+            pads = list(attrs.get("pads", [0] * 2 * d))
+            begins, ends = pads[:d], pads[d:]
+            if begins == ends:
+                continue
+        extra = [p + b - e for p, b, e in zip(out_pad, begins, ends)]
+        if any(b < e for b, e in zip(begins, ends)) or any(
+                x >= max(s, dl) for x, s, dl in zip(extra, strides, dilations)):
+            continue
+        for a in list(node.attribute):
+            if a.name in ("auto_pad", "output_shape", "pads", "output_padding"):
+                node.attribute.remove(a)
+        node.attribute.extend([helper.make_attribute("pads", begins + begins),
+                               helper.make_attribute("output_padding", extra)])
+    return model
 
 
 def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

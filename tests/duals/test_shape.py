@@ -1,0 +1,122 @@
+"""Concat, Slice, Squeeze/Unsqueeze, Expand, Tile, DepthToSpace: one-node ONNX models against onnxruntime
+(several opsets where the operator changed), exact bounds, and per-layer adjoint / |A| checks."""
+
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+
+import onnxdual
+from onnxdual.errors import UnsupportedNodeError
+from tests.duals.affine_checks import check_affine_layers
+from tests.onnx_builders import run_ort
+
+rng = np.random.default_rng(3)
+I64 = np.int64
+
+
+def _check(dual_check, model, x):
+    net, _, _ = dual_check(model, x, exact=True)
+    assert check_affine_layers(net, torch.tensor(x, dtype=torch.float32)) >= 1
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_concat_of_a_variable_with_itself_and_a_branch(dual_check, onnx_model, opset):
+    nodes = [helper.make_node("Relu", ["input"], ["r"]),
+             helper.make_node("Concat", ["input", "r", "input"], ["output"], axis=-1)]
+    model = onnx_model(nodes, [2, 3], [2, 9], opset=opset)
+    dual_check(model, rng.normal(size=(2, 2, 3)))  # Relu: sound, not exact
+    lin = onnx_model([helper.make_node("Concat", ["input", "input"], ["output"], axis=1)], [2, 3], [4, 3],
+                     opset=opset)
+    _check(dual_check, lin, rng.normal(size=(2, 2, 3)))
+
+
+def test_concat_with_a_constant_operand_is_an_offset(onnx_model):
+    """(The converted module concatenates a constant of batch 1: it runs at batch 1 only.)"""
+    model = onnx_model([helper.make_node("Concat", ["input", "c"], ["output"], axis=1)], [3], [5],
+                       {"c": np.array([[1.5, -2.0]], dtype=np.float32)})
+    net = onnxdual.load(model)
+    x = torch.tensor(rng.normal(size=(1, 3)), dtype=torch.float32)
+    np.testing.assert_allclose(net(x).numpy(), run_ort(model, x.numpy()), rtol=1e-6)
+    assert check_affine_layers(net, x) == 1
+
+
+def test_concat_on_the_batch_axis_is_refused(onnx_model):
+    model = onnx_model([helper.make_node("Concat", ["input", "input"], ["output"], axis=0)], [3], [3])
+    with pytest.raises(UnsupportedNodeError, match="batch axis"):
+        onnxdual.DualNetwork(onnxdual.load(model), torch.zeros(1, 3), 0.1).lower_bound(torch.zeros(1, 1, 3))
+
+
+SLICES = [  # starts, ends, axes, steps, per-example output shape for a (N, 4, 6) input
+    ([1], [3], [1], [1], [2, 6]),
+    ([-1], [-7], [2], [-2], [4, 3]),  # negative start, clamped negative end, negative step
+    ([0, 5], [4, 1], [-2, -1], [2, -1], [2, 4]),
+    ([2], [2**62], [2], None, [4, 4]),  # end past the axis is clamped
+    ([0, 1], [2**63 - 1, 3], [0, 1], None, [2, 6]),  # the whole batch axis
+]
+
+
+@pytest.mark.parametrize("opset", [10, 13, 17])
+@pytest.mark.parametrize("starts,ends,axes,steps,out", SLICES)
+def test_slice(dual_check, onnx_model, opset, starts, ends, axes, steps, out):
+    inits = {"s": np.array(starts, I64), "e": np.array(ends, I64), "a": np.array(axes, I64)}
+    names = ["input", "s", "e", "a"]
+    if steps is not None:
+        inits["t"] = np.array(steps, I64)
+        names.append("t")
+    model = onnx_model([helper.make_node("Slice", names, ["output"])], [4, 6], out, inits, opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 4, 6)))
+
+
+def test_slice_opset_1_attributes(dual_check, onnx_model):
+    node = helper.make_node("Slice", ["input"], ["output"], starts=[1], ends=[3], axes=[2])
+    _check(dual_check, onnx_model([node], [3, 4], [3, 2], opset=9), rng.normal(size=(2, 3, 4)))
+
+
+def test_slice_of_the_batch_is_refused(onnx_model):
+    model = onnx_model([helper.make_node("Slice", ["input", "s", "e", "a"], ["output"])], [3], [3],
+                       {"s": np.array([0], I64), "e": np.array([1], I64), "a": np.array([0], I64)})
+    with pytest.raises(UnsupportedNodeError, match="batch axis"):
+        onnxdual.DualNetwork(onnxdual.load(model), torch.zeros(1, 3), 0.1).lower_bound(torch.zeros(1, 1, 3))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 21])
+def test_squeeze_unsqueeze(dual_check, onnx_model, opset):
+    if opset >= 13:
+        nodes = [helper.make_node("Unsqueeze", ["input", "ax"], ["u"]),
+                 helper.make_node("Squeeze", ["u", "ax2"], ["output"])]
+        inits = {"ax": np.array([1, -1], I64), "ax2": np.array([1], I64)}
+    else:
+        nodes = [helper.make_node("Unsqueeze", ["input"], ["u"], axes=[1, -1]),
+                 helper.make_node("Squeeze", ["u"], ["output"], axes=[1])]
+        inits = {}
+    model = onnx_model(nodes, [2, 3], [2, 3, 1], inits, opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 2, 3)))
+
+
+def test_squeeze_without_axes_is_refused(onnx_model):
+    model = onnx_model([helper.make_node("Squeeze", ["input"], ["output"])], [1, 3], [3])
+    with pytest.raises(UnsupportedNodeError, match="axes"):
+        onnxdual.DualNetwork(onnxdual.load(model), torch.zeros(2, 1, 3), 0.1).lower_bound(torch.zeros(2, 1, 3))
+
+
+@pytest.mark.parametrize("opset", [8, 13])
+def test_expand(dual_check, onnx_model, opset):
+    model = onnx_model([helper.make_node("Expand", ["input", "shape"], ["output"])], [3, 1], [3, 4],
+                       {"shape": np.array([1, 3, 4], I64)}, opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 3, 1)))
+
+
+@pytest.mark.parametrize("opset", [6, 13])
+def test_tile(dual_check, onnx_model, opset):
+    model = onnx_model([helper.make_node("Tile", ["input", "r"], ["output"])], [2, 3], [4, 9],
+                       {"r": np.array([1, 2, 3], I64)}, opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 2, 3)))
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_depth_to_space(dual_check, onnx_model, opset, mode="CRD"):
+    """(onnx2torch 1.5 converts the CRD mode only; the dual layer implements DCR as well.)"""
+    model = onnx_model([helper.make_node("DepthToSpace", ["input"], ["output"], blocksize=2, mode=mode)],
+                       [8, 2, 3], [2, 4, 6], opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 8, 2, 3)))

@@ -1,0 +1,112 @@
+"""Fault injection with strace on a forked copy of the test process (shared by the fault tests).
+
+The test process has already imported torch, onnx and pandas (seconds on a loaded machine), so every trial
+forks it: the child blocks on a pipe, ``strace -p`` attaches to it with one ``-e inject=...`` rule, and only
+then is the child let go to run the code under test. A kill point is a counted event (``when=N``: the N-th
+call of one syscall after the attach), never a timer, so the trials are the same on a fast and a slow
+machine. The attach is awaited by polling ``/proc/PID/status`` for the tracer, not by sleeping a guess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from onnxdual.errors import OnnxDualError
+
+STRACE = shutil.which("strace")
+
+
+def require_strace() -> None:
+    """Skip unless strace exists and may trace a child here (containers may forbid ptrace)."""
+    if STRACE is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs strace on Linux (apt-get install strace)")
+    probe = subprocess.run([STRACE, "-qq", "-o", os.devnull, "-e", "trace=none", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace here: {probe.stderr.decode(errors='replace').strip()[:200]}")
+
+
+def _tracer(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_injected(work: Callable[[], None], inject: str | None) -> int:
+    """Run ``work()`` in a forked child, under ``strace -e inject=INJECT`` when ``inject`` is given.
+
+    Returns the child's outcome: 0 when ``work`` returned, 2 when it raised an :class:`OnnxDualError` (a
+    user-facing error, as the CLI exits), 1 for any other exception (printed), ``-SIGNAL`` when killed.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: wait until traced, run, leave without running the parent's exit handlers
+        code = 1
+        try:
+            os.close(write_end)
+            os.read(read_end, 1)
+            work()
+            code = 0
+        except OnnxDualError:
+            code = 2
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(read_end)
+    tracer = None
+    try:
+        if inject is not None:
+            tracer = subprocess.Popen([STRACE, "-qq", "-f", "-o", os.devnull, "-e", f"inject={inject}",
+                                       "-p", str(pid)], stdin=subprocess.DEVNULL)
+            while _tracer(pid) == 0:
+                if tracer.poll() is not None:
+                    raise RuntimeError(f"strace exited with {tracer.returncode} before attaching")
+                time.sleep(0.005)  # polling the attach, not timing the work
+        os.write(write_end, b"x")
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(write_end)
+        if tracer is not None:
+            tracer.wait()
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def kill_points(work: Callable[[], None], syscalls: list[str], check: Callable[[str, int, int], None],
+                reset: Callable[[], None] = lambda: None, errors: dict[str, str] | None = None,
+                limit: int = 50) -> list[tuple[str, int, int]]:
+    """For every syscall of ``syscalls`` and N = 1, 2, ...: ``reset()``, run ``work`` in a child killed
+    (SIGKILL) at its N-th call of that syscall, then ``check(rule, N, outcome)``; stop at the first N the
+    child survives. ``errors`` (``{syscall: "EIO"}``) adds the same walk with that error injected instead
+    of the kill. Returns every ``(rule, N, outcome)`` tried."""
+    rules = [(s, f"{s}:signal=SIGKILL") for s in syscalls]
+    rules += [(s, f"{s}:error={e}") for s, e in (errors or {}).items()]
+    tried = []
+    for syscall, rule in rules:
+        for n in range(1, limit + 1):
+            reset()
+            outcome = run_injected(work, f"{rule}:when={n}")
+            tried.append((rule, n, outcome))
+            check(rule, n, outcome)
+            if outcome == 0:
+                break
+        else:
+            raise AssertionError(f"{rule}: the work still made more than {limit} {syscall} calls")
+    return tried

@@ -61,6 +61,15 @@ def ops(as_json: bool, markdown: bool) -> None:
         click.echo(f"{r['op']:<{width}}  {r['dual_layer']:<{dual_width}}  {r['provider']} {r['version']}")
 
 
+@cli.command("plugins-guide")
+@user_errors
+def plugins_guide() -> None:
+    """Print the guide to writing a dual-layer plugin (shipped with the package)."""
+    from importlib import resources
+
+    click.echo(resources.files("onnxdual").joinpath("assets", "plugin_guide.md").read_text(encoding="utf-8"))
+
+
 cli.add_command(certify_command, name="certify")
 cli.add_command(train_command, name="train")
 cli.add_command(verify_command, name="verify")

@@ -60,8 +60,8 @@ class UnsupportedOpsError(UnsupportedError):
         self.summary = f"no dual layer for {len(by_op)} operator type(s): " + "; ".join(parts)
         super().__init__(
             self.summary
-            + ". Install a plugin that provides them (entry-point group 'onnxdual.duals'; see plugins/README.md)"
-            + " or run 'onnxdual ops' to list what is available."
+            + ". Install a plugin that provides them (entry-point group 'onnxdual.duals'; 'onnxdual plugins-guide'"
+            + " shows how to write one) or run 'onnxdual ops' to list what is available."
         )
 
 

@@ -1,5 +1,7 @@
 """Shared fixtures. ``../shared`` (development data) is optional: tests that need it skip with a reason
-when it is absent, and CI (``.ci/run``) sets ONNXDUAL_REQUIRE_SHARED=1 so a missing folder fails instead."""
+when it is absent, and CI (``.ci/run``) sets ONNXDUAL_REQUIRE_SHARED=1 so a missing folder fails instead.
+The test plugin (``tests/plugin_fixture``) is registered per test by the ``test_plugin`` fixture, never
+installed: running the tests leaves the user's environment as it was."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ONNXDUAL_SHARED", REPO.parent / "shared"))
+PLUGIN_FIXTURE = REPO / "tests" / "plugin_fixture"
 
 
 def shared_path(*parts: str) -> Path:
@@ -52,3 +55,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _plugin_entry_points(pyproject: Path) -> tuple[str, str, list[str]]:
+    """Name, version and ``onnxdual.duals`` entry-point lines of the test plugin's ``pyproject.toml`` (a
+    flat file: ``key = "value"`` lines under their section headers)."""
+    section, fields, entries = "", {}, []
+    for line in pyproject.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif "=" in line and section == "[project]":
+            key, _, value = line.partition("=")
+            fields[key.strip()] = value.strip().strip('"')
+        elif "=" in line and section == '[project.entry-points."onnxdual.duals"]':
+            key, _, value = line.partition("=")
+            entries.append(f"{key.strip()} = {value.strip().strip(chr(34))}")
+    return fields["name"], fields["version"], entries
+
+
+@pytest.fixture
+def test_plugin(tmp_path, monkeypatch):
+    """The test plugin registered for one test without installing it: its package on ``sys.path`` and a
+    temporary ``.dist-info`` with its entry points, so the registry finds it through package metadata
+    exactly like an installed plugin. Yields the plugin's module."""
+    from onnxdual import registry
+
+    name, version, entries = _plugin_entry_points(PLUGIN_FIXTURE / "pyproject.toml")
+    info = tmp_path / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text("[onnxdual.duals]\n" + "".join(f"{e}\n" for e in entries))
+    monkeypatch.syspath_prepend(str(PLUGIN_FIXTURE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.refresh()
+    import onnxdual_testplugin
+
+    yield onnxdual_testplugin
+    registry.refresh()  # the next lookup scans sys.path again, after monkeypatch has restored it

@@ -32,10 +32,8 @@ def test_builtins_are_found_through_entry_points():
     assert {"Relu", "Gemm", "Conv"} <= declared
 
 
-def test_third_party_adds_an_operator_and_overrides_a_builtin():
-    pytest.importorskip("onnxdual_testplugin", reason="the test plugin (tests/plugin_fixture) is not installed")
-    import onnxdual_testplugin
-
+def test_third_party_adds_an_operator_and_overrides_a_builtin(test_plugin):
+    onnxdual_testplugin = test_plugin
     assert registry.lookup("Abs").distribution == "onnxdual-testplugin"
     assert registry.lookup("Identity").distribution == "onnxdual-testplugin"
     model = make_model([helper.make_node("Identity", ["input"], ["h"]), helper.make_node("Abs", ["h"], ["output"])],
@@ -182,3 +180,8 @@ def test_a_custom_domain_without_schema_resolves_to_the_all_versions_entry():
     assert overlay.lookup("Gelu", "com.example", None).target == "x:y"
     assert overlay.lookup("Gelu", "com.example", 3).target == "x:y"
     assert overlay.lookup("Gelu") is None
+
+
+def test_the_test_plugin_is_found_from_a_temporary_dist_info_not_an_installation(test_plugin, tmp_path):
+    dist = metadata.distribution("onnxdual-testplugin")  # the first on sys.path: the fixture's
+    assert str(dist.locate_file("")).startswith(str(tmp_path))

@@ -3,7 +3,8 @@
 #   run_instance.sh v1 CATEGORY ONNX VNNLIB [RESULTS [TIMEOUT]]
 # RESULTS (default results.txt) gets one line: sat, unsat, unknown, timeout or error; sat is followed by
 # the counterexample ((X_0 v) ... (Y_0 v)), checked with onnxruntime in float32. TIMEOUT (seconds, default
-# 60) counts from the start of the python process. .onnx/.vnnlib may be gzip-compressed.
+# 60) counts from the start of the python process. .onnx/.vnnlib may be gzip-compressed. Extra options in
+# ONNXDUAL_VNNCOMP_OPTIONS, e.g. --counterexample-tolerance (VNN-COMP's 1e-4 witness tolerance; README.md).
 set -uo pipefail
 if [ "${1:-}" != "v1" ] || [ $# -lt 4 ]; then
   echo "usage: run_instance.sh v1 CATEGORY ONNX VNNLIB [RESULTS [TIMEOUT]]" >&2

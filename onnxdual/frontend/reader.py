@@ -1,6 +1,6 @@
-"""Reading ONNX: file bytes (plain or gzip), external tensor data (inside the model's folder only), parsing
-and checking a model with clear :class:`~onnxdual.errors.ModelLoadError` messages, and the facts about a graph other rooms ask for (its
-inputs, the nodes that depend on them, its interface)."""
+"""Reading ONNX: file bytes (plain or gzip), external tensor data (inside the model's folder only),
+parsing and checking a model with clear :class:`~onnxdual.errors.ModelLoadError` messages, and the facts
+about a graph other rooms ask for (its inputs, the nodes that depend on them, its interface)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,9 @@ from torch import Tensor
 
 from onnxdual.attack import AttackResult, box_starts, cosine_steps, minimise
 from onnxdual.engine.input_sets import Box
-from onnxdual.verify.problem import Problem
+from onnxdual.errors import DeadlineExceeded
+from onnxdual.specs.model import InputRegion, Property
+from onnxdual.verify.problem import Model, Problem, batch_cases
 from onnxdual.verify.result import UNKNOWN, Deadline, SearchStats
 
 
@@ -162,4 +164,43 @@ class Counterexamples:
         return UNKNOWN
 
 
-__all__ = ["Counterexamples", "OnnxReplay", "WitnessFound"]
+def widened(prop: Property, tolerance: float) -> Property:
+    """``prop`` with every case's box widened by ``tolerance`` on each side, rounded inward (one ulp) so that
+    no point of the widened box lies more than ``tolerance`` outside the original one."""
+    cases = [(InputRegion(np.nextafter(r.lower - tolerance, np.inf),
+                          np.nextafter(r.upper + tolerance, -np.inf)), cs) for r, cs in prop.cases]
+    return Property(prop.n_inputs, prop.n_outputs, cases, prop.input_shape, prop.output_shape,
+                    prop.input_name, prop.output_name, prop.version, prop.source)
+
+
+def outside_distance(prop: Property, found: WitnessFound) -> float:
+    """How far (infinity norm) the witness lies outside its case's box in ``prop`` (0 inside)."""
+    region = prop.cases[found.case][0]
+    x = found.x.astype(np.float64)
+    return float(max(0.0, np.max(region.lower - x), np.max(x - region.upper)))
+
+
+def tolerant_witness(model: Model, replay: OnnxReplay, prop: Property, tolerance: float, deadline: Deadline,
+                     seed: int = 0) -> WitnessFound | None:
+    """A witness in the boxes of ``prop`` widened by ``tolerance`` (:func:`widened`), found by the box
+    centres and the attacks of :meth:`Counterexamples.give_up`, confirmed by onnxruntime like any other
+    (the output reaches the unsafe region exactly); ``None`` if there is none by ``deadline``."""
+    gen = torch.Generator().manual_seed(seed)
+    stats = SearchStats()
+    try:
+        with torch.no_grad():
+            cases = batch_cases(widened(prop, tolerance), prop.n_inputs)
+        if cases is None:
+            return None
+        search = Counterexamples(Problem(model, cases, False), replay)
+        search.trivial()
+        search.quick_attack(gen, deadline, stats)
+        search.give_up(gen, deadline, stats)
+    except WitnessFound as found:
+        return found
+    except DeadlineExceeded:
+        return None
+    return None
+
+
+__all__ = ["Counterexamples", "OnnxReplay", "WitnessFound", "outside_distance", "tolerant_witness", "widened"]

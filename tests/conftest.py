@@ -6,6 +6,7 @@ installed: running the tests leaves the user's environment as it was."""
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,38 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ONNXDUAL_SHARED", REPO.parent / "shared"))
 PLUGIN_FIXTURE = REPO / "tests" / "plugin_fixture"
+
+
+_SEED_ENV = "ONNXDUAL_SOUNDNESS_SEED"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soundness-seed", type=int, default=None,
+                     help="seed of the randomised soundness and fault tests (default: fresh each run, printed)")
+
+
+def pytest_configure(config):
+    seed = config.getoption("--soundness-seed")
+    if seed is None:
+        seed = int(os.environ.get(_SEED_ENV) or secrets.randbelow(2 ** 31))
+    os.environ[_SEED_ENV] = str(seed)  # xdist workers start after this and inherit it
+    config.soundness_seed = seed
+
+
+def pytest_report_header(config):
+    return f"soundness seed: {config.soundness_seed} (replay with --soundness-seed {config.soundness_seed})"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if exitstatus != 0:  # the header is hidden with -q: repeat the seed where a failure is read
+        terminalreporter.write_line(f"soundness seed: {config.soundness_seed} "
+                                    f"(replay with --soundness-seed {config.soundness_seed})")
+
+
+@pytest.fixture(scope="session")
+def soundness_seed(request) -> int:
+    """The run's seed of the randomised soundness and fault tests (see the module docstring)."""
+    return request.config.soundness_seed
 
 
 def shared_path(*parts: str) -> Path:

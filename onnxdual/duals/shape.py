@@ -1,5 +1,5 @@
 """Dual layers of operators that select, copy or rearrange values: Concat, Slice, Squeeze, Unsqueeze,
-Expand, Tile, DepthToSpace, SpaceToDepth. Each is a linear map with a 0/1 matrix (a constant operand of
+Expand, Tile, DepthToSpace (and Split, which the frontend writes as one Slice per output). Each is a linear map with a 0/1 matrix (a constant operand of
 Concat adds an offset), so its dual is the adjoint map (Corollary 1), here the exact vector-Jacobian product
 of :meth:`linear`, and ``|A| = A`` for interval bounds. Every layer is built from the ONNX node: axes, starts,
 ends, steps, shapes and repeats come from its attributes or constant inputs, as its opset defines them;
@@ -138,6 +138,12 @@ class SliceDual(SelectionDual):
 
 def slice_dual(ctx: NodeContext) -> AffineDual:
     return SliceDual(ctx)
+
+
+def split_dual(ctx: NodeContext) -> AffineDual:
+    """A ``Split`` reaches the engine only where the frontend could not write it as Slices
+    (:func:`onnxdual.frontend.rewrites.split_to_slices`): its sizes were unknown."""
+    raise ctx.unsupported("the split sizes are neither constant nor derivable from a static axis")
 
 
 class ReshapeToOutputDual(SelectionDual):

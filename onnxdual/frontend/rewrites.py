@@ -7,7 +7,8 @@ function the model computes (except :func:`add_batch_axis`, which adds the batch
   a dynamo export at batch 2) copy the batch dimension instead (any batch size loads), an omitted optional
   ``Clip`` min becomes ``-inf`` (onnx2torch rejects the gap), ``auto_pad`` becomes explicit ``pads``
   (onnx2torch knows only those), and ConvTranspose's ``output_shape`` / ``auto_pad`` / asymmetric ``pads``
-  become symmetric ``pads`` plus ``output_padding`` (onnx2torch ignores ``output_shape`` and rejects the rest).
+  become symmetric ``pads`` plus ``output_padding`` (onnx2torch ignores ``output_shape`` and rejects the rest),
+  and ``Split`` becomes one ``Slice`` per output (the engine's graph has one output per node).
 * :func:`constants_to_initializers`, :func:`add_batch_axis`, :func:`batch_vector_matmuls` -- what the
   verifier adds for VNN-COMP files (``Constant`` weights, inputs without a batch dimension).
 """
@@ -23,7 +24,7 @@ from onnxdual.frontend.reader import copy_model, graph_inputs, variable_nodes
 
 def prepare_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """The rewrites every load applies (the caller passes a copy it owns; returns the rewritten model)."""
-    model = free_batch_in_reshapes(drop_needless_allowzero(model))
+    model = split_to_slices(free_batch_in_reshapes(drop_needless_allowzero(model)))
     return conv_transpose_pads(explicit_pads(fill_optional_clip_min(model)))
 
 
@@ -203,6 +204,68 @@ def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.attribute.remove(a)
         node.attribute.extend([helper.make_attribute("pads", begins + begins),
                                helper.make_attribute("output_padding", extra)])
+    return model
+
+
+def _split_sizes(node: onnx.NodeProto, attrs: dict, constants: dict, size: int | None) -> list[int] | None:
+    """The output sizes of a Split node (attribute before Split-13, input from then on, else equal parts;
+    ``num_outputs`` of Split-18: ceil-sized parts, the last one smaller)."""
+    if "split" in attrs:
+        return [int(v) for v in attrs["split"]]
+    if len(node.input) > 1 and node.input[1]:
+        tensor = constants.get(node.input[1])
+        return None if tensor is None else [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+    if size is None or size <= 0:
+        return None
+    parts = int(attrs.get("num_outputs", len(node.output)))
+    if "num_outputs" in attrs:
+        chunk = -(-size // parts)
+        return [min(chunk, size - i * chunk) for i in range(parts)]
+    return [size // parts] * parts if size % parts == 0 else None
+
+
+def split_to_slices(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each ``Split`` with known sizes (constant ``split``, or a static axis) along a per-example axis as one
+    ``Slice`` per output: the same values, and each node has one output (the engine's graph). ``Slice-1``
+    attributes for opsets below 10, constant inputs from 10 on."""
+    if not any(n.op_type == "Split" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+        return model
+    constants = _constant_tensors(model)
+    shapes = _shapes(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    out_nodes = []
+    for node in model.graph.node:
+        if node.op_type != "Split" or node.domain not in ("", "ai.onnx"):
+            out_nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        shape = shapes.get(node.input[0])
+        axis = int(attrs.get("axis", 0))
+        axis = axis + len(shape) if shape and axis < 0 else axis
+        size = shape[axis] if shape and 0 <= axis < len(shape) else None
+        sizes = _split_sizes(node, attrs, constants, size)
+        if axis <= 0 or sizes is None or len(sizes) != len(node.output):
+            out_nodes.append(node)
+            continue
+        start = 0
+        for i, (name, length) in enumerate(zip(node.output, sizes)):
+            if not name:
+                start += length
+                continue
+            label = f"{node.name or node.output[0]}__onnxdual_split_{i}"
+            if opset < 10:
+                out_nodes.append(helper.make_node("Slice", [node.input[0]], [name], name=label, starts=[start],
+                                                  ends=[start + length], axes=[axis]))
+            else:
+                inputs = []
+                for part, value in (("starts", start), ("ends", start + length), ("axes", axis)):
+                    model.graph.initializer.append(
+                        numpy_helper.from_array(np.array([value], dtype=np.int64), f"{label}_{part}"))
+                    inputs.append(f"{label}_{part}")
+                out_nodes.append(helper.make_node("Slice", [node.input[0], *inputs], [name], name=label))
+            start += length
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
     return model
 
 

@@ -120,3 +120,23 @@ def test_depth_to_space(dual_check, onnx_model, opset, mode="CRD"):
     model = onnx_model([helper.make_node("DepthToSpace", ["input"], ["output"], blocksize=2, mode=mode)],
                        [8, 2, 3], [2, 4, 6], opset=opset)
     _check(dual_check, model, rng.normal(size=(2, 8, 2, 3)))
+
+
+@pytest.mark.parametrize("opset,how", [(11, "attribute"), (13, "input"), (13, "equal"), (18, "num_outputs"),
+                                       (9, "attribute")])
+def test_split_is_written_as_slices(dual_check, onnx_model, opset, how):
+    """Split (sizes as attribute, input, equal parts, or Split-18's ceil-sized num_outputs) feeding a
+    residual sum of its outputs; the frontend writes one Slice per output."""
+    inits, kwargs, inputs = {}, {}, ["input"]
+    if how == "attribute":
+        kwargs["split"] = [2, 3, 2]
+    elif how == "input":
+        inits["sizes"] = np.array([2, 3, 2], I64)
+        inputs.append("sizes")
+    elif how == "num_outputs":
+        kwargs["num_outputs"] = 3
+    length = 6 if how == "equal" else 7
+    nodes = [helper.make_node("Split", inputs, ["a", "b", "c"], axis=-1, **kwargs),
+             helper.make_node("Concat", ["c", "a", "b"], ["output"], axis=2)]
+    model = onnx_model(nodes, [2, length], [2, length], inits, opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 2, length)))

@@ -26,7 +26,7 @@ from onnxdual.frontend.convert import OnnxNodeInfo, convert, node_infos
 from onnxdual.frontend.folding import fold_constants
 from onnxdual.frontend.opset import UPGRADE_OPSET, downgrade, opset_of, since_version, upgrade
 from onnxdual.frontend.reader import copy_model, graph_inputs, read_model, read_model_bytes, variable_nodes
-from onnxdual.frontend.rewrites import prepare_for_conversion
+from onnxdual.frontend.rewrites import prepare_for_conversion, split_to_slices
 
 __all__ = ["OnnxNodeInfo", "load", "missing_duals", "read_model", "read_model_bytes", "graph_inputs",
            "variable_nodes", "opset_of"]
@@ -71,7 +71,7 @@ def load(path: str | os.PathLike | onnx.ModelProto,
     inputs = graph_inputs(model)
     if len(inputs) != 1:
         raise ModelLoadError(f"{source}: the network must have exactly one input, it has {len(inputs)}")
-    model = downgrade(fold_constants(model))
+    model = downgrade(split_to_slices(fold_constants(model)))  # Split-18 has no down adapter
     missing = missing_duals(model, registry)
     if missing:
         raise UnsupportedOpsError(missing)

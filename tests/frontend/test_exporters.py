@@ -147,3 +147,42 @@ def test_dynamo_exporter_opsets(opset, one_thread):
     """Reshape-19/21 (no onnx2torch converter) and ``allowzero = 1`` (written on every Reshape)."""
     model = _module("view")
     _check(model, _export(model, X, dynamo=True, opset_version=opset), X)
+
+
+class UNetBlock(nn.Module):
+    """Down, up (ConvTranspose and nearest/bilinear Resize), Concat skip, channel slicing (Split / Slice),
+    a mean over space (ReduceMean), Unsqueeze/Squeeze and a Gather of one channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
+        self.fc = nn.Linear(7, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.down(x))
+        a, b = torch.chunk(h, 2, dim=1)
+        up = torch.cat([self.up(h), nn.functional.interpolate(a, scale_factor=2.0, mode="nearest"),
+                        nn.functional.interpolate(b, scale_factor=2.0, mode="bilinear"), x], dim=1)
+        pooled = up.mean(dim=(2, 3))                      # (N, 7)
+        first = up[:, 0].unsqueeze(1).sum(dim=(2, 3))     # Gather, Unsqueeze, ReduceSum: (N, 1)
+        return self.fc(pooled) + first
+
+
+@pytest.mark.parametrize("opset", [13, 17, 19])
+def test_structural_operators_of_a_real_export_legacy(dual_check, opset, one_thread):
+    model = _module_of(UNetBlock)
+    exported = _export(model, X, dynamo=False, opset_version=opset, input_names=["x"],
+                       dynamic_axes={"x": {0: "batch"}})
+    dual_check(exported, X.numpy(), eps=0.05, samples=256)
+
+
+@pytest.mark.slow
+def test_structural_operators_of_a_real_export_dynamo(dual_check, one_thread):
+    model = _module_of(UNetBlock)
+    dual_check(_export(model, X, dynamo=True), X.numpy(), eps=0.05, samples=256)
+
+
+def _module_of(cls) -> nn.Module:
+    torch.manual_seed(0)
+    return cls().eval()

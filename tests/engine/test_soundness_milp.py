@@ -38,6 +38,20 @@ def _case(seed: int):
 
 @pytest.mark.parametrize("seed", range(240))
 def test_dual_bound_is_below_the_exact_minimum(seed):
+    _check_below_exact_minimum(seed)
+
+
+@pytest.mark.parametrize("i", range(24))
+def test_fresh_random_cases_are_sound(soundness_seed, i):
+    """New cases every run (tests/conftest.py's seed; a failure names the case seed to replay)."""
+    seed = soundness_seed * 1000 + i
+    try:
+        _check_below_exact_minimum(seed)
+    except AssertionError as exc:
+        raise AssertionError(f"case seed {seed} (run with --soundness-seed {soundness_seed}): {exc}") from exc
+
+
+def _check_below_exact_minimum(seed: int) -> None:
     net, center, eps, c, _ = _case(seed)
     module = onnxdual.load(net.onnx_model)
     x = torch.from_numpy(center)

@@ -3,7 +3,9 @@
 
 * :mod:`~onnxdual.frontend.reader` -- file bytes (plain or gzip), parsing and checking, graph facts;
 * :mod:`~onnxdual.frontend.opset` -- THE opset policy (oldest/upgrade/convert opsets) and schema versions;
-* :mod:`~onnxdual.frontend.rewrites` -- graph rewrites before conversion (batch axis, pads, constants, ...);
+* :mod:`~onnxdual.frontend.folding` -- constant folding: values independent of the input's values become
+  initializers (exporters' shape arithmetic);
+* :mod:`~onnxdual.frontend.rewrites` -- graph rewrites before conversion (batch axis, pads, Split, ...);
 * :mod:`~onnxdual.frontend.convert` -- onnx2torch, and the per-node ONNX information the dual layers read;
 * :mod:`~onnxdual.frontend.onnx_import` -- ``onnxdual.load``, composed from the above;
 * :mod:`~onnxdual.frontend.graph` -- the engine's DAG view of a loaded module;

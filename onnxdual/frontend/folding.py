@@ -27,17 +27,21 @@ from onnxdual.frontend.reference import ReferenceSession
 
 #: operators whose output depends only on the shape of their input, not its values
 SHAPE_ONLY_OPS = ("Shape", "Size")
+#: operators whose value is drawn anew on every run: never folded (nor what depends on them)
+RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial")
 #: batch sizes a free batch dimension is evaluated at (two, to tell batch-dependent values apart)
 PROBE_BATCHES = (2, 3)
 
 
 def data_dependent(model: onnx.ModelProto) -> set[str]:
-    """Names of the values computed from the network input's values (the input included)."""
+    """Names of the values computed from the network input's values (the input included) or drawn at random
+    (which no single evaluation may stand for)."""
     dependent = set(graph_inputs(model))
     for node in model.graph.node:
-        if node.op_type in SHAPE_ONLY_OPS and node.domain in ("", "ai.onnx"):
+        default = node.domain in ("", "ai.onnx")
+        if node.op_type in SHAPE_ONLY_OPS and default:
             continue
-        if any(name in dependent for name in node.input if name):
+        if (node.op_type in RANDOM_OPS and default) or any(name in dependent for name in node.input if name):
             dependent.update(o for o in node.output if o)
     return dependent
 

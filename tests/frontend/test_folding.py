@@ -93,3 +93,10 @@ def test_a_batch_dependent_value_outside_a_reshape_target_is_not_folded():
                                          "axes": np.array([0], dtype=np.int64),
                                          "three": np.array([3], dtype=np.int64)})
     assert "Shape" in _ops(fold_constants(model))
+
+
+def test_random_values_are_never_folded():
+    nodes = [helper.make_node("RandomNormal", [], ["noise"], shape=[3], dtype=TensorProto.FLOAT),
+             helper.make_node("Add", ["input", "noise"], ["output"])]
+    model = make_model(nodes, [3], [3])
+    assert _ops(fold_constants(model)) == ["RandomNormal", "Add"]

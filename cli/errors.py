@@ -141,6 +141,10 @@ class OneLineErrors:
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        bad = [a for a in (sys.argv[1:] if args is None else args) if "\0" in str(a)]
+        if bad:  # click's path checks would raise ValueError (argv cannot hold NUL; a caller's list can)
+            click.echo(f"onnxdual: error: argument {bad[0]!r} contains a NUL byte", err=True)
+            sys.exit(USER_ERROR)
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:

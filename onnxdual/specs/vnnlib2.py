@@ -80,6 +80,12 @@ def prepare_text(text: str, name: str = "<string>") -> str:
         s = format(value, "f")
         return s if "." in s else s + ".0"
 
+    if not text.isascii():  # the grammar is ASCII; the reference parser fails to report anything else
+        text = _COMMENT_RE.sub(lambda m: m.group().encode("ascii", "replace").decode(), text)
+        bad = next((k for k, c in enumerate(text) if not c.isascii()), None)
+        if bad is not None:
+            raise SpecError(f"{name}:{_line_at(text, bad)}: unexpected character {text[bad]!r} (VNN-LIB is "
+                            "ASCII outside comments)")
     text = _SCI_RE.sub(plain_decimal, text)
     text = _EQ_RE.sub("(==", text)
     if not _VERSION_RE.search(_COMMENT_RE.sub("", text)):

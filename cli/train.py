@@ -68,7 +68,7 @@ OPTIONS = (
     click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them."),
     click.option("--cascade", "stages", type=click.IntRange(1, MAX_STAGES), default=1, show_default=True,
                  help="Train a cascade of up to K stages (Alg. 2)."),
-    click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-train"), show_default=True,
+    click.option("--out", "out_text", type=click.Path(), default="onnxdual-train", show_default=True,
                  help="Output directory (checkpoint, metrics.csv, model.onnx or cascade.json, report/)."),
     click.option("--resume", is_flag=True, help="Continue the interrupted run in --out."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples."),
@@ -161,6 +161,8 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
         raise UserError(f"data not found: {data}")
     if o["test_data"] is not None and not o["test_data"].exists():
         raise UserError(f"test data not found: {o['test_data']}")
+    if not o["out_text"].strip():
+        raise UserError("--out must not be empty: give the output directory (e.g. --out onnxdual-train)")
     eps = parse_eps(o["eps_text"])
     eps_start = parse_eps(o["eps_start_text"], "--eps-start") if o["eps_start_text"] is not None else None
     proj = _parse_proj(o["proj_text"])
@@ -181,7 +183,7 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
                          device=o["device"], clip=clip, reinit=o["reinit"], normalize=normalize,
                          export_epochs=o["epoch_onnx"])
     command = CommandOptions(source=model if model is not None else arch, data=data, test_data=o["test_data"],
-                             stages=o["stages"], out=o["out"], resume=o["resume"], limit=o["limit"],
+                             stages=o["stages"], out=Path(o["out_text"]), resume=o["resume"], limit=o["limit"],
                              eval_limit=o["eval_limit"], no_eval=o["no_eval"], pgd_steps=o["pgd_steps"],
                              quiet=o["quiet"], device=o["device"])
     return config, command
@@ -303,6 +305,8 @@ def _evaluate(opts: CommandOptions, config: TrainConfig, trained_path: Path, out
         label = "ℓ∞" if config.norm == "linf" else "ℓ2"
         click.echo(f"test eps={config.eps:g} ({label}): certified {o['certified_accuracy']:.1%}, "
                    f"PGD {o['pgd_accuracy']:.1%}, clean {o['clean_accuracy']:.1%} of {int(o['n'])} examples")
+        if getattr(result.paths, "replaced", False):
+            click.echo(f"onnxdual: replaced the previous report in {out / 'report'}", err=True)
         click.echo(f"report: {result.paths.get('report_html', out / 'report')}")
 
 

@@ -37,6 +37,8 @@ class EvalResult:
 
     result: CertifyResult
     summary: pd.DataFrame
+    #: the report's files (a :class:`onnxdual.files.WrittenFiles`, whose ``replaced`` says whether a
+    #: previous report was replaced); empty without a report directory
     paths: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -86,8 +88,8 @@ def evaluate(model_path: str | os.PathLike[str], test_data: TrainData, *, eps: f
         run_meta = result.run_meta(model=str(model_path), dataset=dataset, device=str(dev), started=started,
                                    seconds=time.perf_counter() - t0, command=command, extra=extra,
                                    extra_violations=len(broken))
-        paths = dict(write_certify_report(Path(report_dir), examples, summary, run_meta.to_dict(),
-                                          result.cascade_frame()))
+        paths = write_certify_report(Path(report_dir), examples, summary, run_meta.to_dict(),
+                                     result.cascade_frame())
     if result.violations or len(broken) or \
             (overall.certified_accuracy > overall.pgd_accuracy + 1e-12).any():
         first = result.violations[0]["index"] if result.violations else \

@@ -57,3 +57,10 @@ def test_help_states_the_limits():
     text = CliRunner().invoke(train_command, ["--help"], terminal_width=200).output
     for limit in ("K from 1 to 64", "1 to 10000", "1<=x<=100000", "1<=x<=1000000"):
         assert limit in text
+
+
+def test_an_empty_out_is_refused(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((2, 1, 4, 4), np.float32), y=np.zeros(2, np.int64))
+    result = CliRunner().invoke(train_command, ["--data", str(data), "--out", ""])
+    assert result.exit_code == 2 and "--out must not be empty" in result.output, result.output

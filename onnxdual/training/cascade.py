@@ -31,6 +31,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,11 @@ from torch import Tensor, nn
 from onnxdual.certify.manifest import CASCADE_FORMAT, MANIFEST, MANIFEST_VERSION, write_manifest
 from onnxdual.certify.margins import certified_predictions
 from onnxdual.errors import InvalidInputError
-from onnxdual.files import atomic_write, prepare_dir
+from onnxdual.files import atomic_write, clean_stale_temps, lock_dir, prepare_dir
 from onnxdual.reports.meta import software_versions
 from onnxdual.training.checkpoint import CHECKPOINT, MODEL
 from onnxdual.training.config import TrainConfig, changed_settings
-from onnxdual.training.distributed import barrier, dist_info, resolve_device, run_sharded
+from onnxdual.training.distributed import DistInfo, barrier, dist_info, resolve_device, run_sharded
 from onnxdual.training.interfaces import ArrayData, TrainCallback, TrainData
 from onnxdual.training.loop import train
 from onnxdual.training.source import ModelSource, manifest_source
@@ -124,6 +125,19 @@ def train_cascade(stages: int, model_source: ModelSource | None, train_data: Tra
         raise InvalidInputError(f"a cascade needs at least one stage, got {stages!r}")
     world = dist_info()
     out = prepare_dir(out_dir)
+    # rank 0 holds the cascade directory's lock (each stage's run directory has its own, see loop.train)
+    with lock_dir(out, "cascade directory") if world.main else nullcontext():
+        if world.main:
+            clean_stale_temps(out)
+        return _train_cascade_in(stages, model_source, train_data, config, out, world, resume, callbacks,
+                                 certifier, certify_batch_size)
+
+
+def _train_cascade_in(stages: int, model_source: ModelSource | None, train_data: TrainData,
+                      config: TrainConfig, out: Path, world: DistInfo, resume: bool,
+                      callbacks: Sequence[TrainCallback], certifier: Certifier | None,
+                      certify_batch_size: int) -> CascadeResult:
+    """:func:`train_cascade` in the prepared (and, on rank 0, locked) directory ``out``."""
     manifest_path = out / MANIFEST
     test = certifier or exact_certifier(config.eps, config.norm, config.effective_clip, certify_batch_size)
     n = int(train_data.x.shape[0])

@@ -27,6 +27,9 @@ class SumDual(AffineDual):
     def transpose(self, nu: Tensor) -> tuple[Tensor, Tensor]:
         return self._reduce(nu, 0), self._reduce(nu if self.sign > 0 else -nu, 1)
 
+    def abs_linear(self, a: Tensor | None, b: Tensor | None) -> Tensor:
+        return a if b is None else b if a is None else a + b  # |+/-1| = 1
+
     def _reduce(self, nu: Tensor, which: int) -> Tensor:
         """Sum ``nu`` over the dimensions along which operand ``which`` was broadcast."""
         shape = self.ctx.input_shapes[which]
@@ -66,6 +69,11 @@ class ConstantOperandDual(AffineDual):
             return x * c
         return x / c
 
+    def abs_linear(self, r: Tensor) -> Tensor:
+        if self.op in ("Add", "Sub"):
+            return r + torch.zeros_like(self.constant) if self.broadcasts else r
+        return r * self.constant.abs() if self.op == "Mul" else r / self.constant.abs()
+
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         c = self.constant
         if self.op in ("Add", "Sub"):
@@ -98,6 +106,9 @@ class NegDual(AffineDual):
 
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         return (-nu,)
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return r
 
 
 def neg_dual(ctx: NodeContext) -> AffineDual:

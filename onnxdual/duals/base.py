@@ -18,6 +18,16 @@ dual layer is linear, which is what AutoDual (Alg. 3) and random projections (Al
   ``[nu]_+ = (nu + |nu|) / 2`` -- the same split Theorem 2 (eq. 13) uses for its estimate. A general
   ``A`` in place of ``diag(slope)`` (e.g. MaxPool selecting one input per window) changes nothing else.
 
+**Separate faces** (tighter than the paper, for certification). An activation may also give a *lower* and an
+*upper* linear face, ``A_l x + b_l <= sigma(x) <= A_u x + b_u`` (:class:`Faces`; a triangle for ReLU). The
+dual is no longer linear in ``nu``: a row's dual variable takes the lower face where it is positive and the
+upper face where it is negative (``nu_in = A_l^T [nu]_+ + A_u^T [nu]_-``, objective ``b_l . [nu]_+ +
+b_u . [nu]_-``), which is the same dual problem as Wong & Kolter (2018, §3) with the lower-face multipliers
+of the unstable units chosen better (CROWN). Faces may carry *free parameters* (:class:`ParametricFaces`: for
+ReLU the lower slope in ``[0, 1]``) that the engine optimises per output row; the faces must be sound for
+every parameter value, so the optimiser can never break a bound. Projected estimates (Alg. 1) keep needing a
+linear dual and always use :meth:`ActivationDual.relax`.
+
 Everything an engine needs follows from these few methods, so a plugin implements only the operator's own
 math; it never sees batching, chunking, projections or the graph.
 
@@ -119,6 +129,13 @@ class AffineDual(DualLayer):
         For operations with several variable inputs an entry may be ``None``: that input carries no
         contribution (treat it as zero, without allocating)."""
 
+    def abs_linear(self, *radii: Tensor) -> Tensor | None:
+        """``|A|`` applied to non-negative ``(N, *in_shape_i)`` tensors (the radii of input intervals), for
+        interval bounds ``A x + b`` in ``[A c + b - |A| r, A c + b + |A| r]``. ``None`` (the default): this
+        layer cannot say, and interval bounds are not used beyond it (they only ever tighten, see
+        :mod:`onnxdual.engine.interval`). A map with non-negative entries returns ``self.linear(*radii)``."""
+        return None
+
     def offset(self) -> Tensor:
         """``b`` as a ``(1, *out_shape)`` tensor: the operation applied to all-zero variable inputs."""
         zeros = [torch.zeros((1, *shape), dtype=self._dtype(), device=self._device())
@@ -196,6 +213,141 @@ class Relaxation(LinearRelaxation):
         return nu * self.slope.unsqueeze(1)
 
 
+def _rows(t: Tensor, nu: Tensor) -> Tensor:
+    """``t`` of shape ``(B, *shape)`` (shared by every row) or ``(B, K, *shape)`` (one per row), aligned
+    with ``nu`` of shape ``(B or 1, K, *shape)``."""
+    return t if t.dim() == nu.dim() else t.unsqueeze(1)
+
+
+def _offset_term(nu: Tensor, offset: Tensor) -> Tensor:
+    """``offset . nu`` per row, ``(B, K)``, for a shared ``(B, *shape)`` or per-row ``(B, K, *shape)`` offset."""
+    if offset.dim() == nu.dim():
+        return (nu * offset).flatten(2).sum(-1)
+    return (nu.flatten(2) @ offset.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+class Face(ABC):
+    """One side of a relaxation: a linear function ``A x + b`` of the activation's input that stays below
+    (a lower face) or above (an upper face) the activation on its input box."""
+
+    @abstractmethod
+    def transpose(self, nu: Tensor) -> Tensor:
+        """``A^T nu`` for ``nu`` of shape ``(B or 1, K, *out_shape)``; returns ``(B, K, *in_shape)``."""
+
+    @abstractmethod
+    def offset_term(self, nu: Tensor) -> Tensor:
+        """``b . nu`` per row: ``(B, K)``."""
+
+
+@dataclass(frozen=True)
+class ElementwiseFace(Face):
+    """``slope * x + offset`` element-wise; both ``(B, *shape)`` (shared by every row of the dual) or
+    ``(B, K, *shape)`` (one per row: optimised parameters)."""
+
+    slope: Tensor
+    offset: Tensor
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        return nu * _rows(self.slope, nu)
+
+    def offset_term(self, nu: Tensor) -> Tensor:
+        return _offset_term(nu, self.offset)
+
+
+@dataclass(frozen=True)
+class RelaxationFace(Face):
+    """One side of a :class:`LinearRelaxation`: its map ``A`` with ``low`` (lower face) or ``high`` (upper)."""
+
+    relaxation: LinearRelaxation
+    offset: Tensor
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        return self.relaxation.transpose(nu)
+
+    def offset_term(self, nu: Tensor) -> Tensor:
+        return _offset_term(nu, self.offset)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """``lower(x) <= sigma(x) <= upper(x)`` on the input box, each side its own linear face. In a lower
+    bound of ``nu . sigma(x)`` the positive entries of ``nu`` take the lower face, the negative ones the
+    upper face; so the dual variable below the activation is ``lower^T [nu]_+ + upper^T [nu]_-``."""
+
+    lower: Face
+    upper: Face
+
+    @staticmethod
+    def of(relaxation: LinearRelaxation) -> "Faces":
+        """The two faces of a same-map relaxation (its bound equals the paper's dual term exactly)."""
+        return Faces(RelaxationFace(relaxation, relaxation.low), RelaxationFace(relaxation, relaxation.high))
+
+    def backward(self, nu: Tensor) -> tuple[Tensor, Tensor]:
+        """The dual variable of the activation's input and the objective term, ``(B, K)``, of a lower bound
+        of ``nu . sigma(x)``."""
+        pos = nu.clamp(min=0)
+        neg = nu - pos
+        return (self.lower.transpose(pos) + self.upper.transpose(neg),
+                self.lower.offset_term(pos) + self.upper.offset_term(neg))
+
+
+class ParametricFaces(ABC):
+    """Faces with free parameters ``theta`` that the engine may optimise (the optimised relaxation).
+
+    ``faces(theta)`` must be sound for **every** ``theta`` (compute the offsets for the parameters given);
+    :meth:`project` only keeps an optimiser inside the useful set (ReLU: lower slopes in ``[0, 1]``).
+    Parameters are tensors of shape ``(B, *shape)`` (as :meth:`initial` returns them) or ``(B, K, *shape)``,
+    one set per row of the dual (each output row gets its own slopes, as in alpha-CROWN)."""
+
+    @abstractmethod
+    def initial(self) -> tuple[Tensor, ...]:
+        """The layer's adaptive choice (e.g. CROWN's lower slope); the optimiser starts here."""
+
+    @abstractmethod
+    def faces(self, theta: tuple[Tensor, ...]) -> Faces:
+        """Sound faces for parameters ``theta``."""
+
+    def project(self, theta: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """``theta`` moved into the layer's feasible set (default: unchanged)."""
+        return theta
+
+
+GapRule = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+class SlopeFaces(ParametricFaces):
+    """Element-wise faces parametrised by their slopes: for *any* slope ``a``,
+    ``a x + min g_a <= sigma(x) <= a x + max g_a`` with ``g_a(x) = sigma(x) - a x`` over ``[l, u]``.
+
+    ``gaps(a)`` returns ``(min g_a, max g_a)`` element-wise (``a`` is ``(B, *shape)`` or ``(B, K, *shape)``);
+    exact extremes make every slope sound, so the optimiser is free. ``free`` names the optimised faces
+    (``"lower"``, ``"upper"``); ``slope_range`` clips the optimiser (``None``: no limit)."""
+
+    def __init__(self, gaps: GapRule, lower_slope: Tensor, upper_slope: Tensor,
+                 free: Sequence[str] = ("lower", "upper"),
+                 slope_range: tuple[Tensor | float, Tensor | float] | None = None):
+        self.gaps, self.lower_slope, self.upper_slope = gaps, lower_slope, upper_slope
+        self.free, self.slope_range = tuple(free), slope_range
+
+    def initial(self) -> tuple[Tensor, ...]:
+        return tuple(self.lower_slope if side == "lower" else self.upper_slope for side in self.free)
+
+    def faces(self, theta: tuple[Tensor, ...]) -> Faces:
+        given = dict(zip(self.free, theta))
+        lower = given.get("lower", self.lower_slope)
+        upper = given.get("upper", self.upper_slope)
+        low_offset = self.gaps(lower)[0]
+        high_offset = self.gaps(upper)[1]
+        return Faces(ElementwiseFace(lower, low_offset), ElementwiseFace(upper, high_offset))
+
+    def project(self, theta: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        if self.slope_range is None:
+            return theta
+        lo, hi = self.slope_range
+        return tuple(torch.clamp(t, lo, hi) if not isinstance(lo, Tensor)
+                     else torch.minimum(torch.maximum(t, _rows(lo, t)), _rows(hi, t)) for t in theta)
+
+
 class ActivationDual(DualLayer):
     """Dual of a non-linear operation of one variable input; needs bounds on that input. Element-wise
     activations return a :class:`Relaxation`; others (``MaxPool``: each output encloses one selected input)
@@ -203,7 +355,22 @@ class ActivationDual(DualLayer):
 
     @abstractmethod
     def relax(self, lower: Tensor, upper: Tensor) -> LinearRelaxation:
-        """A sound enclosure of the operation on the input box ``[lower, upper]`` (``(B, *in_shape)``)."""
+        """A sound enclosure of the operation on the input box ``[lower, upper]`` (``(B, *in_shape)``): the
+        paper's relaxation, linear in ``nu`` (what random projections need)."""
+
+    def faces(self, lower: Tensor, upper: Tensor) -> Faces | ParametricFaces:
+        """Separate lower and upper faces on ``[lower, upper]`` (tighter relaxations); the default is the two
+        sides of :meth:`relax`, so a layer without its own faces is exactly as tight as the paper."""
+        return Faces.of(self.relax(lower, upper))
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Element-wise bounds of the output over the input box (interval bounds); ``None``: unknown."""
+        return None
+
+    def needs_bounds(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """Which input units (``(B, *in_shape)``, bool) would relax tighter with tighter bounds: the units
+        whose bounds the optimised relaxation keeps improving. Default: every non-degenerate unit."""
+        return lower < upper
 
 
 class ConstantDual(DualLayer):
@@ -221,6 +388,16 @@ def chord_slope(lower: Tensor, upper: Tensor, f_lower: Tensor, f_upper: Tensor) 
     return torch.where(width > 0, (f_upper - f_lower) / safe, torch.zeros_like(width))
 
 
+def _candidates(lower: Tensor, upper: Tensor, kinks: Sequence[float | Tensor]) -> list[Tensor]:
+    """Where a continuous piecewise-linear function minus a linear one can have its extremes on
+    ``[l, u]``: the kinks (clamped into the interval), then the ends. Kinks come first because the
+    extremes return the first of tied entries: at the ends of a slope range an end point ties with a kink
+    (ReLU's lower face ``a x`` at ``a = 0`` or ``1``), and only the kink gives the derivative that holds
+    inside the range, which is what the optimiser needs."""
+    return [torch.minimum(torch.maximum(torch.as_tensor(k, dtype=lower.dtype, device=lower.device)
+                                        .expand_as(lower), lower), upper) for k in kinks] + [lower, upper]
+
+
 def piecewise_linear_relaxation(
     fn: Callable[[Tensor], Tensor],
     lower: Tensor,
@@ -234,23 +411,57 @@ def piecewise_linear_relaxation(
     inside the interval; evaluating there gives exact offsets for any slope."""
     f_lower, f_upper = fn(lower), fn(upper)
     slope = slope_rule(lower, upper, f_lower, f_upper)
-    candidates = [lower, upper] + [torch.minimum(torch.maximum(torch.as_tensor(k, dtype=lower.dtype,
-                                                                               device=lower.device)
-                                                               .expand_as(lower), lower), upper)
-                                   for k in kinks]
-    gaps = torch.stack([fn(c) - slope * c for c in candidates])
+    gaps = torch.stack([fn(c) - slope * c for c in _candidates(lower, upper, kinks)])
     return Relaxation(slope=slope, low=gaps.min(0).values, high=gaps.max(0).values)
 
 
 class ElementwiseActivation(ActivationDual):
     """Convenience base: a continuous piecewise-linear activation given by ``fn`` and its ``kinks``.
 
-    ``slope_rule`` is the relaxation's free parameter (default: the chord, the paper's choice)."""
+    ``slope_rule`` is the paper relaxation's slope (default: the chord, the paper's choice). The separate
+    faces (:class:`SlopeFaces`) start from ``lower_rule`` / ``upper_rule`` (default: ``slope_rule``); any
+    slope is sound because the offsets are the exact extremes of ``fn(x) - a x`` over the candidates. The
+    optimiser moves the faces named in ``free`` within ``slope_range``."""
 
     def __init__(self, ctx: NodeContext, fn: Callable[[Tensor], Tensor], kinks: Sequence[float | Tensor] = (),
-                 slope_rule: SlopeRule = chord_slope):
+                 slope_rule: SlopeRule = chord_slope, *, lower_rule: SlopeRule | None = None,
+                 upper_rule: SlopeRule | None = None, free: Sequence[str] = ("lower", "upper"),
+                 slope_range: tuple[float, float] | None = None):
         super().__init__(ctx)
         self.fn, self.kinks, self.slope_rule = fn, tuple(kinks), slope_rule
+        self.lower_rule, self.upper_rule = lower_rule or slope_rule, upper_rule or slope_rule
+        self.free, self.slope_range = tuple(free), slope_range
 
     def relax(self, lower: Tensor, upper: Tensor) -> Relaxation:
         return piecewise_linear_relaxation(self.fn, lower, upper, self.kinks, self.slope_rule)
+
+    def faces(self, lower: Tensor, upper: Tensor) -> SlopeFaces:
+        candidates = _candidates(lower, upper, self.kinks)
+        values = [self.fn(c) for c in candidates]
+
+        def gaps(slope: Tensor) -> tuple[Tensor, Tensor]:
+            g = torch.stack([v_ - slope * c_ for v_, c_ in
+                             ((_rows(v, slope), _rows(c, slope)) for v, c in zip(values, candidates))])
+            return g.min(0).values, g.max(0).values
+
+        f_lower, f_upper = values[-2], values[-1]
+        slope_range = None
+        if self.slope_range is not None:  # where fn is linear on [l, u] its own slope is exact: keep it
+            chord = chord_slope(lower, upper, f_lower, f_upper)
+            inside = self.needs_bounds(lower, upper)
+            lo, hi = self.slope_range
+            slope_range = (torch.where(inside, torch.full_like(chord, lo), chord),
+                           torch.where(inside, torch.full_like(chord, hi), chord))
+        return SlopeFaces(gaps, self.lower_rule(lower, upper, f_lower, f_upper),
+                          self.upper_rule(lower, upper, f_lower, f_upper), self.free, slope_range)
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        values = torch.stack([self.fn(c) for c in _candidates(lower, upper, self.kinks)])
+        return values.min(0).values, values.max(0).values
+
+    def needs_bounds(self, lower: Tensor, upper: Tensor) -> Tensor:
+        inside = torch.zeros_like(lower, dtype=torch.bool)
+        for k in self.kinks:
+            k = torch.as_tensor(k, dtype=lower.dtype, device=lower.device)
+            inside |= (lower < k) & (k < upper)
+        return inside

@@ -31,4 +31,6 @@ def clip_dual(ctx: NodeContext) -> ElementwiseActivation:
     def clip(x: Tensor) -> Tensor:
         return x if low is None and high is None else torch.clamp(x, low, high)
 
-    return ElementwiseActivation(ctx, fn=clip, kinks=[k for k in (low, high) if k is not None])
+    # both faces may move: any slope in [0, 1] between the pieces' slopes is useful, every slope is sound
+    return ElementwiseActivation(ctx, fn=clip, kinks=[k for k in (low, high) if k is not None],
+                                 slope_range=(0.0, 1.0))

@@ -28,6 +28,9 @@ class LinearModuleDual(AffineDual):
         out = nu @ self.weight
         return (out if self.scale == 1.0 else out * self.scale,)
 
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return F.linear(r, self.weight.abs()) * abs(self.scale)
+
 
 class MatMulDual(AffineDual):
     """``x @ W`` or ``W @ x`` with one constant operand (a Gemm of any other form, or MatMul): the node's
@@ -47,6 +50,14 @@ class MatMulDual(AffineDual):
         bias = ctx.constant(2) if ctx.op_type == "Gemm" else None
         if bias is not None:  # Gemm with a bias: keep the bias out of the linear part
             self._offset = bias * float(ctx.attributes.get("beta", 1.0))
+
+    def abs_linear(self, r: Tensor) -> Tensor | None:
+        """MatMul with a constant operand: the product with ``|W|`` (other Gemm forms: unknown)."""
+        if self.ctx.op_type != "MatMul":
+            return None
+        (position,) = self.ctx.variable_positions
+        weight = self.ctx.constant(1 - position).abs().to(r.dtype)
+        return torch.matmul(r, weight) if position == 0 else torch.matmul(weight, r)
 
 
 def gemm_dual(ctx: NodeContext) -> AffineDual:
@@ -127,6 +138,12 @@ class ConvDual(AffineDual):
             out = out.narrow(dim, self.pads[2 * i], out.shape[dim] - self.pads[2 * i] - self.pads[2 * i + 1])
         return (out,)
 
+    def abs_linear(self, r: Tensor) -> Tensor:
+        if self.pads:
+            r = F.pad(r, self.pads)
+        fn = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        return fn(r, self.weight.abs(), None, self.stride, self.padding, self.dilation, self.groups)
+
 
 def conv_dual(ctx: NodeContext) -> AffineDual:
     return ConvDual(ctx)
@@ -161,6 +178,9 @@ class BatchNormDual(AffineDual):
 
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         return (nu * self._scale(nu.dim()),)
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return r * self._scale(r.dim()).abs()
 
 
 def batchnorm_dual(ctx: NodeContext) -> AffineDual:

@@ -14,6 +14,9 @@ class AveragePoolDual(AffineDual):
     def linear(self, x: Tensor) -> Tensor:
         return self.ctx.call(x)
 
+    def abs_linear(self, x: Tensor) -> Tensor:
+        return self.linear(x)  # averaging weights are non-negative
+
 
 def average_pool_dual(ctx: NodeContext) -> AffineDual:
     return AveragePoolDual(ctx)

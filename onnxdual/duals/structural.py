@@ -29,6 +29,9 @@ class ReshapeDual(AffineDual):
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         return (nu.reshape(nu.shape[0], *self.in_shape),)
 
+    def abs_linear(self, *radii: Tensor) -> Tensor:
+        return self.linear(*radii)  # a map with entries 0 and 1: |A| = A
+
 
 def reshape_dual(ctx: NodeContext) -> AffineDual:
     return ReshapeDual(ctx)
@@ -57,6 +60,9 @@ class TransposeDual(AffineDual):
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         return (nu.permute(*self.inverse),)
 
+    def abs_linear(self, *radii: Tensor) -> Tensor:
+        return self.linear(*radii)  # a map with entries 0 and 1: |A| = A
+
 
 def transpose_dual(ctx: NodeContext) -> AffineDual:
     return TransposeDual(ctx)
@@ -73,6 +79,9 @@ class IdentityDual(AffineDual):
 
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         return (nu,)
+
+    def abs_linear(self, *radii: Tensor) -> Tensor:
+        return self.linear(*radii)  # a map with entries 0 and 1: |A| = A
 
 
 def identity_dual(ctx: NodeContext) -> AffineDual:
@@ -96,6 +105,9 @@ class PadDual(AffineDual):
     def linear(self, x: Tensor) -> Tensor:
         # the padded border of pad(x) - pad(0) is exactly 0 and the interior exactly x
         return self.ctx.call(x) - self._border_value(x)
+
+    def abs_linear(self, *radii: Tensor) -> Tensor:
+        return self.linear(*radii)  # a map with entries 0 and 1: |A| = A
 
     def _border_value(self, x: Tensor) -> Tensor:
         if self._border is None or self._border.dtype != x.dtype or self._border.device != x.device:

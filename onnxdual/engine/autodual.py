@@ -20,6 +20,12 @@ median estimator (eq. 12-13) or the root mean square.
 ``nu_k = -c`` (here ``+C`` with the signs folded in) through every layer's transpose (eq. 8), adding each
 layer's objective term. Given the intermediate relaxations this is exact, also when those came from
 projections.
+
+**Separate faces** (``relaxation="adaptive"``). With a lower and an upper face per activation
+(:class:`~onnxdual.duals.base.Faces`) the dual is no longer linear in ``nu`` (each row picks a face by the sign
+of its coefficient), so forward columns and the ``J(-c) = -linear - spread`` shortcut no longer apply: after
+the first activation every bound is computed backwards, on the rows ``+e_j`` and ``-e_j`` separately (CROWN),
+and intersected with interval bounds (:mod:`onnxdual.engine.interval`).
 """
 
 from __future__ import annotations
@@ -30,11 +36,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from onnxdual.duals.base import ActivationDual, AffineDual, LinearRelaxation
+from onnxdual.duals.base import ActivationDual, AffineDual, Faces, LinearRelaxation, ParametricFaces
 from onnxdual.engine import cost
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
+from onnxdual.engine.interval import IntervalPass
 from onnxdual.engine.tail_bounds import TailBound
+
+#: the relaxations a pass can use: the paper's same-slope parallelogram, or separate faces with the dual
+#: layers' adaptive choice (CROWN); "optimized" is "adaptive" plus :mod:`onnxdual.engine.optimize`
+RELAXATIONS = ("paper", "adaptive", "optimized")
+
+#: an activation's relaxation in a pass: the paper's (linear in nu) or separate faces
+AnyRelaxation = LinearRelaxation | Faces
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,15 @@ class _State:
 class PassResult:
     """Output of one AutoDual pass: each activation's relaxation and the pre-activation bounds behind it.
 
-    ``empty``: per example, whether its split limits leave no input at all (``None``: no splits)."""
+    ``empty``: per example, whether its split limits leave no input at all (``None``: no splits).
+    ``limits``: with separate faces, the constant limits every bound of an activation's input is
+    intersected with (interval bounds and split limits), for passes that recompute those bounds."""
 
-    relaxations: dict[str, LinearRelaxation]
+    relaxations: dict[str, AnyRelaxation]
     preactivation_bounds: dict[str, tuple[Tensor, Tensor]]
     projected: bool
     empty: Tensor | None = None
+    limits: dict[str, tuple[Tensor, Tensor]] | None = None
 
 
 #: per activation node, per-example ``(lower, upper)`` limits of its input (branch and bound)
@@ -188,10 +205,17 @@ def backward_rows(built: BuiltDual, input_set: InputSet, memory_budget: int) -> 
                               memory_budget)
 
 
+def adaptive_faces(layer: ActivationDual, lower: Tensor, upper: Tensor) -> Faces:
+    """The layer's faces on ``[lower, upper]``, at its adaptive parameters if it has free ones."""
+    faces = layer.faces(lower, upper)
+    return faces.faces(faces.initial()) if isinstance(faces, ParametricFaces) else faces
+
+
 def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
                  generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3,
-                 splits: Splits | None = None, fixed: dict[str, LinearRelaxation] | None = None,
-                 tail: TailBound | None = None, stop_at: str | None = None) -> PassResult:
+                 splits: Splits | None = None, fixed: dict[str, AnyRelaxation] | None = None,
+                 tail: TailBound | None = None, stop_at: str | None = None,
+                 relaxation: str = "paper") -> PassResult:
     """Compute every activation's pre-activation bounds and relaxation in one layer-by-layer pass.
 
     With ``proj`` every bound is estimated in the forward direction (Alg. 1). Exact bounds start forward
@@ -203,7 +227,16 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     ``splits`` limits activation inputs per example (see :func:`apply_splits`). For App. E
     (:mod:`onnxdual.engine.probable`): ``fixed`` relaxations are used as given instead of being computed,
     ``tail`` turns projected norms into high-probability upper bounds, and the pass stops once it has the
-    bounds of activation ``stop_at``."""
+    bounds of activation ``stop_at``.
+
+    ``relaxation="adaptive"`` (exact bounds only) gives every activation separate faces at the dual
+    layer's adaptive choice; bounds after the first activation are then computed backwards on ``+/- e_j``
+    and intersected with interval bounds. ``"paper"`` is the paper's pass, unchanged."""
+    if relaxation not in ("paper", "adaptive"):
+        raise ValueError(f"a pass uses the 'paper' or the 'adaptive' relaxation, not {relaxation!r}")
+    faces = relaxation == "adaptive"
+    if faces and (proj is not None or tail is not None):
+        raise ValueError("separate faces need exact bounds (random projections need the paper's relaxation)")
     splits, fixed = splits or {}, fixed or {}
     empty: Tensor | None = None
     sources: list[Source] = []
@@ -221,7 +254,12 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     batch = input_set.center.shape[0]
     max_rows = backward_rows(built, input_set, memory_budget)
     next_units = cost.units_ahead(built)
+    intervals = IntervalPass(built, input_set) if faces else None
+    limits: dict[str, tuple[Tensor, Tensor]] = {}
     for i, step in enumerate(built.steps[: last + 1]):
+        if faces and relaxations and not backward:  # faces are not linear in nu: no forward columns
+            backward = True
+            states.clear()
         inputs = [] if backward else [states[name] for name in step.variable_inputs]
         if proj is None and not backward and any(_turn_backward(next_units[i], s, batch) for s in inputs):
             backward = True
@@ -230,28 +268,45 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
             relax = fixed.get(step.node.name)
             if relax is None:
                 name, shape = step.variable_inputs[0], step.input_shapes[0]
-                if backward:
+                if intervals is not None:
+                    limits[step.node.name] = intervals.limits(step, input_set.center.new_empty((batch, *shape)),
+                                                              splits.get(step.node.name))
+                if backward and intervals is not None:
+                    # units whose relaxation is exact on their interval (and split limits) need no rows:
+                    # a tighter bound would not change their faces
+                    lower, upper = limits[step.node.name]
+                    units = step.layer.needs_bounds(lower, upper).flatten(1).any(0).nonzero().squeeze(1)
+                    lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows,
+                                                   offsets, two_sided=True, units=units, outside=(lower, upper))
+                elif backward:
                     lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows,
                                                    offsets)
                 else:
                     lower, upper = state_bounds(inputs[0], sources, tail)
+                if intervals is not None:
+                    lower, upper = intervals.tighten(step, lower, upper)
                 lower, upper, empty = apply_splits(lower, upper, splits.get(step.node.name), empty)
                 bounds[step.node.name] = (lower, upper)
                 if step.node.name == stop_at:
                     break
-                relax = step.layer.relax(lower, upper)
+                relax = adaptive_faces(step.layer, lower, upper) if faces else step.layer.relax(lower, upper)
+                if intervals is not None:
+                    intervals.activation(step, lower, upper)
             relaxations[step.node.name] = relax
-            if not backward:
+            if not backward and not faces:
                 states[step.node.name] = _activation_state(inputs[0], relax, proj, generator, sources,
                                                            step.node.name)
-        elif not backward:
-            states[step.node.name] = _apply_affine(step.layer, inputs)
+        else:
+            if intervals is not None:
+                intervals.affine(step)
+            if not backward:
+                states[step.node.name] = _apply_affine(step.layer, inputs)
         if not backward:
             for name in step.variable_inputs:
                 remaining[name] -= 1
                 if remaining[name] == 0:
                     del states[name]
-    return PassResult(relaxations, bounds, proj is not None, empty)
+    return PassResult(relaxations, bounds, proj is not None, empty, limits if faces else None)
 
 
 def _turn_backward(units: int, state: _State, batch: int) -> bool:
@@ -281,7 +336,7 @@ def _activation_state(state: _State, relax: LinearRelaxation, proj: int | None,
     return out
 
 
-def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], c: Tensor,
+def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, AnyRelaxation], c: Tensor,
                start: str | None = None, offsets: dict[str, Tensor] | None = None,
                record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None,
                ) -> tuple[Tensor, Tensor]:
@@ -292,7 +347,10 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Lin
     ``J(-c) = -linear - spread``, so one pass bounds ``c . z`` from both sides. Returns two ``(B, m)``.
     ``record`` receives the dual variable ``nu`` at every activation's output (eq. 8), by node name.
     ``inner`` adds objective terms on intermediate values: ``c . z_out + sum_v inner[v] . z_v`` (by value
-    name, each ``(B or 1, m, *shape_v)``); the backward pass simply starts from there too."""
+    name, each ``(B or 1, m, *shape_v)``); the backward pass simply starts from there too.
+
+    Separate faces (:class:`~onnxdual.duals.base.Faces`) put their whole term into ``linear``: their
+    ``J(c) = linear - spread`` is still the lower bound, but ``J(-c)`` needs its own pass."""
     start = built.graph.output_name if start is None else start
     batch = input_set.center.shape[0]
     m = c.shape[1]
@@ -319,6 +377,11 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Lin
             relax = relaxations[step.node.name]
             if record is not None:
                 record[step.node.name] = nu
+            if isinstance(relax, Faces):
+                nu_in, term = relax.backward(nu)
+                linear = linear + term
+                push(step.variable_inputs[0], nu_in)
+                continue
             linear = linear + (flat @ relax.mid.flatten(1).unsqueeze(-1)).squeeze(-1)
             spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
             push(step.variable_inputs[0], relax.transpose(nu))
@@ -338,7 +401,7 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Lin
     return linear, spread
 
 
-def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation], c: Tensor,
+def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, AnyRelaxation], c: Tensor,
               record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None) -> Tensor:
     """Lower bound of ``c . f(x')`` over the input set for ``c`` of shape ``(B, m, *out_shape)``: the dual
     objective ``J`` of eq. 7 evaluated at ``nu = g(c)`` (eq. 8), plus ``inner`` terms (see
@@ -347,21 +410,40 @@ def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Line
     return linear - spread
 
 
-def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, LinearRelaxation],
+def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, AnyRelaxation],
                     name: str, shape: torch.Size, max_rows: int, offsets: dict[str, Tensor],
-                    ) -> tuple[Tensor, Tensor]:
+                    two_sided: bool = False, units: Tensor | None = None,
+                    outside: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Bounds of every unit of value ``name`` by the dual network run backwards from it on identity rows
-    (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows."""
+    (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows. ``two_sided``: the
+    relaxations have separate faces, so the rows ``-e_j`` get their own pass (half as many rows fit).
+    ``units``: only these flat units get rows; the others take their bounds from ``outside``."""
     center = input_set.center
     n = math.prod(shape)
+    wanted = torch.arange(n, device=center.device) if units is None else units
     lows, highs = [], []
-    for r0 in range(0, n, max_rows):
-        rows = torch.arange(r0, min(n, r0 + max_rows), device=center.device)
-        eye = torch.zeros((1, rows.numel(), n), dtype=center.dtype, device=center.device)
-        eye[0, torch.arange(rows.numel(), device=center.device), rows] = 1
-        linear, spread = dual_parts(built, input_set, relaxations, eye.reshape(1, rows.numel(), *shape),
+    step = max(1, max_rows // 2) if two_sided else max_rows
+    for r0 in range(0, wanted.numel(), step):
+        rows = wanted[r0: r0 + step]
+        k = rows.numel()
+        eye = torch.zeros((1, k, n), dtype=center.dtype, device=center.device)
+        eye[0, torch.arange(k, device=center.device), rows] = 1
+        if two_sided:
+            linear, spread = dual_parts(built, input_set, relaxations,
+                                        torch.cat([eye, -eye], 1).reshape(1, 2 * k, *shape),
+                                        start=name, offsets=offsets)
+            value = linear - spread
+            lows.append(value[:, :k])
+            highs.append(-value[:, k:])
+            continue
+        linear, spread = dual_parts(built, input_set, relaxations, eye.reshape(1, k, *shape),
                                     start=name, offsets=offsets)
         lows.append(linear - spread)
         highs.append(linear + spread)
     batch = center.shape[0]
-    return torch.cat(lows, 1).reshape(batch, *shape), torch.cat(highs, 1).reshape(batch, *shape)
+    if units is None:
+        return torch.cat(lows, 1).reshape(batch, *shape), torch.cat(highs, 1).reshape(batch, *shape)
+    low, high = (v.flatten(1).expand(batch, n).clone() for v in outside)
+    if lows:
+        low[:, units], high[:, units] = torch.cat(lows, 1), torch.cat(highs, 1)
+    return low.reshape(batch, *shape), high.reshape(batch, *shape)

@@ -61,6 +61,10 @@ class InputSet(ABC):
     def chunk(self, index: slice) -> "InputSet":
         """The sets of examples ``index``."""
 
+    @abstractmethod
+    def interval(self) -> tuple[Tensor, Tensor]:
+        """Element-wise bounds ``(lower, upper)`` of the set, ``(B, *in_shape)`` (interval bounds)."""
+
     def column_range(self) -> tuple[int, int]:
         """The fewest and the most input columns the exact pass needs for any subset of the examples
         (coordinates that no example perturbs need none); sizes memory (:mod:`onnxdual.engine.cost`)."""
@@ -120,6 +124,9 @@ class Box(InputSet):
     def project(self, x: Tensor) -> Tensor:
         return torch.maximum(torch.minimum(x, self.upper), self.lower)
 
+    def interval(self) -> tuple[Tensor, Tensor]:
+        return self.lower, self.upper
+
     def chunk(self, index: slice) -> "Box":
         return Box(self.lower[index], self.upper[index], self.norm)
 
@@ -166,6 +173,11 @@ class L2Ball(InputSet):
         eps = self._eps().reshape(-1) if self._eps().dim() else self._eps()
         factor = torch.clamp(eps / norms, max=1.0)
         return self.x + delta * factor.reshape(*factor.shape, *[1] * (self.x.dim() - 1))
+
+    def interval(self) -> tuple[Tensor, Tensor]:
+        eps = self._eps()
+        eps = eps.reshape(-1, *[1] * (self.x.dim() - 1)) if eps.dim() else eps
+        return self.x - eps, self.x + eps
 
     def chunk(self, index: slice) -> "L2Ball":
         eps = self.eps

@@ -9,6 +9,12 @@ dual networks and returns a sound lower bound; with random projections (``proj=r
 Between the two, :meth:`DualNetwork.probable_lower_bound` returns a :class:`ProbableBound`: a lower bound
 that holds with probability at least ``1 - delta`` over its random projections (App. E), for networks too
 large for exact bounds.
+
+``relaxation`` chooses how activations are relaxed for exact bounds: ``"paper"`` (the same-slope
+parallelogram of Corollary 2; the only one random projections can use, so training with projections keeps
+it), ``"adaptive"`` (separate faces with each dual layer's adaptive choice: CROWN's lower ReLU slope) or
+``"optimized"`` (the faces' free parameters optimised for the objective at hand, :mod:`onnxdual.engine.optimize`).
+Each is a sound bound; for the built-in layers ``paper <= adaptive <= optimized`` entry by entry.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onnxdual.duals.base import ActivationDual
-from onnxdual.engine.autodual import PassResult, Splits, forward_pass, objective
+from onnxdual.engine.autodual import RELAXATIONS, PassResult, Splits, forward_pass, objective
 from onnxdual.engine.build import BuiltDual, build_dual
 from onnxdual.engine.cost import examples_per_pass
 from onnxdual.engine.input_sets import InputSet, make_input_set
+from onnxdual.engine.optimize import OptimizeOptions, optimized_bound
 from onnxdual.engine.probable import probable_pass
 from onnxdual.errors import InvalidInputError
 
@@ -82,12 +89,23 @@ class DualNetwork:
             ``(lower, upper)`` limits of their input, each ``(B, *input_shape)``. The bounds then hold for
             the inputs of the set whose pre-activations lie within the limits (a ReLU split ``x_j >= 0`` is
             ``lower[j] = 0``); an example whose limits leave no input gets ``+inf``.
+        relaxation: ``"paper"`` (default), ``"adaptive"`` or ``"optimized"`` (exact bounds only; see the
+            module docstring).
+        optimize: how ``"optimized"`` optimises (iterations, step size, early stop).
     """
 
     def __init__(self, net: nn.Module, x: Tensor, eps: float | Tensor, norm: str = "linf",
                  proj: int | None = None, *, clip: tuple[float, float] | None = None,
                  generator: torch.Generator | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                 splits: Splits | None = None):
+                 splits: Splits | None = None, relaxation: str = "paper",
+                 optimize: OptimizeOptions | None = None):
+        if relaxation not in RELAXATIONS:
+            raise InvalidInputError(f"relaxation must be one of {', '.join(RELAXATIONS)}, got {relaxation!r}")
+        if relaxation != "paper" and proj is not None:
+            raise InvalidInputError(f"the {relaxation!r} relaxation needs exact bounds: random projections "
+                                    "(proj) need the paper's relaxation, whose dual is linear")
+        if optimize is not None and not isinstance(optimize, OptimizeOptions):
+            raise InvalidInputError("optimize must be an onnxdual.engine.optimize.OptimizeOptions")
         if proj is not None and (isinstance(proj, bool) or not isinstance(proj, int) or proj < 1):
             raise InvalidInputError(f"proj must be None or a positive number of projections, got {proj!r}")
         if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
@@ -100,6 +118,9 @@ class DualNetwork:
         self.generator = generator
         self.memory_budget = memory_budget
         self.splits: Splits = dict(splits or {})
+        self.relaxation = relaxation
+        self.optimize = optimize or OptimizeOptions()
+        self._optimized: list[tuple[slice, PassResult]] | None = None
         self._built: BuiltDual | None = None
         self._passes: list[tuple[slice, PassResult]] | None = None
         self._probable: dict[tuple[float, int, int], tuple[list[tuple[slice, PassResult]], int]] = {}
@@ -129,8 +150,9 @@ class DualNetwork:
             for start in range(0, self.x.shape[0], step):
                 index = slice(start, min(start + step, self.x.shape[0]))
                 splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
-                self._passes.append((index, forward_pass(built, self.input_set.chunk(index), self.proj,
-                                                         self.generator, self.memory_budget, splits)))
+                self._passes.append((index, forward_pass(
+                    built, self.input_set.chunk(index), self.proj, self.generator, self.memory_budget, splits,
+                    relaxation="paper" if self.relaxation == "paper" else "adaptive")))
         return self._passes
 
     def _check_c(self, c: Tensor) -> Tensor:
@@ -140,8 +162,26 @@ class DualNetwork:
                                     f"{math.prod(out_shape)}), got {tuple(c.shape)}")
         return c.to(self.x.dtype)
 
+    def _optimized_objective(self, c: Tensor, inner: dict[str, Tensor] | None) -> Tensor:
+        """The optimised bound, chunk by chunk, warm-started from each chunk's adaptive pass; remembers
+        the tightest intermediate bounds it saw (for :meth:`bounds` and :meth:`activation_duals`)."""
+        c = self._check_c(c)
+        out_shape = self.built.output_shape
+        self._activation_inputs(inner or {})
+        parts, passes = [], []
+        for index, result in self._ensure_pass():
+            ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
+            found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
+                                    {name: v[index] for name, v in (inner or {}).items()})
+            parts.append(found.value)
+            passes.append((index, found.result))
+        self._optimized = passes
+        return torch.cat(parts)
+
     def _objective(self, c: Tensor, passes: list[tuple[slice, PassResult]] | None = None,
                    record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None) -> Tensor:
+        if self.relaxation == "optimized" and passes is None and record is None:
+            return self._optimized_objective(c, inner)
         c = self._check_c(c)
         out_shape = self.built.output_shape
         values = self._activation_inputs(inner or {})
@@ -164,11 +204,12 @@ class DualNetwork:
     def activation_duals(self, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The lower bound of ``C f(x')`` (as :meth:`lower_bound`) and the dual variable ``nu`` at every
         activation's output (eq. 8), ``(B, m, *out_shape)`` by node name: how much each unit's relaxation
-        costs the bound (what to split in branch and bound). Exact networks only."""
+        costs the bound (what to split in branch and bound). Exact networks only. With the optimised
+        relaxation, the faces are the adaptive ones on the tightest bounds the last optimisation found."""
         if self.proj is not None:
             raise TypeError("dual variables of a projected network belong to estimates, not bounds")
         record: dict[str, Tensor] = {}
-        value = self._objective(c, record=record)
+        value = self._objective(c, passes=self._optimized, record=record)
         return value, record
 
     def _activation_inputs(self, inner: dict[str, Tensor]) -> dict[str, str]:
@@ -233,11 +274,12 @@ class DualNetwork:
 
     def bounds(self) -> dict[str, IntervalBounds]:
         """Pre-activation bounds of every activation's input, keyed by the activation node's name
-        (exact networks only)."""
+        (exact networks only). With the optimised relaxation: the tightest bounds the last
+        :meth:`lower_bound` found (before any, the adaptive pass's)."""
         if self.proj is not None:
             raise TypeError("pre-activation bounds of a projected network are estimates, not bounds")
         merged: dict[str, IntervalBounds] = {}
-        passes = self._ensure_pass()
+        passes = self._optimized or self._ensure_pass()
         for name in passes[0][1].preactivation_bounds:
             lows = torch.cat([r.preactivation_bounds[name][0] for _, r in passes])
             highs = torch.cat([r.preactivation_bounds[name][1] for _, r in passes])

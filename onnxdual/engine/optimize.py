@@ -1,0 +1,278 @@
+"""The optimised relaxation: free face parameters chosen by projected gradient ascent on the bound.
+
+In the dual view (Wong & Kolter 2018, §3) the lower face ``a x`` of an unstable ReLU is sound for every
+``a`` in ``[0, 1]``; the best choice is the LP relaxation's optimum over these dual variables (the "optimal
+dual"; alpha-CROWN, Xu et al. 2021). Every activation whose faces have free parameters
+(:class:`~onnxdual.duals.base.ParametricFaces`) gets one set per *target* and per target row: the objective
+``C`` (one set per row of ``C``) and every later activation's input bounds (one set per unit and side).
+Intermediate bounds are recomputed from their parameters at every step, so the gradient of the final bound
+reaches them through the relaxations built on those bounds.
+
+Soundness does not depend on the optimiser: the faces are sound for every parameter value and every
+intermediate bound is intersected with the constant limits of the adaptive pass (interval bounds and the
+branch's split limits), so *every iterate is a valid bound*. (Intermediate bounds are deliberately not
+intersected with the adaptive ones while optimising: at the start the two are equal, and a maximum with a
+constant would stop the gradient that lets an intermediate bound trade its own tightness for the final one.) The result is the best value seen per entry,
+starting with the adaptive bound itself (iteration 0), hence never looser than "adaptive". Deterministic:
+plain Adam steps on fixed data, no randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from onnxdual.duals.base import ActivationDual, Faces, ParametricFaces
+from onnxdual.engine.autodual import PassResult, dual_parts
+from onnxdual.engine.build import BuiltDual
+from onnxdual.engine.input_sets import InputSet
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """How the free parameters are optimised.
+
+    Attributes:
+        iterations: gradient steps (0: the adaptive bound).
+        lr: Adam step size on the parameters.
+        decay: the step size's factor per iteration.
+        patience: stop when the summed bound has not improved by ``tolerance`` (relative) for this many steps.
+        tolerance: relative improvement that counts for ``patience``.
+        intermediate: also optimise the bounds of every intermediate activation (not only the objective).
+        intermediate_iterations: optimise intermediate bounds only in the first this many iterations
+            (``None``: in all); later iterations keep the tightest intermediate bounds seen and move only the
+            objective's parameters, which costs a small fraction of a joint iteration.
+        stop_when_positive: stop as soon as every bound entry is positive (all proven; for verification).
+        memory_budget: bytes the per-row parameters may take; past it, a target shares one parameter set
+            across its rows (looser, far smaller).
+    """
+
+    iterations: int = 20
+    lr: float = 0.5
+    decay: float = 0.98
+    patience: int = 5
+    tolerance: float = 1e-4
+    intermediate: bool = True
+    intermediate_iterations: int | None = None
+    stop_when_positive: bool = False
+    memory_budget: int = 512 * 1024**2
+
+    def __post_init__(self):
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ValueError(f"iterations must be a non-negative integer, got {self.iterations!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"patience must be a positive integer, got {self.patience!r}")
+
+
+@dataclass(frozen=True)
+class OptimizedBound:
+    """The best bound seen per entry ``(B, m)`` and the tightest intermediate bounds seen (as a pass)."""
+
+    value: Tensor
+    result: PassResult
+    iterations: int
+
+
+@dataclass(frozen=True)
+class _Target:
+    """An activation whose input bounds are re-optimised: its unit indices (flat) and the identity rows."""
+
+    name: str
+    value: str  # the name of its input value (where the backward pass starts)
+    shape: torch.Size
+    index: Tensor  # (B, k) per example, the flat units whose bounds matter (n: padding, a dummy unit)
+    rows: Tensor  # (B, 2k, *shape): +e_j then -e_j (zero rows for padding)
+
+
+def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: Tensor,
+                    options: OptimizeOptions = OptimizeOptions(), inner: dict[str, Tensor] | None = None,
+                    ) -> OptimizedBound:
+    """Lower bound of ``c . f(x')`` (``c``: ``(B, m, *out_shape)``) with optimised faces, warm-started from
+    ``base``, the adaptive pass of the same input set (and splits). ``inner`` as in
+    :func:`~onnxdual.engine.autodual.dual_parts`."""
+    steps = [s for s in built.steps if isinstance(s.layer, ActivationDual) and s.node.name in base.relaxations]
+    # the parameters are the only variables here: the network's weights (trainable tensors) are constants
+    bounds = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in base.preactivation_bounds.items()}
+    limits = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in (base.limits or {}).items()}
+    empty = base.empty
+    c_const = c.detach()
+    inner_const = {k: v.detach() for k, v in (inner or {}).items()}
+    offsets: dict[str, Tensor] = {}
+    with torch.no_grad():  # also caches every offset without a graph
+        best = _value(built, input_set, base.relaxations, c_const, inner_const, offsets)
+    batch = best.shape[0]
+    targets = _targets(steps, bounds, options, c.device, c.dtype) if options.intermediate else []
+    target_names = {t.name for t in targets}
+    # parameters: one set per (target, earlier activation) with free parameters
+    params: dict[tuple[str, str], tuple[Tensor, ...]] = {}
+    row_counts = {t.name: t.rows.shape[1] for t in targets} | {"": c.shape[1]}
+    per_row = _per_row_fits(steps, row_counts, bounds, batch, c.element_size(), options.memory_budget)
+    order = [s.node.name for s in steps]
+    for target in [*(t.name for t in targets), ""]:
+        earlier = order if target == "" else order[: order.index(target)]
+        for name in earlier:
+            step = next(s for s in steps if s.node.name == name)
+            lower, upper = bounds[name]
+            faces = step.layer.faces(lower, upper)
+            if isinstance(faces, ParametricFaces):
+                k = row_counts[target] if per_row[target] else 1
+                params[(target, name)] = tuple(
+                    t.detach().unsqueeze(1).expand(batch, k, *t.shape[1:]).clone().requires_grad_(True)
+                    for t in faces.initial())
+    best_bounds = {name: (lo.clone(), hi.clone()) for name, (lo, hi) in bounds.items()}
+    done = 0
+    if params and options.iterations > 0:
+        optimiser = torch.optim.Adam([p for group in params.values() for p in group], lr=options.lr)
+        schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, options.decay)
+        history: list[float] = []
+        frame = bounds  # the bounds that intermediate targets start from and that shape the projection
+        for it in range(options.iterations):
+            done += 1
+            if targets and it == options.intermediate_iterations:  # from here on: the objective only
+                targets, target_names, frame = [], set(), best_bounds
+            with torch.enable_grad():
+                current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
+                                  offsets)
+                faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
+                         ((s.node.name, s) for s in steps)}
+                value = _value(built, input_set, faces, c_const, inner_const, offsets)
+                finite = torch.isfinite(value)
+                loss = -value.masked_fill(~finite, 0.0).sum()
+                leaves = [p for group in params.values() for p in group]
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
+            for p, g in zip(leaves, grads):
+                p.grad = torch.zeros_like(p) if g is None else g
+            optimiser.step()
+            schedule.step()
+            with torch.no_grad():
+                for name, (lo, hi) in current.items():
+                    old_lo, old_hi = best_bounds[name]
+                    new_lo = torch.maximum(old_lo, lo.detach())
+                    best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
+                best = torch.maximum(best, value.detach())
+                for (target, name), group in params.items():
+                    step = next(s for s in steps if s.node.name == name)
+                    projected = step.layer.faces(*frame[name]).project(group)
+                    for p, q in zip(group, projected):
+                        p.copy_(q)
+            total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
+            history.append(total)
+            if options.stop_when_positive and bool((best > 0).all()):
+                break
+            if len(history) > options.patience:
+                before = history[-1 - options.patience]
+                if total - before <= options.tolerance * max(abs(before), 1.0):
+                    break
+    if c.requires_grad or any(v.requires_grad for v in (inner or {}).values()):
+        # keep the bound differentiable in its objective (e.g. a caller's ascent on row weights): the
+        # envelope of the best parameters, evaluated once more with the caller's tensors
+        relax = base.relaxations if not params else {
+            s.node.name: _faces(s, best_bounds[s.node.name], _detached(params.get(("", s.node.name))))
+            for s in steps}
+        final = _value(built, input_set, relax, c, inner or {}, offsets)
+        best = torch.where(final >= best, final, best)
+    if empty is not None:
+        best = best.masked_fill(empty.unsqueeze(1), math.inf)
+    relaxations = {s.node.name: _faces(s, best_bounds[s.node.name], None) for s in steps}
+    result = PassResult(relaxations, best_bounds, False, empty)
+    return OptimizedBound(best, result, done)
+
+
+def _value(built: BuiltDual, input_set: InputSet, relaxations: dict, c: Tensor, inner: dict[str, Tensor],
+           offsets: dict[str, Tensor]) -> Tensor:
+    linear, spread = dual_parts(built, input_set, relaxations, c, offsets=offsets, inner=_by_value(built, inner))
+    return linear - spread
+
+
+def _by_value(built: BuiltDual, inner: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``inner`` terms are keyed by activation node; the backward pass starts them at its input value."""
+    values = {s.node.name: s.variable_inputs[0] for s in built.steps if isinstance(s.layer, ActivationDual)}
+    return {values[name]: v for name, v in inner.items()}
+
+
+def _detached(group: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
+    return None if group is None else tuple(p.detach() for p in group)
+
+
+def _faces(step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None) -> Faces:
+    """The step's faces on ``bounds`` with parameters ``theta`` (``None``: its adaptive choice)."""
+    faces = step.layer.faces(*bounds)
+    if not isinstance(faces, ParametricFaces):
+        return faces
+    return faces.faces(faces.initial() if theta is None else theta)
+
+
+def _targets(steps, bounds, options: OptimizeOptions, device, dtype) -> list[_Target]:
+    """Every activation after the first whose bounds matter somewhere in the batch; each example gets the
+    rows of its own such units (padded to the batch's most with rows aimed at a dummy unit ``n``)."""
+    targets = []
+    for step in steps[1:]:
+        lower, upper = bounds[step.node.name]
+        need = step.layer.needs_bounds(lower, upper).flatten(1)
+        k = int(need.sum(1).max()) if need.numel() else 0
+        if k == 0:
+            continue
+        shape = step.input_shapes[0]
+        n = math.prod(shape)
+        # per example: its units first (in order), then the dummy unit n
+        order = torch.sort((~need).to(torch.int8), dim=1, stable=True).indices[:, :k]
+        index = torch.where(torch.gather(need, 1, order), order, torch.full_like(order, n))
+        eye = torch.zeros((need.shape[0], k, n + 1), dtype=dtype, device=device)
+        eye.scatter_(2, index.unsqueeze(-1), 1.0)
+        eye = eye[:, :, :n]
+        rows = torch.cat([eye, -eye], 1).reshape(need.shape[0], 2 * k, *shape)
+        targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, rows))
+    return targets
+
+
+def _per_row_fits(steps, row_counts: dict[str, int], bounds, batch: int, element: int, budget: int,
+                  ) -> dict[str, bool]:
+    """Per target: whether one parameter set per row fits the budget (parameters, gradients and the
+    optimiser's two moments: four copies)."""
+    order = [s.node.name for s in steps]
+    sizes = {name: bounds[name][0][0].numel() for name in order}
+    fits = {}
+    for target, rows in row_counts.items():
+        earlier = order if target == "" else order[: order.index(target)]
+        need = 4 * batch * rows * sum(sizes[name] for name in earlier) * element
+        fits[target] = need <= budget
+    return fits
+
+
+def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[str], bounds, limits, params,
+            offsets) -> dict[str, tuple[Tensor, Tensor]]:
+    """Every activation's input bounds at the current parameters (the adaptive ones where not optimised),
+    intersected with the constant ``limits`` (intervals and splits). Two sound bounds can only cross by
+    rounding, so a crossing is closed, never read as an empty subdomain (only split limits prove that, in
+    the adaptive pass)."""
+    current: dict[str, tuple[Tensor, Tensor]] = {}
+    by_name = {t.name: t for t in targets}
+    for i, step in enumerate(steps):
+        name = step.node.name
+        lower, upper = bounds[name]
+        if name in target_names:
+            target = by_name[name]
+            relax = {s.node.name: _faces(s, current[s.node.name], params.get((name, s.node.name)))
+                     for s in steps[:i]}
+            linear, spread = dual_parts(built, input_set, relax, target.rows, start=target.value, offsets=offsets)
+            value = linear - spread
+            k = target.index.shape[1]
+            new_lo, new_hi = value[:, :k], -value[:, k:]
+            if name in limits:
+                lim_lo, lim_hi = (torch.gather(_with_dummy(v), 1, target.index) for v in limits[name])
+                new_lo, new_hi = torch.maximum(new_lo, lim_lo), torch.minimum(new_hi, lim_hi)
+            new_hi = torch.maximum(new_hi, new_lo)
+            lower = _with_dummy(lower).scatter(1, target.index, new_lo)[:, :-1].reshape(lower.shape)
+            upper = _with_dummy(upper).scatter(1, target.index, new_hi)[:, :-1].reshape(upper.shape)
+        current[name] = (lower, upper)
+    return current
+
+
+def _with_dummy(v: Tensor) -> Tensor:
+    """``(B, *shape)`` flattened, with one extra unit at the end (where padded rows write)."""
+    return torch.cat([v.flatten(1), v.new_zeros((v.shape[0], 1))], 1)

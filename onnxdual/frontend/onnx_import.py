@@ -26,7 +26,8 @@ from onnxdual.frontend.convert import OnnxNodeInfo, convert, node_infos
 from onnxdual.frontend.folding import fold_constants
 from onnxdual.frontend.opset import UPGRADE_OPSET, downgrade, opset_of, since_version, upgrade
 from onnxdual.frontend.reader import copy_model, graph_inputs, read_model, read_model_bytes, variable_nodes
-from onnxdual.frontend.rewrites import prepare_for_conversion, split_to_slices
+from onnxdual.frontend.lowering import split_to_slices
+from onnxdual.frontend.rewrites import prepare_for_conversion
 
 __all__ = ["OnnxNodeInfo", "load", "missing_duals", "read_model", "read_model_bytes", "graph_inputs",
            "variable_nodes", "opset_of"]

@@ -8,7 +8,7 @@ function the model computes (except :func:`add_batch_axis`, which adds the batch
   ``Clip`` min becomes ``-inf`` (onnx2torch rejects the gap), ``auto_pad`` becomes explicit ``pads``
   (onnx2torch knows only those), and ConvTranspose's ``output_shape`` / ``auto_pad`` / asymmetric ``pads``
   become symmetric ``pads`` plus ``output_padding`` (onnx2torch ignores ``output_shape`` and rejects the rest),
-  and ``Split`` becomes one ``Slice`` per output (the engine's graph has one output per node).
+  and operators are lowered to others (:mod:`~onnxdual.frontend.lowering`: Split, SpaceToDepth, ...).
 * :func:`constants_to_initializers`, :func:`add_batch_axis`, :func:`batch_vector_matmuls` -- what the
   verifier adds for VNN-COMP files (``Constant`` weights, inputs without a batch dimension).
 """
@@ -19,29 +19,20 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxdual.frontend.lowering import constant_tensors, inferred_shapes, lower_for_conversion
 from onnxdual.frontend.reader import copy_model, graph_inputs, variable_nodes
 
 
 def prepare_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """The rewrites every load applies (the caller passes a copy it owns; returns the rewritten model)."""
-    model = split_to_slices(free_batch_in_reshapes(drop_needless_allowzero(model)))
+    model = lower_for_conversion(free_batch_in_reshapes(drop_needless_allowzero(model)))
     return conv_transpose_pads(explicit_pads(fill_optional_clip_min(model)))
-
-
-def _constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    constants = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    constants[node.output[0]] = attr.t
-    return constants
 
 
 def drop_needless_allowzero(model: onnx.ModelProto) -> onnx.ModelProto:
     """``Reshape(allowzero=1)`` with a constant target without zeros is ``Reshape(allowzero=0)`` (the
     attribute only changes what a ``0`` entry means); the dynamo exporter writes it on every Reshape."""
-    constants = _constant_tensors(model)
+    constants = constant_tensors(model)
     for node in model.graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
             continue
@@ -64,7 +55,7 @@ def _static_batch(model: onnx.ModelProto) -> int:
 def free_batch_in_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite constant Reshape targets ``[b, ...]`` to ``[0, ...]`` (copy the batch dimension), where ``b``
     is 1 or the input's static batch size, and ``allowzero`` is not set."""
-    constants = _constant_tensors(model)
+    constants = constant_tensors(model)
     variable = {o for n in variable_nodes(model) for o in n.output} | set(graph_inputs(model))
     batch = _static_batch(model)
     for node in model.graph.node:
@@ -143,15 +134,6 @@ def explicit_pads(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - best effort
-        return {}
-    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
-
-
 def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
     """ConvTranspose's padding as onnx2torch implements it: symmetric ``pads`` and ``output_padding``.
 
@@ -177,7 +159,7 @@ def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
         strides, dilations = attrs.get("strides", [1] * d), attrs.get("dilations", [1] * d)
         out_pad = list(attrs.get("output_padding", [0] * d))
         if "output_shape" in attrs or mode in ("SAME_UPPER", "SAME_LOWER"):
-            shapes = _shapes(model) if shapes is None else shapes
+            shapes = inferred_shapes(model) if shapes is None else shapes
             spatial = shapes.get(node.input[0], [])[2:]
             if len(spatial) != d or min(spatial, default=0) <= 0:
                 continue
@@ -204,68 +186,6 @@ def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.attribute.remove(a)
         node.attribute.extend([helper.make_attribute("pads", begins + begins),
                                helper.make_attribute("output_padding", extra)])
-    return model
-
-
-def _split_sizes(node: onnx.NodeProto, attrs: dict, constants: dict, size: int | None) -> list[int] | None:
-    """The output sizes of a Split node (attribute before Split-13, input from then on, else equal parts;
-    ``num_outputs`` of Split-18: ceil-sized parts, the last one smaller)."""
-    if "split" in attrs:
-        return [int(v) for v in attrs["split"]]
-    if len(node.input) > 1 and node.input[1]:
-        tensor = constants.get(node.input[1])
-        return None if tensor is None else [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
-    if size is None or size <= 0:
-        return None
-    parts = int(attrs.get("num_outputs", len(node.output)))
-    if "num_outputs" in attrs:
-        chunk = -(-size // parts)
-        return [min(chunk, size - i * chunk) for i in range(parts)]
-    return [size // parts] * parts if size % parts == 0 else None
-
-
-def split_to_slices(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Each ``Split`` with known sizes (constant ``split``, or a static axis) along a per-example axis as one
-    ``Slice`` per output: the same values, and each node has one output (the engine's graph). ``Slice-1``
-    attributes for opsets below 10, constant inputs from 10 on."""
-    if not any(n.op_type == "Split" and n.domain in ("", "ai.onnx") for n in model.graph.node):
-        return model
-    constants = _constant_tensors(model)
-    shapes = _shapes(model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    out_nodes = []
-    for node in model.graph.node:
-        if node.op_type != "Split" or node.domain not in ("", "ai.onnx"):
-            out_nodes.append(node)
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        shape = shapes.get(node.input[0])
-        axis = int(attrs.get("axis", 0))
-        axis = axis + len(shape) if shape and axis < 0 else axis
-        size = shape[axis] if shape and 0 <= axis < len(shape) else None
-        sizes = _split_sizes(node, attrs, constants, size)
-        if axis <= 0 or sizes is None or len(sizes) != len(node.output):
-            out_nodes.append(node)
-            continue
-        start = 0
-        for i, (name, length) in enumerate(zip(node.output, sizes)):
-            if not name:
-                start += length
-                continue
-            label = f"{node.name or node.output[0]}__onnxdual_split_{i}"
-            if opset < 10:
-                out_nodes.append(helper.make_node("Slice", [node.input[0]], [name], name=label, starts=[start],
-                                                  ends=[start + length], axes=[axis]))
-            else:
-                inputs = []
-                for part, value in (("starts", start), ("ends", start + length), ("axes", axis)):
-                    model.graph.initializer.append(
-                        numpy_helper.from_array(np.array([value], dtype=np.int64), f"{label}_{part}"))
-                    inputs.append(f"{label}_{part}")
-                out_nodes.append(helper.make_node("Slice", [node.input[0], *inputs], [name], name=label))
-            start += length
-    del model.graph.node[:]
-    model.graph.node.extend(out_nodes)
     return model
 
 

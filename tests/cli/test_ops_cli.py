@@ -14,7 +14,7 @@ from onnxdual_cli.main import cli
 from tests.onnx_builders import make_model
 
 NEW_OPS = ["Concat", "Slice", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "ReduceSum", "ReduceMean",
-           "Sum", "Mean", "ConvTranspose", "Resize", "Upsample", "Expand", "Tile", "DepthToSpace"]
+           "Sum", "Mean", "ConvTranspose", "Resize", "Upsample", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Split", "Einsum"]
 
 
 def _invoke(*args):

@@ -114,9 +114,10 @@ def test_tile(dual_check, onnx_model, opset):
     _check(dual_check, model, rng.normal(size=(2, 2, 3)))
 
 
+@pytest.mark.parametrize("mode", ["CRD", "DCR"])
 @pytest.mark.parametrize("opset", [11, 13])
-def test_depth_to_space(dual_check, onnx_model, opset, mode="CRD"):
-    """(onnx2torch 1.5 converts the CRD mode only; the dual layer implements DCR as well.)"""
+def test_depth_to_space(dual_check, onnx_model, opset, mode):
+    """(onnx2torch 1.5 converts the CRD mode only: DCR is lowered to Reshape/Transpose/Reshape.)"""
     model = onnx_model([helper.make_node("DepthToSpace", ["input"], ["output"], blocksize=2, mode=mode)],
                        [8, 2, 3], [2, 4, 6], opset=opset)
     _check(dual_check, model, rng.normal(size=(2, 8, 2, 3)))
@@ -140,3 +141,10 @@ def test_split_is_written_as_slices(dual_check, onnx_model, opset, how):
              helper.make_node("Concat", ["c", "a", "b"], ["output"], axis=2)]
     model = onnx_model(nodes, [2, length], [2, length], inits, opset=opset)
     _check(dual_check, model, rng.normal(size=(2, 2, length)))
+
+
+@pytest.mark.parametrize("opset", [1, 13])
+def test_space_to_depth_is_lowered(dual_check, onnx_model, opset):
+    model = onnx_model([helper.make_node("SpaceToDepth", ["input"], ["output"], blocksize=2)], [2, 4, 6],
+                       [8, 2, 3], opset=opset)
+    _check(dual_check, model, rng.normal(size=(2, 2, 4, 6)))

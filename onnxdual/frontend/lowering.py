@@ -1,0 +1,149 @@
+"""Operators written as others before conversion, where onnx2torch or the engine's graph cannot take them as
+they are; each rewrite computes the same function (the ONNX definition, step by step):
+
+* ``Split`` -> one ``Slice`` per output (the engine's graph has one output per node);
+* ``SpaceToDepth`` and ``DepthToSpace`` in ``DCR`` mode -> ``Reshape``, ``Transpose``, ``Reshape``
+  (onnx2torch converts neither; the reshapes copy the batch dimension, ``0``).
+
+A node whose sizes cannot be known (shape inference fails) is left as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def lower_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every lowering of this module (the caller owns ``model``; returns it rewritten)."""
+    return space_depth_to_reshapes(split_to_slices(model))
+
+
+def constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and ``Constant`` node values (``value`` attributes) by name."""
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    constants[node.output[0]] = attr.t
+    return constants
+
+
+def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """ONNX shape inference's dimensions by value name (0 where unknown; empty when inference fails)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - best effort
+        return {}
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+
+
+def _split_sizes(node: onnx.NodeProto, attrs: dict, constants: dict, size: int | None) -> list[int] | None:
+    """The output sizes of a Split node (attribute before Split-13, input from then on, else equal parts;
+    ``num_outputs`` of Split-18: ceil-sized parts, the last one smaller)."""
+    if "split" in attrs:
+        return [int(v) for v in attrs["split"]]
+    if len(node.input) > 1 and node.input[1]:
+        tensor = constants.get(node.input[1])
+        return None if tensor is None else [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+    if size is None or size <= 0:
+        return None
+    parts = int(attrs.get("num_outputs", len(node.output)))
+    if "num_outputs" in attrs:
+        chunk = -(-size // parts)
+        return [min(chunk, size - i * chunk) for i in range(parts)]
+    return [size // parts] * parts if size % parts == 0 else None
+
+
+def split_to_slices(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each ``Split`` with known sizes (constant ``split``, or a static axis) along a per-example axis as one
+    ``Slice`` per output: the same values, and each node has one output (the engine's graph). ``Slice-1``
+    attributes for opsets below 10, constant inputs from 10 on."""
+    if not any(n.op_type == "Split" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+        return model
+    constants = constant_tensors(model)
+    shapes = inferred_shapes(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    out_nodes = []
+    for node in model.graph.node:
+        if node.op_type != "Split" or node.domain not in ("", "ai.onnx"):
+            out_nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        shape = shapes.get(node.input[0])
+        axis = int(attrs.get("axis", 0))
+        axis = axis + len(shape) if shape and axis < 0 else axis
+        size = shape[axis] if shape and 0 <= axis < len(shape) else None
+        sizes = _split_sizes(node, attrs, constants, size)
+        if axis <= 0 or sizes is None or len(sizes) != len(node.output):
+            out_nodes.append(node)
+            continue
+        start = 0
+        for i, (name, length) in enumerate(zip(node.output, sizes)):
+            if not name:
+                start += length
+                continue
+            label = f"{node.name or node.output[0]}__onnxdual_split_{i}"
+            if opset < 10:
+                out_nodes.append(helper.make_node("Slice", [node.input[0]], [name], name=label, starts=[start],
+                                                  ends=[start + length], axes=[axis]))
+            else:
+                inputs = []
+                for part, value in (("starts", start), ("ends", start + length), ("axes", axis)):
+                    model.graph.initializer.append(
+                        numpy_helper.from_array(np.array([value], dtype=np.int64), f"{label}_{part}"))
+                    inputs.append(f"{label}_{part}")
+                out_nodes.append(helper.make_node("Slice", [node.input[0], *inputs], [name], name=label))
+            start += length
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
+    return model
+
+
+def space_depth_to_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """SpaceToDepth and DCR DepthToSpace of ``(N, C, H, W)`` tensors as the reshape-transpose-reshape of their
+    ONNX definitions (CRD DepthToSpace is left to onnx2torch)."""
+    def mode(node):
+        value = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"DCR")
+        return value.decode() if isinstance(value, bytes) else value
+
+    def lowered(n):
+        return n.domain in ("", "ai.onnx") and (
+            n.op_type == "SpaceToDepth" or (n.op_type == "DepthToSpace" and mode(n) == "DCR"))
+
+    if not any(lowered(n) for n in model.graph.node):
+        return model
+    shapes = inferred_shapes(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    out_nodes = []
+    for node in model.graph.node:
+        shape = shapes.get(node.input[0]) if lowered(node) else None
+        if not shape or len(shape) != 4 or min(shape[1:]) <= 0:
+            out_nodes.append(node)
+            continue
+        b = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "blocksize")
+        _, c, h, w = shape
+        if node.op_type == "SpaceToDepth":
+            first, perm, last = [0, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4], [0, c * b * b, h // b, w // b]
+        else:
+            first, perm, last = [0, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2], [0, c // (b * b), h * b, w * b]
+        label = f"{node.name or node.output[0]}__onnxdual_lowered"
+        out_nodes += [_reshape(model, node.input[0], first, f"{label}_a", f"{label}_reshape1", opset),
+                      helper.make_node("Transpose", [f"{label}_a"], [f"{label}_b"], perm=perm,
+                                       name=f"{label}_transpose"),
+                      _reshape(model, f"{label}_b", last, node.output[0], f"{label}_reshape2", opset)]
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
+    return model
+
+
+def _reshape(model: onnx.ModelProto, source: str, shape: list[int], output: str, name: str,
+             opset: int) -> onnx.NodeProto:
+    """A Reshape to a constant ``shape``: an attribute before Reshape-5, an initializer from then on."""
+    if opset < 5:
+        return helper.make_node("Reshape", [source], [output], name=name, shape=shape)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{name}_shape"))
+    return helper.make_node("Reshape", [source, f"{name}_shape"], [output], name=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 try:  # Ctrl-C during the start-up imports (torch takes a while) is one line, not a 40-line traceback
@@ -11,7 +12,8 @@ try:  # Ctrl-C during the start-up imports (torch takes a while) is one line, no
 
     from onnxdual_cli.errors import OneLineGroup, quiet_warnings, user_errors
 
-    quiet_warnings()  # before torch and numpy are imported: their import-time warnings too
+    if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "onnxdual":
+        quiet_warnings()  # as the command, before torch and numpy are imported (their import-time warnings)
     import onnxdual
     from onnxdual import registry
     from onnxdual_cli.certify import certify_command

@@ -35,14 +35,70 @@ def require_strace() -> None:
         pytest.skip(f"strace cannot trace here: {probe.stderr.decode(errors='replace').strip()[:200]}")
 
 
-def _tracer(pid: int) -> int:
+class Injected:
+    """A forked child running ``work()`` under ``strace -e inject=INJECT`` (see :func:`run_injected`);
+    :meth:`wait` returns its outcome."""
+
+    def __init__(self, work: Callable[[], None], inject: str | None):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: wait until traced, run, leave without running the parent's exit handlers
+            code = 1
+            try:
+                os.close(write_end)
+                os.read(read_end, 1)
+                work()
+                code = 0
+            except OnnxDualError:
+                code = 2
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(read_end)
+        self.pid, self.tracer = pid, None
+        try:
+            if inject is not None:
+                command = [STRACE, "-qq", "-f", "-o", os.devnull, "-e", f"inject={inject}", "-p", str(pid)]
+                self.tracer = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+                while _status(pid, "TracerPid:") in ("", "0"):
+                    if self.tracer.poll() is not None:
+                        raise RuntimeError(f"strace exited with {self.tracer.returncode} before attaching")
+                    time.sleep(0.005)  # polling the attach, not timing the work
+            os.write(write_end, b"x")
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            os.close(write_end)
+
+    def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Poll until ``condition()`` holds (e.g. a file the child makes exists); fail if the child ends
+        first."""
+        while not condition():
+            if _status(self.pid, "State:")[:1] in ("Z", "X", ""):
+                raise AssertionError("the child ended before the condition held")
+            time.sleep(0.005)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self.wait()
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        if self.tracer is not None:
+            self.tracer.wait()
+        return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _status(pid: int, key: str) -> str:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1])
+            if line.startswith(key):
+                return line.split(None, 1)[1].strip()
     except OSError:
         pass
-    return 0
+    return ""
 
 
 def run_injected(work: Callable[[], None], inject: str | None) -> int:
@@ -51,42 +107,7 @@ def run_injected(work: Callable[[], None], inject: str | None) -> int:
     Returns the child's outcome: 0 when ``work`` returned, 2 when it raised an :class:`OnnxDualError` (a
     user-facing error, as the CLI exits), 1 for any other exception (printed), ``-SIGNAL`` when killed.
     """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: wait until traced, run, leave without running the parent's exit handlers
-        code = 1
-        try:
-            os.close(write_end)
-            os.read(read_end, 1)
-            work()
-            code = 0
-        except OnnxDualError:
-            code = 2
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(read_end)
-    tracer = None
-    try:
-        if inject is not None:
-            tracer = subprocess.Popen([STRACE, "-qq", "-f", "-o", os.devnull, "-e", f"inject={inject}",
-                                       "-p", str(pid)], stdin=subprocess.DEVNULL)
-            while _tracer(pid) == 0:
-                if tracer.poll() is not None:
-                    raise RuntimeError(f"strace exited with {tracer.returncode} before attaching")
-                time.sleep(0.005)  # polling the attach, not timing the work
-        os.write(write_end, b"x")
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    finally:
-        os.close(write_end)
-        if tracer is not None:
-            tracer.wait()
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return Injected(work, inject).wait()
 
 
 def kill_points(work: Callable[[], None], syscalls: list[str], check: Callable[[str, int, int], None],

@@ -5,6 +5,9 @@ report in DIR intact. Kill points are counted syscalls (strace ``when=N``), neve
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import onnx
 import pytest
@@ -12,12 +15,13 @@ import torch
 from click.testing import CliRunner
 from onnx import helper
 
+from onnxdual.errors import OutputBusyError
 from onnxdual.files import write_files_atomically
 from onnxdual.reports import REPORT_FILES, write_certify_report
 from onnxdual_cli.main import cli
 from tests.onnx_builders import make_model
 from tests.reports.synthetic import make_meta, make_results
-from tests.strace_faults import kill_points, require_strace, run_injected
+from tests.strace_faults import Injected, kill_points, require_strace, run_injected
 
 pytestmark = [pytest.mark.usefixtures("one_thread")]
 
@@ -107,3 +111,24 @@ def test_sigkill_during_certify_leaves_the_earlier_report_intact(tiny, tmp_path)
     assert f"onnxdual: replaced the previous report in {out}" in result.output
     assert _contents(out) != earlier and set(_contents(out)) == set(earlier)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR"]
+
+
+def test_a_second_writer_of_a_locked_report_directory_fails_instead_of_interleaving(tmp_path):
+    require_strace()
+    out = tmp_path / "report"
+    first, second = _report(1), _report(2)
+    write_certify_report(out, *first)
+    before = _contents(out)
+    # the first writer stops (SIGSTOP, a counted event) at its first fsync, so once its staging directory
+    # exists it holds the directory's lock until it is continued
+    holder = Injected(lambda: write_certify_report(out, *second), "fsync:signal=SIGSTOP:when=1")
+    try:
+        holder.wait_until(lambda: any(tmp_path.glob(f".report.onnxdual-new.{holder.pid}.*")))
+        with pytest.raises(OutputBusyError, match="another onnxdual run is writing"):
+            write_certify_report(out, *_report(3))
+        assert _contents(out) == before
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    assert holder.wait() == 0
+    write_certify_report(tmp_path / "expected", *second)
+    assert _contents(out) == _contents(tmp_path / "expected")

@@ -33,7 +33,8 @@ def require_strace() -> None:
     if STRACE is None or not sys.platform.startswith("linux"):
         why = "needs strace on Linux (apt-get install strace)"
     else:
-        probe = subprocess.run([STRACE, "-qq", "-o", os.devnull, "-e", "trace=none", "true"], capture_output=True)
+        probe = subprocess.run([STRACE, "-qq", "-o", os.devnull, "-e", "trace=none", "true"],
+                               capture_output=True)
         if probe.returncode != 0:
             why = f"strace cannot trace here: {probe.stderr.decode(errors='replace').strip()[:200]}"
     if why is not None:

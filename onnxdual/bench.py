@@ -20,6 +20,7 @@ stops the run. A note never quotes a property file (a path in ``instances.csv`` 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from onnxdual.errors import InvalidInputError, OnnxDualError, UnsupportedError, UnsupportedOpsError
+from onnxdual.inputfiles import read_bytes
 
 RESULT_COLUMNS = ["benchmark", "instance", "onnx", "vnnlib", "timeout", "answer", "seconds", "load_seconds",
                   "best_margin", "boxes", "note"]
@@ -187,13 +189,19 @@ def _parse_property(parse, inst: Instance):
 # ------------------------------------------------------------------------------------------ ground truth
 
 
+def _csv_bytes(path: Path, what: str) -> io.BytesIO:
+    """A CSV the user named, read as a regular file (a FIFO would block pandas forever)."""
+    return io.BytesIO(read_bytes(path, what, InvalidInputError, gunzip=False))
+
+
+
 def read_expected(path: str | os.PathLike,
                   root: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
     """Ground truth from a CSV with columns ``onnx``, ``vnnlib``, ``expected`` (paths relative to ``root``,
     default the file's folder): ``{(onnx key, vnnlib key): "sat" | "unsat" | other}``."""
     p = Path(path)
     try:
-        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(_csv_bytes(p, "expected answers"), dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InvalidInputError(f"cannot read expected answers {p}: {exc}") from None
     missing = {"onnx", "vnnlib", "expected"} - set(frame.columns)
@@ -236,7 +244,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """A previous ``results.csv`` (the baseline)."""
     p = Path(path)
     try:
-        frame = pd.read_csv(p, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(_csv_bytes(p, "baseline"), keep_default_na=False, na_values=[""])
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InvalidInputError(f"cannot read baseline {p}: {exc}") from None
     missing = {"onnx", "vnnlib", "answer", "seconds"} - set(frame.columns)

@@ -148,6 +148,16 @@ def test_non_regular_models_properties_and_data_are_refused(decoys, net, kind):
     assert_user_error(invoke(decoys, "certify", net, "--data", path, "--limit", "1"))
 
 
+@pytest.mark.parametrize("option", ["--expected", "--baseline"])
+def test_bench_refuses_non_regular_ground_truth_files(decoys, net, option):
+    (decoys[1] / "instances.csv").write_text("net.onnx,p.vnnlib,5\n")
+    prop(decoys, V1)
+    fifo = decoys[1] / "fifo.csv"
+    os.mkfifo(fifo)
+    assert_user_error(invoke(decoys, "bench", decoys[1], option, fifo, "--out", decoys[1] / "out"),
+                      "not a regular file")
+
+
 def test_external_data_comes_from_the_model_folder_never_the_cwd(decoys, model_bytes, monkeypatch):
     model = onnx.load_model_from_string(model_bytes)
     folder = decoys[1] / "model"

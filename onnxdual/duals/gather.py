@@ -23,15 +23,19 @@ def _indices(ctx: NodeContext, size: int) -> Tensor:
     return indices
 
 
-class GatherDual(SelectionDual):
-    """``Gather(x, indices, axis)``: ``out[..., j..., ...] = x[..., indices[j...], ...]`` along ``axis``."""
+class ConstantIndicesDual(SelectionDual):
+    """A selection along the node's ``axis`` by its constant ``indices`` (input 1)."""
 
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
         only_data_input(ctx)
-        in_shape = tuple(ctx.input_shapes[0])
-        self.axis = axis_of(ctx, int(ctx.attributes.get("axis", 0)), len(in_shape) + 1)
-        self.indices = _indices(ctx, in_shape[self.axis - 1])
+        self.in_shape = tuple(ctx.input_shapes[0])
+        self.axis = axis_of(ctx, int(ctx.attributes.get("axis", 0)), len(self.in_shape) + 1)
+        self.indices = _indices(ctx, self.in_shape[self.axis - 1])
+
+
+class GatherDual(ConstantIndicesDual):
+    """``Gather(x, indices, axis)``: ``out[..., j..., ...] = x[..., indices[j...], ...]`` along ``axis``."""
 
     def linear(self, x: Tensor) -> Tensor:
         idx = self.indices.to(x.device)
@@ -43,17 +47,13 @@ def gather_dual(ctx: NodeContext) -> AffineDual:
     return GatherDual(ctx)
 
 
-class GatherElementsDual(SelectionDual):
+class GatherElementsDual(ConstantIndicesDual):
     """``GatherElements(x, indices, axis)``: ``out[i][j][k] = x[i][indices[i][j][k]][k]`` (axis 1); the
-    constant indices have a batch dimension of 1 (shared by every example) or the batch size of the export."""
+    constant indices have a batch dimension of 1, shared by every example."""
 
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
-        only_data_input(ctx)
-        in_shape = tuple(ctx.input_shapes[0])
-        self.axis = axis_of(ctx, int(ctx.attributes.get("axis", 0)), len(in_shape) + 1)
-        self.indices = _indices(ctx, in_shape[self.axis - 1])
-        if self.indices.dim() != len(in_shape) + 1 or self.indices.shape[0] != 1:
+        if self.indices.dim() != len(self.in_shape) + 1 or self.indices.shape[0] != 1:
             raise ctx.unsupported("the indices must have the input's rank and one row shared by the batch")
 
     def linear(self, x: Tensor) -> Tensor:

@@ -10,6 +10,15 @@ import torch
 
 from onnxdual.duals.base import AffineDual
 from onnxdual.engine.build import build_dual
+from tests.dual_checks import check_dual
+
+
+def check_exact(model, x, layers: int = 1):
+    """The network-level check (onnxruntime parity, sampled soundness, exact bounds) and, per affine layer,
+    :func:`check_affine_layers` (at least ``layers`` of them). Returns the loaded network."""
+    net, _, _ = check_dual(model, x, exact=True)
+    assert check_affine_layers(net, torch.tensor(x, dtype=torch.float32)) >= layers
+    return net
 
 
 def check_affine_layers(net, x: torch.Tensor, seed: int = 0) -> int:

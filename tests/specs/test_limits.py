@@ -1,11 +1,10 @@
 """Hostile properties end in one SpecError line, never a RecursionError, a crash or gigabytes: deep nesting
 (1.0 and 2.0), numbers beyond float64, unknown element types, comment-only files, file contents that look
-like paths, non-regular files."""
+like paths, a gzip bomb (non-regular files: tests/cli/test_fuzz_inputs.py)."""
 
 from __future__ import annotations
 
 import gzip
-import os
 
 import pytest
 
@@ -82,15 +81,6 @@ def test_a_file_holding_a_path_is_parsed_as_text_never_opened(tmp_path):
     target.write_text(BOX_QUERY.format(t="Real"))
     with pytest.raises(SpecError, match="unexpected token"):
         parse_vnnlib_text(str(target), name="p.vnnlib")
-
-
-@pytest.mark.parametrize("kind", ["fifo", "device"])
-def test_non_regular_property_files_are_refused(tmp_path, kind):
-    path = "/dev/zero" if kind == "device" else tmp_path / "fifo"
-    if kind == "fifo":
-        os.mkfifo(path)
-    with pytest.raises(SpecError, match="not a regular file"):
-        parse_vnnlib(path)
 
 
 def test_a_gzip_bomb_property_is_refused(tmp_path, monkeypatch):

@@ -13,8 +13,9 @@ The stable public API::
     loss, err = onnxdual.robust_loss(net, 0.1, x, y, proj=50)
 """
 
-from onnxdual.duals.base import (ActivationDual, AffineDual, DualLayer, ElementwiseActivation, LinearRelaxation,
-                                 NodeContext, Relaxation, piecewise_linear_relaxation)
+from onnxdual.duals.base import (ActivationDual, AffineDual, DualLayer, ElementwiseActivation, ElementwiseFace,
+                                 Face, Faces, LinearRelaxation, NodeContext, ParametricFaces, Relaxation,
+                                 RelaxationFace, SlopeFaces, piecewise_linear_relaxation)
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.network import (DualNetwork, Estimate, IntervalBounds, ProbableBound, margin_matrix,
                                      robust_loss)
@@ -28,7 +29,7 @@ __all__ = [
     "load", "DualNetwork", "robust_loss", "margin_matrix", "Estimate", "IntervalBounds", "ProbableBound",
     "Box", "L2Ball", "InputSet",
     "DualLayer", "AffineDual", "ActivationDual", "ElementwiseActivation", "NodeContext", "Relaxation",
-    "LinearRelaxation",
+    "LinearRelaxation", "Face", "ElementwiseFace", "RelaxationFace", "Faces", "ParametricFaces", "SlopeFaces",
     "piecewise_linear_relaxation",
     "OnnxDualError", "ModelLoadError", "InvalidInputError", "PluginLoadError", "UnsupportedOpsError",
 ]

@@ -12,7 +12,9 @@ import onnxdual
 from tests.onnx_builders import make_model, run_ort
 
 
-def check_dual(model, x: np.ndarray, eps=0.3, norm="linf", clip=None, exact=False, samples=512, seed=0):
+def check_dual(model, x: np.ndarray, eps=0.3, norm="linf", clip=None, exact=False, samples=512, seed=0,
+               **options):
+    """``options`` go to :class:`onnxdual.DualNetwork` (e.g. ``relaxation="adaptive"``)."""
     net = onnxdual.load(model)
     xt = torch.tensor(x, dtype=torch.float32)
     expected = run_ort(model, x)
@@ -20,7 +22,7 @@ def check_dual(model, x: np.ndarray, eps=0.3, norm="linf", clip=None, exact=Fals
         got = net(xt).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
-    dual = onnxdual.DualNetwork(net, xt, eps, norm, clip=clip)
+    dual = onnxdual.DualNetwork(net, xt, eps, norm, clip=clip, **options)
     n = math.prod(expected.shape[1:])
     eye = torch.eye(n)
     c = torch.cat([eye, -eye]).unsqueeze(0).expand(x.shape[0], -1, -1)

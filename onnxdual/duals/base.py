@@ -312,21 +312,24 @@ class ParametricFaces(ABC):
         return theta
 
 
-GapRule = Callable[[Tensor], tuple[Tensor, Tensor]]
+GapRule = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class SlopeFaces(ParametricFaces):
     """Element-wise faces parametrised by their slopes: for *any* slope ``a``,
     ``a x + min g_a <= sigma(x) <= a x + max g_a`` with ``g_a(x) = sigma(x) - a x`` over ``[l, u]``.
 
-    ``gaps(a)`` returns ``(min g_a, max g_a)`` element-wise (``a`` is ``(B, *shape)`` or ``(B, K, *shape)``);
-    exact extremes make every slope sound, so the optimiser is free. ``free`` names the optimised faces
-    (``"lower"``, ``"upper"``); ``slope_range`` clips the optimiser (``None``: no limit)."""
+    ``gaps(a, l, u)`` returns ``(min g_a, max g_a)`` over ``[l, u]`` element-wise; the engine passes ``l`` and
+    ``u`` aligned with ``a`` (``(B, *shape)``, or ``(B, K, *shape)`` with per-row slopes). Exact extremes make
+    every slope sound, so the optimiser is free. ``free`` names the optimised faces (``"lower"``,
+    ``"upper"``); ``slope_range`` (numbers or ``(B, *shape)`` tensors) clips the optimiser (``None``: no
+    limit)."""
 
-    def __init__(self, gaps: GapRule, lower_slope: Tensor, upper_slope: Tensor,
+    def __init__(self, gaps: GapRule, lower: Tensor, upper: Tensor, lower_slope: Tensor, upper_slope: Tensor,
                  free: Sequence[str] = ("lower", "upper"),
                  slope_range: tuple[Tensor | float, Tensor | float] | None = None):
-        self.gaps, self.lower_slope, self.upper_slope = gaps, lower_slope, upper_slope
+        self.gaps, self.lower, self.upper = gaps, lower, upper
+        self.lower_slope, self.upper_slope = lower_slope, upper_slope
         self.free, self.slope_range = tuple(free), slope_range
 
     def initial(self) -> tuple[Tensor, ...]:
@@ -336,8 +339,8 @@ class SlopeFaces(ParametricFaces):
         given = dict(zip(self.free, theta))
         lower = given.get("lower", self.lower_slope)
         upper = given.get("upper", self.upper_slope)
-        low_offset = self.gaps(lower)[0]
-        high_offset = self.gaps(upper)[1]
+        low_offset = self.gaps(lower, _rows(self.lower, lower), _rows(self.upper, lower))[0]
+        high_offset = self.gaps(upper, _rows(self.lower, upper), _rows(self.upper, upper))[1]
         return Faces(ElementwiseFace(lower, low_offset), ElementwiseFace(upper, high_offset))
 
     def project(self, theta: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -435,16 +438,13 @@ class ElementwiseActivation(ActivationDual):
     def relax(self, lower: Tensor, upper: Tensor) -> Relaxation:
         return piecewise_linear_relaxation(self.fn, lower, upper, self.kinks, self.slope_rule)
 
+    def _gaps(self, slope: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact extremes of ``fn(x) - slope x`` on ``[lower, upper]``: at a kink or an end."""
+        g = torch.stack([self.fn(c) - slope * c for c in _candidates(lower, upper, self.kinks)])
+        return g.min(0).values, g.max(0).values
+
     def faces(self, lower: Tensor, upper: Tensor) -> SlopeFaces:
-        candidates = _candidates(lower, upper, self.kinks)
-        values = [self.fn(c) for c in candidates]
-
-        def gaps(slope: Tensor) -> tuple[Tensor, Tensor]:
-            g = torch.stack([v_ - slope * c_ for v_, c_ in
-                             ((_rows(v, slope), _rows(c, slope)) for v, c in zip(values, candidates))])
-            return g.min(0).values, g.max(0).values
-
-        f_lower, f_upper = values[-2], values[-1]
+        f_lower, f_upper = self.fn(lower), self.fn(upper)
         slope_range = None
         if self.slope_range is not None:  # where fn is linear on [l, u] its own slope is exact: keep it
             chord = chord_slope(lower, upper, f_lower, f_upper)
@@ -452,7 +452,7 @@ class ElementwiseActivation(ActivationDual):
             lo, hi = self.slope_range
             slope_range = (torch.where(inside, torch.full_like(chord, lo), chord),
                            torch.where(inside, torch.full_like(chord, hi), chord))
-        return SlopeFaces(gaps, self.lower_rule(lower, upper, f_lower, f_upper),
+        return SlopeFaces(self._gaps, lower, upper, self.lower_rule(lower, upper, f_lower, f_upper),
                           self.upper_rule(lower, upper, f_lower, f_upper), self.free, slope_range)
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:

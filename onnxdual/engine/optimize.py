@@ -50,13 +50,13 @@ class OptimizeOptions:
             across its rows (looser, far smaller).
     """
 
-    iterations: int = 20
+    iterations: int = 40
     lr: float = 0.5
     decay: float = 0.98
-    patience: int = 5
-    tolerance: float = 1e-4
+    patience: int = 8
+    tolerance: float = 1e-5
     intermediate: bool = True
-    intermediate_iterations: int | None = None
+    intermediate_iterations: int | None = 10
     stop_when_positive: bool = False
     memory_budget: int = 512 * 1024**2
 
@@ -145,8 +145,8 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
                 loss = -value.masked_fill(~finite, 0.0).sum()
                 leaves = [p for group in params.values() for p in group]
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
-            for p, g in zip(leaves, grads):
-                p.grad = torch.zeros_like(p) if g is None else g
+            for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
+                p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
             optimiser.step()
             schedule.step()
             with torch.no_grad():
@@ -154,7 +154,7 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
                     old_lo, old_hi = best_bounds[name]
                     new_lo = torch.maximum(old_lo, lo.detach())
                     best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
-                best = torch.maximum(best, value.detach())
+                best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
                 for (target, name), group in params.items():
                     step = next(s for s in steps if s.node.name == name)
                     projected = step.layer.faces(*frame[name]).project(group)

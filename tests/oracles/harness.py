@@ -191,11 +191,13 @@ def random_large_case(seed: int, norm: str) -> Case:
 
 
 # -- the engine ------------------------------------------------------------------------------------------
-def run_engine(case: Case, torch_net=None):
-    """The engine's answers: ``lb (B, m)`` and ``{activation: (lower, upper)}`` flattened ``(B, size)``."""
+def run_engine(case: Case, torch_net=None, **options):
+    """The engine's answers: ``lb (B, m)`` and ``{activation: (lower, upper)}`` flattened ``(B, size)``.
+    ``options`` go to :class:`onnxdual.DualNetwork` (e.g. ``relaxation``)."""
     torch_net = onnxdual.load(case.net.model) if torch_net is None else torch_net
     eps = case.eps if isinstance(case.eps, float) else torch.from_numpy(np.asarray(case.eps))
     kwargs = {} if case.memory_budget is None else {"memory_budget": case.memory_budget}
+    kwargs.update(options)
     dual = onnxdual.DualNetwork(torch_net, torch.from_numpy(case.x), eps, norm=case.norm, clip=case.clip,
                                 **kwargs)
     with torch.no_grad():

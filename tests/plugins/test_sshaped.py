@@ -25,13 +25,12 @@ def test_in_a_network(dual_check, onnx_model, op):
 
 
 def test_relaxation_encloses_the_function():
-    from onnxdual_sshaped import _sigmoid_points, _tanh_points
-    from onnxdual_sshaped import SShapedDual
+    from onnxdual_sshaped import sigmoid_dual, tanh_dual
 
     lower = torch.tensor([-5.0, -1.0, 0.5, -0.2, 2.0])
     upper = torch.tensor([4.0, -0.5, 3.0, 0.2, 2.0])
-    for fn, points in ((torch.sigmoid, _sigmoid_points), (torch.tanh, _tanh_points)):
-        relax = SShapedDual(None, fn, points).relax(lower, upper)
+    for fn, factory in ((torch.sigmoid, sigmoid_dual), (torch.tanh, tanh_dual)):
+        relax = factory(None).relax(lower, upper)
         grid = lower + (upper - lower) * torch.linspace(0, 1, 2001).unsqueeze(1)
         vals = fn(grid)
         assert (vals >= relax.slope * grid + relax.low - 1e-6).all()

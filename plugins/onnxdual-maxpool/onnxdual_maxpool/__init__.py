@@ -10,6 +10,10 @@ MaxPool is not element-wise, so its relaxation is a :class:`onnxdual.LinearRelax
 ``max_i x_i - x_j* = max(0, max_{i != j*} (x_i - x_j*))``). So ``A x`` = the selected inputs, ``low = 0`` and
 ``high`` = that gap, which is 0 when ``j*`` provably wins its window: then the dual is exact there.
 Padded positions hold ``-inf`` and never win or count, as in ONNX.
+
+Separate faces (the tighter relaxations): the lower face is the selection itself (``max_i x_i >= x_j*``,
+offset 0); the upper face is, per window, the better of ``x_j* + gap`` and the constant ``max_i u_i`` (both
+hold on the box; the constant wins when the window is undecided and wide), judged at the box's centre.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from onnxdual import ActivationDual, LinearRelaxation, NodeContext
+from onnxdual import ActivationDual, Face, Faces, LinearRelaxation, NodeContext, RelaxationFace
 
 
 class SelectionRelaxation(LinearRelaxation):
@@ -42,6 +46,21 @@ class SelectionRelaxation(LinearRelaxation):
         out = torch.zeros((batch, k, math.prod(self.in_shape)), dtype=nu.dtype, device=nu.device)
         out.scatter_add_(2, self.index.unsqueeze(1).expand(batch, k, -1), flat)
         return out.reshape(batch, k, *self.in_shape)
+
+
+class MaskedSelectionFace(Face):
+    """The selection ``x_j*`` where ``keep`` (1) and nothing where not (0), plus ``offset``: an upper face
+    that mixes ``x_j* + gap`` and the constant ``max u`` window by window."""
+
+    def __init__(self, relaxation: SelectionRelaxation, keep: Tensor, offset: Tensor):
+        self.relaxation, self.keep, self.offset = relaxation, keep, offset
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        keep = self.keep if self.keep.dim() == nu.dim() else self.keep.unsqueeze(1)
+        return self.relaxation.transpose(nu * keep)
+
+    def offset_term(self, nu: Tensor) -> Tensor:
+        return (nu.flatten(2) @ self.offset.flatten(1).unsqueeze(-1)).squeeze(-1)
 
 
 def _as_text(value) -> str:
@@ -89,6 +108,17 @@ class MaxPoolDual(ActivationDual):
             span = self.dilations[d] * (self.kernel[d] - 1) + 1
             x = x.unfold(2 + d, span, self.strides[d])[..., :: self.dilations[d]]
         return x.flatten(-nd)
+
+    def faces(self, lower: Tensor, upper: Tensor) -> Faces:
+        relax = self.relax(lower, upper)
+        top = self._windows(upper, -math.inf).amax(-1)  # max_i u_i per window
+        centre = relax.apply(((lower + upper) / 2).unsqueeze(1)).squeeze(1)
+        keep = (centre + relax.high <= top).to(lower.dtype)  # the selection face is lower at the centre
+        offset = torch.where(keep.bool(), relax.high, top)
+        return Faces(RelaxationFace(relax, relax.low), MaskedSelectionFace(relax, keep, offset))
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        return self._windows(lower, -math.inf).amax(-1), self._windows(upper, -math.inf).amax(-1)
 
     def relax(self, lower: Tensor, upper: Tensor) -> SelectionRelaxation:
         lw = self._windows(lower, -math.inf)

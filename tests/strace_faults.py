@@ -122,20 +122,28 @@ def kill_points(work: Callable[[], None], syscalls: list[str], check: Callable[[
                 reset: Callable[[], None] = lambda: None, errors: dict[str, str] | None = None,
                 limit: int = 50) -> list[tuple[str, int, int]]:
     """For every syscall of ``syscalls`` and N = 1, 2, ...: ``reset()``, run ``work`` in a child killed
-    (SIGKILL) at its N-th call of that syscall, then ``check(rule, N, outcome)``; stop at the first N the
-    child survives. ``errors`` (``{syscall: "EIO"}``) adds the same walk with that error injected instead
-    of the kill. Returns every ``(rule, N, outcome)`` tried."""
-    rules = [(s, f"{s}:signal=SIGKILL") for s in syscalls]
-    rules += [(s, f"{s}:error={e}") for s, e in (errors or {}).items()]
-    tried = []
-    for syscall, rule in rules:
+    (SIGKILL) at its N-th call of that syscall, then ``check(rule, N, outcome)``; the first N the child
+    survives is one past its last call. ``errors`` (``{syscall: "EIO"}``) then injects that error at each
+    of those calls in turn (a failed call need not end the work, so the count comes from the kill walk).
+    Returns every ``(rule, N, outcome)`` tried."""
+    tried: list[tuple[str, int, int]] = []
+
+    def trial(rule: str, n: int) -> int:
+        reset()
+        outcome = run_injected(work, f"{rule}:when={n}")
+        tried.append((rule, n, outcome))
+        check(rule, n, outcome)
+        return outcome
+
+    calls = {}
+    for syscall in syscalls:
         for n in range(1, limit + 1):
-            reset()
-            outcome = run_injected(work, f"{rule}:when={n}")
-            tried.append((rule, n, outcome))
-            check(rule, n, outcome)
-            if outcome == 0:
+            if trial(f"{syscall}:signal=SIGKILL", n) == 0:
+                calls[syscall] = n - 1
                 break
         else:
-            raise AssertionError(f"{rule}: the work still made more than {limit} {syscall} calls")
+            raise AssertionError(f"{syscall}: the work still made more than {limit} calls")
+    for syscall, error in (errors or {}).items():
+        for n in range(1, calls[syscall] + 1):
+            trial(f"{syscall}:error={error}", n)
     return tried

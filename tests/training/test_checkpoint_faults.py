@@ -121,3 +121,10 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_finite_checkpoint(conv_
         train(conv_model, synthetic(40), config(), out)
     ckpt = read_checkpoint(out / "checkpoint.pt")  # whole and finite
     assert ckpt["epoch"] == 1 and not (out / "model.onnx").exists()
+
+
+def test_no_model_is_exported_when_the_trained_network_overflows(conv_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "_check_finite", lambda *args: None)  # let the diverged weights through
+    with pytest.raises(DivergenceError, match="outputs overflow float32"):
+        train(conv_model, synthetic(40), config(lr=1e30, epochs=1), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.onnx").exists()

@@ -22,7 +22,8 @@ class ConvTransposeDual(AffineDual):
         super().__init__(ctx)
         weight = ctx.constant(1)
         if ctx.variable_positions != (0,) or weight is None:
-            raise ctx.unsupported("only transposed convolutions of the data input with a constant weight are linear")
+            raise ctx.unsupported("only transposed convolutions of the data input with a constant weight "
+                                  "are linear")
         self.weight = weight
         self.dims = weight.dim() - 2
         if not 1 <= self.dims <= 3:

@@ -22,7 +22,8 @@ class EinsumDual(AffineDual):
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
         if len(ctx.variable_positions) != 1:
-            raise ctx.unsupported("an Einsum of several inputs that depend on the network input is not linear")
+            raise ctx.unsupported("an Einsum of several inputs that depend on the network input is not "
+                                  "linear")
         equation = ctx.attributes.get("equation", "")
         equation = equation.decode() if isinstance(equation, bytes) else equation
         terms, out = _terms(equation)

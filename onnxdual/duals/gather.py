@@ -15,7 +15,8 @@ from onnxdual.duals.shape import SelectionDual, axis_of, only_data_input
 def _indices(ctx: NodeContext, size: int) -> Tensor:
     indices = ctx.constant(1)
     if indices is None:
-        raise ctx.unsupported("the indices must be constants (gathering by a value of the network is not linear)")
+        raise ctx.unsupported("the indices must be constants (gathering by a value of the network is not "
+                              "linear)")
     indices = indices.to(torch.long)
     indices = torch.where(indices < 0, indices + size, indices)
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= size):

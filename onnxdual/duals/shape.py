@@ -1,9 +1,9 @@
 """Dual layers of operators that select, copy or rearrange values: Concat, Slice, Squeeze, Unsqueeze,
-Expand, Tile, DepthToSpace (and Split, which the frontend writes as one Slice per output). Each is a linear map with a 0/1 matrix (a constant operand of
-Concat adds an offset), so its dual is the adjoint map (Corollary 1), here the exact vector-Jacobian product
-of :meth:`linear`, and ``|A| = A`` for interval bounds. Every layer is built from the ONNX node: axes, starts,
-ends, steps, shapes and repeats come from its attributes or constant inputs, as its opset defines them;
-the batch axis (0) must stay where it is.
+Expand, Tile, DepthToSpace and SpaceToDepth (Split: the frontend writes it as one Slice per output). Each is
+a linear map with a 0/1 matrix (a constant operand of Concat adds an offset), so its dual is the adjoint map
+(Corollary 1), here the exact vector-Jacobian product of :meth:`linear`, and ``|A| = A`` for interval
+bounds. Every layer is built from the ONNX node: axes, starts, ends, steps, shapes and repeats come from its
+attributes or constant inputs, as its opset defines them; the batch axis (0) must stay where it is.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def axis_of(ctx: NodeContext, axis: int, rank: int) -> int:
     """``axis`` (negative counts from the end) of a rank-``rank`` tensor; the batch axis 0 is refused."""
     axis = axis + rank if axis < 0 else axis
     if not 0 < axis < rank:
-        raise ctx.unsupported(f"axis {axis} is the batch axis or out of range; only per-example axes are linear "
-                              "maps of one example")
+        raise ctx.unsupported(f"axis {axis} is the batch axis or out of range; only per-example axes are "
+                              "linear maps of one example")
     return axis
 
 

@@ -12,8 +12,11 @@ A value may still depend on the *batch size* (``Shape(x)[0]``). With a free batc
 evaluated at two batch sizes: a value equal at both is a constant; a ``Reshape`` target that differs exactly
 in its first entry, which equals the batch size at both, gets ``0`` there (copy the batch dimension,
 ``allowzero = 0``); anything else that depends on the batch stays as it is (and is reported as an
-unsupported operator if it needs a dual layer). Non-batch dimensions of the input must be static for
-folding through ``Shape``; otherwise only values that do not depend on the input at all are folded.
+unsupported operator if it needs a dual layer), except a value that is one constant repeated for every
+example (a class token expanded to the batch): it keeps a batch dimension of 1 where its consumers
+broadcast, and a ``Concat`` of it becomes zero-padded values plus the constants. Non-batch dimensions of the
+input must be static for folding through ``Shape``; otherwise only values that do not depend on the input
+at all are folded.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxdual.frontend.lowering import inferred_shapes
 from onnxdual.frontend.reader import copy_model, graph_inputs
 from onnxdual.frontend.reference import ReferenceSession
 
 #: operators whose output depends only on the shape of their input, not its values
 SHAPE_ONLY_OPS = ("Shape", "Size")
 #: operators whose value is drawn anew on every run: never folded (nor what depends on them)
-RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial")
+RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+              "Multinomial")
 #: batch sizes a free batch dimension is evaluated at (two, to tell batch-dependent values apart)
 PROBE_BATCHES = (2, 3)
 
@@ -106,8 +111,17 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
                 for b in batches]
     except Exception:  # noqa: BLE001 - best effort: an unevaluable graph is left for the checks to report
         return model
+    out = _fold(model, frontier, runs, batches, per_example=free_batch)
+    return out if out is not None else _fold(model, frontier, runs, batches, per_example=False)
+
+
+def _fold(model: onnx.ModelProto, frontier: dict[str, list[tuple[int, int]]],
+          runs: list[dict[str, np.ndarray]], batches: tuple, per_example: bool) -> onnx.ModelProto | None:
+    """The model with the foldable frontier values as initializers (the model itself if none); None when a
+    Concat of a per-example constant could not be rewritten (the caller folds again without those)."""
     out = copy_model(model)
     folded: set[str] = set()
+    concats: dict[int, dict[int, np.ndarray]] = {}  # Concat node -> its per-example constant inputs
     for name, consumers in frontier.items():
         values = [r[name] for r in runs]
         if all(v.shape == values[0].shape and np.array_equal(v, values[0]) for v in values):
@@ -115,13 +129,106 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             value = _batch_copy_target(model, consumers, values, batches)
             if value is None:
-                continue
+                value = _per_example(model, consumers, values, batches) if per_example else None
+                if value is None:
+                    continue
+                for i, position in consumers:
+                    if model.graph.node[i].op_type == "Concat":
+                        concats.setdefault(i, {})[position] = value
         init = f"{name}__onnxdual_folded"
         out.graph.initializer.append(numpy_helper.from_array(np.asarray(value), init))
         for i, position in consumers:
             out.graph.node[i].input[position] = init
         folded.add(name)
+    if concats and not _concats_as_pads(out, concats):
+        return None
     return _prune(out) if folded else model
+
+
+#: operators that broadcast their inputs numpy-style: a per-example constant may lose its batch dimension
+BROADCASTING_OPS = ("Add", "Sub", "Mul", "Div", "Where", "Max", "Min", "Sum", "Mean", "Pow", "Equal")
+
+
+def _per_example(model: onnx.ModelProto, consumers: list[tuple[int, int]], values: list[np.ndarray],
+                 batches: tuple) -> np.ndarray | None:
+    """A value that is one constant repeated for every example (``cls_token.expand(x.size(0), -1, -1)``)
+    as that constant with a batch dimension of 1, where every consumer broadcasts it or is a Concat (see
+    :func:`_concats_as_pads`); None otherwise."""
+    if any(model.graph.node[i].op_type not in BROADCASTING_OPS + ("Concat",) for i, _ in consumers):
+        return None
+    if any(v.ndim == 0 or v.shape[0] != b or v.shape[1:] != values[0].shape[1:]
+           for v, b in zip(values, batches)):
+        return None
+    row = values[0][:1]
+    if any(not np.array_equal(v, np.broadcast_to(row, v.shape)) for v in values):
+        return None
+    return row
+
+
+def _concats_as_pads(model: onnx.ModelProto, concats: dict[int, dict[int, np.ndarray]]) -> bool:
+    """``Concat`` of network values and per-example constants ``c`` along a per-example axis, written as
+    ``Pad(x_1) + ... + Pad(x_k) + C``: each value zero-padded into its place, ``C`` the constants in theirs
+    (zeros elsewhere, batch dimension 1, broadcast by ``Add``); the same function for every batch size,
+    from operators with dual layers. False (and the model half-rewritten) when some sizes are unknown."""
+    shapes = inferred_shapes(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for i, constants in concats.items():
+        node = model.graph.node[i]
+        rank = next(iter(constants.values())).ndim
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        axis = axis + rank if axis < 0 else axis
+        inits = {t.name: t for t in model.graph.initializer}
+        sizes = []
+        for position, name in enumerate(node.input):
+            if position in constants or name in inits:
+                array = constants.get(position)
+                sizes.append((array if array is not None else numpy_helper.to_array(inits[name])).shape[axis])
+            else:
+                shape = shapes.get(name, [])
+                sizes.append(shape[axis] if len(shape) == rank and shape[axis] > 0 else 0)
+        if not 0 < axis < rank or min(sizes) <= 0:
+            return False
+        template = next(iter(constants.values()))
+        total = sum(sizes)
+        block = np.zeros((1, *template.shape[1:axis], total, *template.shape[axis + 1:]),
+                         dtype=template.dtype)
+        label = f"{node.name or node.output[0]}__onnxdual_concat"
+        nodes, terms, start = [], [], 0
+        for position, (name, size) in enumerate(zip(node.input, sizes)):
+            if position in constants or name in inits:
+                array = constants.get(position)
+                array = array if array is not None else numpy_helper.to_array(inits[name])
+                index = [slice(None)] * rank
+                index[axis] = slice(start, start + size)
+                block[tuple(index)] = array
+            else:
+                pads = [0] * (2 * rank)
+                pads[axis], pads[rank + axis] = start, total - start - size
+                padded = f"{label}_pad{position}"
+                if opset < 11:
+                    nodes.append(helper.make_node("Pad", [name], [padded], name=padded, pads=pads))
+                else:
+                    model.graph.initializer.append(
+                        numpy_helper.from_array(np.array(pads, np.int64), f"{padded}_pads"))
+                    nodes.append(helper.make_node("Pad", [name, f"{padded}_pads"], [padded], name=padded))
+                terms.append(padded)
+            start += size
+        if not terms:
+            return False
+        model.graph.initializer.append(numpy_helper.from_array(block, f"{label}_constants"))
+        terms.append(f"{label}_constants")
+        for k in range(1, len(terms)):
+            out = node.output[0] if k == len(terms) - 1 else f"{label}_sum{k}"
+            left = terms[0] if k == 1 else f"{label}_sum{k - 1}"
+            nodes.append(helper.make_node("Add", [left, terms[k]], [out], name=f"{label}_add{k}"))
+        replaced[i] = nodes
+    kept = []
+    for i, node in enumerate(model.graph.node):
+        kept.extend(replaced.get(i, [node]))
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return True
 
 
 def _batch_copy_target(model: onnx.ModelProto, consumers: list[tuple[int, int]], values: list[np.ndarray],

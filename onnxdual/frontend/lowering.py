@@ -88,8 +88,8 @@ def split_to_slices(model: onnx.ModelProto) -> onnx.ModelProto:
                 continue
             label = f"{node.name or node.output[0]}__onnxdual_split_{i}"
             if opset < 10:
-                out_nodes.append(helper.make_node("Slice", [node.input[0]], [name], name=label, starts=[start],
-                                                  ends=[start + length], axes=[axis]))
+                out_nodes.append(helper.make_node("Slice", [node.input[0]], [name], name=label,
+                                                  starts=[start], ends=[start + length], axes=[axis]))
             else:
                 inputs = []
                 for part, value in (("starts", start), ("ends", start + length), ("axes", axis)):
@@ -127,9 +127,11 @@ def space_depth_to_reshapes(model: onnx.ModelProto) -> onnx.ModelProto:
         b = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "blocksize")
         _, c, h, w = shape
         if node.op_type == "SpaceToDepth":
-            first, perm, last = [0, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4], [0, c * b * b, h // b, w // b]
+            first, perm = [0, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4]
+            last = [0, c * b * b, h // b, w // b]
         else:
-            first, perm, last = [0, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2], [0, c // (b * b), h * b, w * b]
+            first, perm = [0, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2]
+            last = [0, c // (b * b), h * b, w * b]
         label = f"{node.name or node.output[0]}__onnxdual_lowered"
         out_nodes += [_reshape(model, node.input[0], first, f"{label}_a", f"{label}_reshape1", opset),
                       helper.make_node("Transpose", [f"{label}_a"], [f"{label}_b"], perm=perm,

@@ -7,7 +7,7 @@ function the model computes (except :func:`add_batch_axis`, which adds the batch
   a dynamo export at batch 2) copy the batch dimension instead (any batch size loads), an omitted optional
   ``Clip`` min becomes ``-inf`` (onnx2torch rejects the gap), ``auto_pad`` becomes explicit ``pads``
   (onnx2torch knows only those), and ConvTranspose's ``output_shape`` / ``auto_pad`` / asymmetric ``pads``
-  become symmetric ``pads`` plus ``output_padding`` (onnx2torch ignores ``output_shape`` and rejects the rest),
+  become symmetric ``pads`` plus ``output_padding`` (onnx2torch ignores ``output_shape``, rejects the rest),
   and operators are lowered to others (:mod:`~onnxdual.frontend.lowering`: Split, SpaceToDepth, ...).
 * :func:`constants_to_initializers`, :func:`add_batch_axis`, :func:`batch_vector_matmuls` -- what the
   verifier adds for VNN-COMP files (``Constant`` weights, inputs without a batch dimension).
@@ -152,7 +152,8 @@ def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         mode = attrs.get("auto_pad", b"NOTSET")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        kernel = attrs.get("kernel_shape") or (list(inits[node.input[1]].dims[2:]) if node.input[1] in inits else None)
+        kernel = attrs.get("kernel_shape") or (
+            list(inits[node.input[1]].dims[2:]) if node.input[1] in inits else None)
         if kernel is None:
             continue
         d = len(kernel)

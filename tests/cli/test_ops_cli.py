@@ -13,8 +13,9 @@ from onnxdual.errors import UnsupportedOpsError
 from onnxdual_cli.main import cli
 from tests.onnx_builders import make_model
 
-NEW_OPS = ["Concat", "Slice", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "ReduceSum", "ReduceMean",
-           "Sum", "Mean", "ConvTranspose", "Resize", "Upsample", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Split", "Einsum"]
+NEW_OPS = ["Concat", "Slice", "Split", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "ReduceSum",
+           "ReduceMean", "Sum", "Mean", "ConvTranspose", "Resize", "Upsample", "Expand", "Tile",
+           "DepthToSpace", "SpaceToDepth", "Einsum"]
 
 
 def _invoke(*args):

@@ -27,7 +27,7 @@ def test_einsum(onnx_model, equation, in_shape, const_shape, out, variable_first
 
 
 def test_einsum_mixing_the_batch_is_refused(onnx_model):
-    model = onnx_model([helper.make_node("Einsum", ["input", "C"], ["output"], equation="bi,bi->i")], [3], [3],
-                       {"C": np.ones((1, 3), np.float32)}, opset=12)
+    node = helper.make_node("Einsum", ["input", "C"], ["output"], equation="bi,bi->i")
+    model = onnx_model([node], [3], [3], {"C": np.ones((1, 3), np.float32)}, opset=12)
     with pytest.raises(UnsupportedNodeError, match="batch axis"):
         onnxdual.DualNetwork(onnxdual.load(model), torch.zeros(1, 3), 0.1).lower_bound(torch.zeros(1, 1, 3))

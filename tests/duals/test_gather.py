@@ -40,8 +40,8 @@ def test_gather_on_the_batch_axis_is_refused(onnx_model):
 def test_gather_elements(onnx_model, opset):
     """(The ONNX output has the indices' shape, batch 1 included: the model is one of batch 1.)"""
     idx = np.array([[[0, 2, 1], [2, 0, 0]]], I64)  # onnx2torch 1.5 does not take negative indices here
-    model = onnx_model([helper.make_node("GatherElements", ["input", "i"], ["output"], axis=2)], [2, 3], [2, 3],
-                       {"i": idx}, opset=opset)
+    node = helper.make_node("GatherElements", ["input", "i"], ["output"], axis=2)
+    model = onnx_model([node], [2, 3], [2, 3], {"i": idx}, opset=opset)
     net = onnxdual.load(model)
     x = torch.tensor(rng.normal(size=(1, 2, 3)), dtype=torch.float32)
     np.testing.assert_allclose(net(x).numpy(), run_ort(model, x.numpy()), rtol=1e-6)

@@ -16,7 +16,8 @@ I64 = np.int64
 def _reduce_node(op, opset, axes, keepdims):
     since = {"ReduceSum": 13, "ReduceMean": 18}[op]
     if opset >= since:
-        return [helper.make_node(op, ["input", "axes"], ["output"], keepdims=keepdims)], {"axes": np.array(axes, I64)}
+        node = helper.make_node(op, ["input", "axes"], ["output"], keepdims=keepdims)
+        return [node], {"axes": np.array(axes, I64)}
     return [helper.make_node(op, ["input"], ["output"], axes=axes, keepdims=keepdims)], {}
 
 

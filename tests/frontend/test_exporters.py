@@ -198,3 +198,31 @@ def test_structural_operators_of_a_real_export_dynamo(dual_check, one_thread):
 def _module_of(cls) -> nn.Module:
     torch.manual_seed(0)
     return cls().eval()
+
+
+class ClassToken(nn.Module):
+    """A vision-transformer stem: patches, a learnt class token expanded to the batch and concatenated in
+    front (Shape -> ConstantOfShape -> Expand -> Concat in the legacy export), a position embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(1, 4, 2, stride=2)
+        self.cls = nn.Parameter(torch.randn(1, 1, 4))
+        self.pos = nn.Parameter(torch.randn(1, 5, 4))
+        self.fc = nn.Linear(20, 3)
+
+    def forward(self, x):
+        h = self.patch(x).flatten(2).transpose(1, 2)  # (N, 4, 4)
+        h = torch.cat([self.cls.expand(x.shape[0], -1, -1), h], dim=1) + self.pos
+        return self.fc(torch.relu(h).flatten(1))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_class_token_expanded_to_the_batch_folds(dual_check, opset, one_thread):
+    model = _module_of(ClassToken)
+    exported = _export(model, X, dynamo=False, opset_version=opset, input_names=["x"],
+                       dynamic_axes={"x": {0: "batch"}})
+    assert "ConstantOfShape" in {n.op_type for n in exported.graph.node} or "Expand" in {
+        n.op_type for n in exported.graph.node}
+    dual_check(exported, X.numpy(), eps=0.05, samples=256)
+    _check(model, exported, X)

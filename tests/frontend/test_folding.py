@@ -115,3 +115,18 @@ def test_vit_benchmark_folds_its_class_token_and_matches_onnxruntime(shared):
     x = np.random.default_rng(0).uniform(0, 1, size=(3, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), run_ort(model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_per_example_constant_of_the_batch_size_broadcasts(dual_check):
+    """ConstantOfShape([N, 3]) added to the input: the same row for every example, folded to batch 1."""
+    nodes = [
+        helper.make_node("Shape", ["input"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["twos"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])),
+        helper.make_node("Add", ["input", "twos"], ["output"]),
+    ]
+    model = make_model(nodes, [3], [3])
+    folded = fold_constants(model)
+    assert _ops(folded) == ["Add"]
+    assert list(next(t for t in folded.graph.initializer).dims) == [1, 3]
+    dual_check(model, rng.normal(size=(4, 3)), exact=True)

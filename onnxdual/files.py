@@ -153,16 +153,20 @@ def _write_file(path: Path, data: str | bytes) -> None:
         raise
 
 
-def _fsync_dir(path: Path) -> None:
-    """Persist the directory entries after renames (best effort; not possible on every platform)."""
+def _fsync_dir(path: Path, strict: bool = False) -> None:
+    """Persist the directory entries. Best effort after a rename (not possible on every platform); with
+    ``strict`` an error is raised, for a staged set that must be on disk before it replaces the old one."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if strict and exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system without directory fsync
+            raise
     finally:
         os.close(fd)
 
@@ -272,7 +276,7 @@ def write_files_atomically(out: str | os.PathLike[str], contents: Mapping[str, s
                     _write_file(staging / name, data)
                 replaced = _carry_over(target, staging, set(contents), what)
                 os.chmod(staging, stat.S_IMODE(os.stat(target).st_mode))
-                _fsync_dir(staging)
+                _fsync_dir(staging, strict=True)
                 try:
                     _exchange(staging, target)
                     old = staging

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 from onnxdual_cli.errors import user_errors
-from onnxdual_cli.options import device_option, search_options, seed_option, setup_torch
+from onnxdual_cli.options import device_option, relaxation_option, search_options, seed_option, setup_torch
 
 UNSOUND = 3
 REGRESSION = 4
@@ -68,14 +68,15 @@ class _Bar:
               help="Only instances whose onnx or vnnlib path contains this.")
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
 @search_options
+@relaxation_option("optimized")
 @device_option("cpu")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
 @user_errors
 def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack,
-                  max_timeout, pattern, strict, split_max_inputs, no_relu_splits, device, threads, seed,
-                  quiet):
+                  max_timeout, pattern, strict, split_max_inputs, no_relu_splits, relaxation, device, threads,
+                  seed, quiet):
     """Decide every instance of SOURCE (a folder with instances.csv, or a CSV of onnx,vnnlib,timeout rows)."""
     import onnxdual
     from onnxdual import bench
@@ -96,7 +97,8 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
         results = bench.run_benchmark(instances, max_timeout=max_timeout, strict=strict, device=dev,
                                       seed=seed, progress=bar,
                                       verifier_options={"split_max_inputs": split_max_inputs,
-                                                        "relu_branching": not no_relu_splits})
+                                                        "relu_branching": not no_relu_splits,
+                                                        "relaxation": relaxation})
     finally:
         bar.close()
     if expected is not None:

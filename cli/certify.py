@@ -17,7 +17,7 @@ import onnxdual
 from onnxdual.certify import CertifySettings, certify, load_stages
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
 from onnxdual_cli.options import (device_option, parse_clip, parse_eps_list, parse_projections, pick_device,
-                                  seed_option)
+                                  relaxation_option, seed_option)
 
 
 def default_model() -> Path:
@@ -67,11 +67,15 @@ class _Progress:
               help="With --probable: k,m = columns per geometric estimate, estimates per maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no text summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
+@relaxation_option("auto", auto=True)
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Seconds per example the automatic --relaxation may spend (measured on the first examples).")
 @click.option("--allow-stages-outside", is_flag=True,
               help="Accept cascade stage files outside the manifest's folder (refused by default).")
 @user_errors
 def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_size, device, out, seed,
-                    pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json, allow_stages_outside):
+                    pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json, relaxation, time_budget,
+                    allow_stages_outside):
     """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
 
     Without MODEL, the robust MNIST model shipped with onnxdual is used."""
@@ -90,7 +94,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     dataset = load_dataset(data, split=split, limit=limit)
     settings = CertifySettings(eps=eps, norm=norm, clip=clip if norm == "linf" else None, batch_size=batch_size,
                                pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed, probable=delta,
-                               projections=projections)
+                               projections=projections, relaxation=relaxation, time_budget=time_budget)
     for stage in stages:
         stage.net.to(dev)
     x, y = dataset.x.to(dev), dataset.y.to(dev)
@@ -116,6 +120,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     elif not quiet:
         label = "ℓ∞" if norm == "linf" else "ℓ2"
         how = "" if delta is None else f" with probability >= {1 - delta:g} each"
+        click.echo(f"relaxation: {result.relaxation} ({result.relaxation_choice})")
         for row in overall.itertuples():
             click.echo(f"eps={row.eps:g} ({label}): certified{how} {row.certified_accuracy:.1%}, "
                        f"PGD {row.pgd_accuracy:.1%}, clean {row.clean_accuracy:.1%} of {row.n} examples "

@@ -102,6 +102,16 @@ relu_option = click.option(
     help="Do not branch on ReLUs: answer unknown where bounds and attacks do not decide.")
 
 
+def relaxation_option(default: str, auto: bool = False):
+    """``--relaxation``: how activations are relaxed for exact bounds (``auto``: certify picks)."""
+    choices = (["auto"] if auto else []) + ["paper", "adaptive", "optimized"]
+    return click.option(
+        "--relaxation", type=click.Choice(choices), default=default, show_default=True,
+        help="Relaxation of the activations: paper (the paper's same-slope dual), adaptive (separate "
+             "faces, CROWN's slopes) or optimized (slopes optimised for the bound; tightest, slowest)"
+             + ("; auto: the tightest whose measured cost fits --time-budget." if auto else "."))
+
+
 def search_options(fn):
     """``--split-max-inputs`` and ``--no-relu-splits``."""
     return split_option(relu_option(fn))

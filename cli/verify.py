@@ -21,7 +21,8 @@ from pathlib import Path
 
 import click
 from onnxdual_cli.errors import OneLineGroup, UserError, quiet_warnings, user_errors
-from onnxdual_cli.options import device_option, search_options, seed_option, setup_torch, split_option
+from onnxdual_cli.options import (device_option, relaxation_option, search_options, seed_option, setup_torch,
+                                  split_option)
 
 #: seconds kept back from --timeout for writing the answer and leaving the interpreter
 EXIT_RESERVE = 0.4
@@ -124,6 +125,7 @@ def finish(code: int = 0) -> None:
               help="Refuse non-Real element types (the standard's rule for real-arithmetic solvers) and "
                    "proofs within float32 rounding of zero.")
 @search_options
+@relaxation_option("optimized")
 @device_option("cpu")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for torch.")
@@ -131,7 +133,7 @@ def finish(code: int = 0) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")
 @user_errors
 def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, no_relu_splits,
-                   device, threads, seed, verbose):
+                   relaxation, device, threads, seed, verbose):
     """Decide the VNN-LIB QUERY (1.0 or 2.0; .gz accepted): is there an input of the networks that satisfies
     every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
     deadline = make_deadline(timeout)
@@ -168,7 +170,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
             f"{prop.n_outputs} outputs; {deadline.remaining():.2f}s left after loading")
     network.net.to(dev)
     verifier = Verifier.for_network(network, strict=strict, device=dev, split_max_inputs=split_max_inputs,
-                                    relu_branching=not no_relu_splits)
+                                    relu_branching=not no_relu_splits, relaxation=relaxation)
     result = verifier.decide(prop, deadline, seed)
     if verbose:
         log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
@@ -256,6 +258,7 @@ def supports_command(capability):
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Default: 1 for small networks (threads only add overhead there), else all cores.")
 @split_option
+@relaxation_option("optimized")
 @click.option("--strict", is_flag=True)
 @click.option("--counterexample-tolerance", "tolerance", type=click.FloatRange(min=0, min_open=True, max=1),
               default=None, is_flag=False, flag_value=VNNCOMP_TOLERANCE, metavar="[TOL]",
@@ -263,7 +266,7 @@ def supports_command(capability):
                    "outside the input box: also search the box widened by TOL and answer sat with a witness "
                    "found there (the output still reaches the unsafe region exactly). Off: exact semantics.")
 def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, threads, split_max_inputs,
-                    strict, tolerance):
+                    relaxation, strict, tolerance):
     """VNN-COMP run_instance: decide VNNLIB_PATH for ONNX_PATH and write RESULTS (sat + witness, unsat,
     unknown, timeout or error). Used by vnncomp/run_instance.sh."""
     deadline = make_deadline(timeout)
@@ -283,7 +286,7 @@ def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, 
                 setup_torch(os.cpu_count() or 1, "cpu")  # threads only pay off for larger networks
             network.net.to(dev)
             verifier = Verifier.for_network(network, strict=strict, device=dev,
-                                            split_max_inputs=split_max_inputs)
+                                            split_max_inputs=split_max_inputs, relaxation=relaxation)
             # with a tolerance, the exact search leaves a fifth of the time to the widened one
             exact = Deadline(0.8 * deadline.remaining()) if tolerance else deadline
             result = verifier.decide(prop, exact)

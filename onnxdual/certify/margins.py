@@ -17,14 +17,16 @@ from onnxdual.engine.network import DualNetwork, margin_matrix
 def worst_margins(net: nn.Module, x: Tensor, eps: float, norm: str = "linf",
                   clip: tuple[float, float] | None = None, probable: float | None = None,
                   projections: tuple[int, int] = (200, 10), num_classes: int | None = None,
-                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                  generator: torch.Generator | None = None, relaxation: str = "paper") -> tuple[Tensor, Tensor]:
     """Prediction ``p`` and the lower bound of ``min_{j != p} f_p(x') - f_j(x')`` over the eps-ball of each
-    example of ``x``. ``generator`` draws the projections of a probable bound."""
+    example of ``x``. ``generator`` draws the projections of a probable bound; ``relaxation`` is the exact
+    bound's (a probable bound always uses the paper's, whose dual is linear)."""
     with torch.no_grad():
         logits = net(x).flatten(1)
         pred = logits.argmax(1)
         n_classes = logits.shape[1] if num_classes is None else num_classes
-        dual = DualNetwork(net, x, eps, norm, clip=clip, generator=generator)
+        dual = DualNetwork(net, x, eps, norm, clip=clip, generator=generator,
+                           relaxation=relaxation if probable is None else "paper")
         c = margin_matrix(pred, n_classes).to(x.dtype)
         if probable is None:
             lb = dual.lower_bound(c)

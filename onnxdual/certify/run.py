@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from onnxdual.attack import pgd
 from onnxdual.certify.manifest import is_manifest_path, read_manifest, stage_files
 from onnxdual.certify.margins import worst_margins
+from onnxdual.engine.autodual import RELAXATIONS
 from onnxdual.engine.input_sets import make_input_set
 from onnxdual.engine.network import margin_matrix
 from onnxdual.errors import InvalidInputError
@@ -52,6 +53,10 @@ class CertifySettings:
     #: ``1 - delta`` per example (App. E), from ``projections = (k, m)`` random projections.
     probable: float | None = None
     projections: tuple[int, int] = (200, 10)
+    #: the relaxation of exact bounds: "paper", "adaptive", "optimized", or "auto": the tightest whose cost,
+    #: measured on the first examples, fits ``time_budget`` seconds per example (:func:`choose_relaxation`)
+    relaxation: str = "auto"
+    time_budget: float = 1.0
 
     def __post_init__(self):
         if not self.eps:
@@ -72,6 +77,17 @@ class CertifySettings:
                                         f"got {self.clip}")
         if len(self.projections) != 2 or min(self.projections) < 1:
             raise InvalidInputError(f"projections must be two positive integers k,m, got {self.projections}")
+        if self.relaxation not in ("auto", *RELAXATIONS):
+            raise InvalidInputError(f"relaxation must be auto or one of {', '.join(RELAXATIONS)}, "
+                                    f"got {self.relaxation!r}")
+        if self.probable is not None and self.relaxation not in ("auto", "paper"):
+            raise InvalidInputError("a probable bound uses the paper's relaxation (random projections need a "
+                                    f"linear dual); drop --probable or use --relaxation paper, not "
+                                    f"{self.relaxation!r}")
+        if not (isinstance(self.time_budget, (int, float)) and math.isfinite(self.time_budget)
+                and self.time_budget > 0):
+            raise InvalidInputError(f"the time budget must be a positive number of seconds, got "
+                                    f"{self.time_budget!r}")
 
     @property
     def bound(self) -> str:
@@ -101,6 +117,9 @@ class CertifyResult:
     records: list[dict] = field(default_factory=list)
     stage_records: list[dict] = field(default_factory=list)
     seconds: dict[float, float] = field(default_factory=dict)
+    #: the relaxation the exact bounds used, and why (``auto``: the measured costs)
+    relaxation: str = "paper"
+    relaxation_choice: str = ""
 
     @property
     def violations(self) -> list[dict]:
@@ -116,12 +135,15 @@ class CertifyResult:
                        bound=s.bound, device=device, started=started.isoformat(timespec="seconds"),
                        seconds=round(seconds, 3), seed=s.seed,
                        soundness_violations=len(self.violations) + extra_violations, command=command,
-                       extra=dict(extra or {}))
+                       extra={"relaxation": self.relaxation, "relaxation_choice": self.relaxation_choice,
+                              **dict(extra or {})})
 
     def examples_frame(self) -> pd.DataFrame:
-        return pd.DataFrame.from_records(self.records, columns=[
+        frame = pd.DataFrame.from_records(self.records, columns=[
             "index", "eps", "label", "prediction", "certified", "margin_lower_bound", "stage", "pgd_success",
             "pgd_margin"]).astype({"stage": "Int64"})
+        frame["relaxation"] = self.relaxation
+        return frame
 
     def summary_frame(self) -> pd.DataFrame:
         ex, st = self.examples_frame(), pd.DataFrame.from_records(self.stage_records)
@@ -144,6 +166,7 @@ class CertifyResult:
                                  "examples_per_second": float("nan"), "seconds": float("nan")})
         frame = pd.DataFrame(rows)
         frame["bound"] = self.settings.bound  # a probabilistic run must say so wherever its numbers go
+        frame["relaxation"] = self.relaxation
         return frame
 
     def cascade_frame(self) -> pd.DataFrame | None:
@@ -185,6 +208,36 @@ def check_domain(x: Tensor, clip: tuple[float, float] | None) -> None:
                                 "give the data's own range with --clip, or --clip none")
 
 
+#: examples the automatic choice times each relaxation on
+PROBE_EXAMPLES = 8
+
+
+def choose_relaxation(net: nn.Module, x: Tensor, settings: CertifySettings, num_classes: int,
+                      clock: Callable[[], float] = time.perf_counter) -> tuple[str, str]:
+    """The relaxation of this run and why. Fixed in the settings: that one. ``auto``: the tightest of
+    optimized, adaptive, paper whose cost per example, measured on the first :data:`PROBE_EXAMPLES`
+    examples at the largest eps (the costliest, most unstable units), fits ``settings.time_budget``; a
+    probable bound always uses the paper's. The measured costs are part of the answer, so a report says why.
+    """
+    if settings.probable is not None:
+        return "paper", "probable bounds use the paper's relaxation"
+    if settings.relaxation != "auto":
+        return settings.relaxation, "chosen (--relaxation)"
+    probe = x[:PROBE_EXAMPLES]
+    eps, budget = max(settings.eps), settings.time_budget
+    costs: dict[str, float] = {}
+    for mode in ("adaptive", "optimized"):
+        t0 = clock()
+        worst_margins(net, probe, eps, settings.norm, settings.clip, num_classes=num_classes, relaxation=mode)
+        costs[mode] = (clock() - t0) / probe.shape[0]
+        if costs[mode] > budget:
+            break
+    measured = ", ".join(f"{m} {s:.3g} s" for m, s in costs.items())
+    fitting = [m for m in ("optimized", "adaptive") if costs.get(m, math.inf) <= budget]
+    chosen = fitting[0] if fitting else "paper"
+    return chosen, f"auto: tightest within {budget:g} s per example (measured per example: {measured})"
+
+
 def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
             progress: Callable[[int], None] | None = None) -> CertifyResult:
     """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch."""
@@ -208,6 +261,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
                                 f"outputs; found {int(y.min())}..{int(y.max())}")
     check_domain(x, settings.clip if settings.norm == "linf" else None)
     result = CertifyResult(stages, settings)
+    result.relaxation, result.relaxation_choice = choose_relaxation(stages[0].net, x, settings, num_classes)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     projections = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
     for eps in settings.eps:
@@ -224,7 +278,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
             for i, stage in enumerate(stages, 1):
                 t0 = time.perf_counter()
                 pred, margin = worst_margins(stage.net, xb, eps, settings.norm, settings.clip, settings.probable,
-                                             settings.projections, num_classes, projections)
+                                             settings.projections, num_classes, projections, result.relaxation)
                 bound_seconds += time.perf_counter() - t0
                 attack = pgd(stage.net, ball, c, steps=settings.pgd_steps, restarts=settings.pgd_restarts,
                              mask=mask, generator=generator).value.detach()

@@ -7,6 +7,10 @@ some row is violated for every reachable ``y``. This is sound for *every* ``lamb
 bound is sound for any objective; we try each row, their (normalised) sum, and a few projected-gradient
 steps on ``lambda`` over the simplex (``lambda -> lb(lambda^T A y) - lambda^T b`` is concave: the dual
 objective is concave in its objective vector).
+
+Relaxations (:mod:`onnxdual.engine.optimize`): the first bound of a problem (its root boxes) uses the
+``root`` relaxation (default: optimised faces, the tightest); the boxes of the input-splitting search and
+the row-weight ascent use ``relaxation`` (default: adaptive, CROWN's faces), which costs one pass per call.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.engine.network import DualNetwork
+from onnxdual.engine.optimize import OptimizeOptions
 from onnxdual.errors import DeadlineExceeded
 from onnxdual.verify.problem import Problem
 from onnxdual.verify.result import Deadline, SearchStats
@@ -39,9 +44,12 @@ class BoxBounder:
     """Bounds boxes of one problem's cases; ``lambda_steps`` projected-gradient steps on the row
     combination of a conjunction (0: rows and their sum only)."""
 
-    def __init__(self, problem: Problem, lambda_steps: int = 20):
+    def __init__(self, problem: Problem, lambda_steps: int = 20, relaxation: str = "adaptive",
+                 root: str = "optimized", optimize: OptimizeOptions | None = None):
         self.problem = problem
         self.lambda_steps = lambda_steps
+        self.relaxation, self.root, self.optimize = relaxation, root, optimize
+        self._rooted = False
 
     def bound(self, lowers: Tensor, uppers: Tensor, cidx: Tensor, open_mask: Tensor, deadline: Deadline,
               stats: SearchStats, lam_init: Tensor | None = None) -> BoxBounds:
@@ -58,7 +66,14 @@ class BoxBounder:
         live = open_mask & cases.disjuncts[cidx]
         _, d, k, n_out = a.shape
         center, center_t, radius_t = model.dual_inputs(lowers, uppers)
-        dual = DualNetwork(model.net, center_t, radius_t)
+        first, self._rooted = not self._rooted, True
+        dual = DualNetwork(model.net, center_t, radius_t, relaxation=self.root if first else self.relaxation,
+                           optimize=self.optimize)
+        ascent = dual if not first or self.root == self.relaxation else DualNetwork(
+            model.net, center_t, radius_t, relaxation=self.relaxation)
+        if ascent is not dual:
+            with torch.no_grad():
+                ascent.bounds()  # its pass, once, without a graph (the ascent reuses it)
         count = rows.sum(2, keepdim=True).clamp(min=1)
         sum_a = (a * rows.unsqueeze(-1)).sum(2) / count
         sum_b = (b * rows).sum(2) / count.squeeze(2)
@@ -75,7 +90,7 @@ class BoxBounder:
         need = live & (margin <= tol) & (rows.sum(2) >= 2)
         lam = None
         if need.any() and self.lambda_steps > 0:
-            lam_m, lam_dir, lam = self.optimise_lambda(dual, a, b, rows, need, tol, deadline, lam_init)
+            lam_m, lam_dir, lam = self.optimise_lambda(ascent, a, b, rows, need, tol, deadline, lam_init)
             better = lam_m > margin
             margin = torch.where(better, lam_m, margin)
             direction = torch.where(better.unsqueeze(-1), lam_dir, direction)

@@ -10,6 +10,10 @@ idea of beta-CROWN, here on the paper's dual network. A domain is proven when ev
 its case has a row with a positive margin; otherwise it is split on the unstable ReLU whose relaxation
 gap costs the bound most (``gap * max(-nu, 0)``, ``nu`` the dual variable at the ReLU's output, eq. 8).
 The two children cover the parent, so the case holds when every leaf is proven.
+
+Every domain is bounded with optimised faces (:mod:`onnxdual.engine.optimize`, a few iterations per batch:
+:data:`BRANCH_OPTIMIZE`); the multipliers are tuned on the adaptive faces (one pass per step), and a domain
+keeps the better of the two bounds, both sound.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.network import DualNetwork
+from onnxdual.engine.optimize import OptimizeOptions
 from onnxdual.errors import DeadlineExceeded
 from onnxdual.verify.problem import Problem
 from onnxdual.verify.result import Deadline, SearchStats
+
+
+#: optimisation per batch of domains: few iterations (the search bounds many batches), intermediate bounds
+#: only in the first two
+BRANCH_OPTIMIZE = OptimizeOptions(iterations=8, intermediate_iterations=2)
 
 
 @dataclass
@@ -71,9 +81,12 @@ class ReluBranching:
     to their per-example input shapes (:func:`relu_layers`)."""
 
     def __init__(self, problem: Problem | None, relu_layers: dict[str, torch.Size], *, batch: int = 64,
-                 beta_steps: int = 20, beta_lr: float = 0.05, max_domains: int = 20000):
+                 beta_steps: int = 20, beta_lr: float = 0.05, max_domains: int = 20000,
+                 relaxation: str = "optimized", optimize: OptimizeOptions | None = None):
         self.problem, self.layers = problem, relu_layers
         self.batch, self.beta_steps, self.beta_lr, self.max_domains = batch, beta_steps, beta_lr, max_domains
+        self.relaxation = relaxation
+        self.optimize = optimize or BRANCH_OPTIMIZE
 
     # -- bounding -------------------------------------------------------------------------------------------
     def bound_domains(self, domains: Domains, deadline: Deadline, beta_steps: int | None = None
@@ -88,18 +101,24 @@ class ReluBranching:
         _, center_t, radius_t = model.dual_inputs(cases.lower[domains.cidx], cases.upper[domains.cidx])
         splits = {name: tuple(limit.reshape(n, *shape).to(model.device) for limit in domains.limits(name))
                   for name, shape in self.layers.items()}
-        dual = DualNetwork(model.net, center_t, radius_t, splits=splits)
+        dual = DualNetwork(model.net, center_t, radius_t, splits=splits, relaxation=self.relaxation,
+                           optimize=self.optimize)
+        # the multipliers' ascent calls the bound once per step: on the adaptive faces, one pass each
+        tuned = dual if self.relaxation != "optimized" else DualNetwork(
+            model.net, center_t, radius_t, splits=splits, relaxation="adaptive")
         c = a.reshape(n, d * k, n_out).to(model.device, torch.float32)
         # the Lagrange term's sign: -beta x_j for x_j >= 0, +beta x_j for x_j <= 0 (never positive there)
         signs = {name: -domains.phase[name].float() for name in self.layers}
         live = (domains.open & cases.disjuncts[domains.cidx])
         with torch.no_grad():
             lb = dual.lower_bound(c).double().cpu()
+            if tuned is not dual:  # its pass, once, without a graph (the ascent then reuses it)
+                lb = torch.maximum(lb, tuned.lower_bound(c).double().cpu())
         best = lb
         split_any = any(bool((s != 0).any()) for s in signs.values())
         steps = self.beta_steps if beta_steps is None else beta_steps
         if split_any and steps:
-            best = self._tune_beta(dual, c, signs, lb, rows, live, deadline, steps)
+            best = self._tune_beta(tuned, c, signs, lb, rows, live, deadline, steps)
         row_m = (best.reshape(n, d, k) - b).masked_fill(~rows, -math.inf)
         tol = self.problem.tolerance(b, center_t, n_out)
         margin = (row_m.amax(2) - tol).masked_fill(~live, math.inf)

@@ -18,7 +18,8 @@ import math
 import torch
 from torch import nn
 
-from onnxdual.errors import DeadlineExceeded
+from onnxdual.engine.autodual import RELAXATIONS
+from onnxdual.errors import DeadlineExceeded, InvalidInputError
 from onnxdual.verify.bounding import BoxBounder
 from onnxdual.verify.counterexamples import Counterexamples, OnnxReplay, WitnessFound
 from onnxdual.verify.input_split import InputSplitting
@@ -42,13 +43,20 @@ class Verifier:
             the attacks leave.
         batch_boxes: boxes bounded in one batch.
         lambda_steps: projected-gradient steps on the row combination of a conjunction.
+        relaxation: the relaxation of the root bounds and of ReLU branch and bound (``"optimized"``,
+            ``"adaptive"`` or ``"paper"``); the input-splitting search bounds its boxes with ``"adaptive"``
+            unless this is ``"paper"``.
         device: where bounds and attacks are computed (default: the network's device).
     """
 
     def __init__(self, net: nn.Module, input_shape: tuple[int, ...], ort_session, *,
                  example_shape: tuple[int, ...] | None = None, strict: bool = False,
                  split_max_inputs: int = 16, relu_branching: bool = True,
-                 batch_boxes: int = 512, lambda_steps: int = 20, device: torch.device | str | None = None):
+                 batch_boxes: int = 512, lambda_steps: int = 20, device: torch.device | str | None = None,
+                 relaxation: str = "optimized"):
+        if relaxation not in RELAXATIONS:
+            raise InvalidInputError(f"relaxation must be one of {', '.join(RELAXATIONS)}, got {relaxation!r}")
+        self.relaxation = relaxation
         self.net = net.eval()
         self.input_shape = tuple(int(d) for d in input_shape)
         self.example_shape = tuple(example_shape) if example_shape is not None else self.input_shape[1:]
@@ -96,7 +104,9 @@ class Verifier:
         counterexamples.quick_attack(gen, deadline, stats)
         if counterexamples.unwitnessable():
             return counterexamples.give_up(gen, deadline, stats)
-        splitting = InputSplitting(problem, BoxBounder(problem, self.lambda_steps), counterexamples,
+        boxes = "paper" if self.relaxation == "paper" else "adaptive"
+        bounder = BoxBounder(problem, self.lambda_steps, relaxation=boxes, root=self.relaxation)
+        splitting = InputSplitting(problem, bounder, counterexamples,
                                    split_max_inputs=self.split_max_inputs, batch_boxes=self.batch_boxes)
         outcome = splitting.run(deadline, stats, gen)
         if outcome.proven:
@@ -108,7 +118,7 @@ class Verifier:
         layers = relu_layers(self.net, self.example_shape)
         if not layers:
             return answer
-        search = ReluBranching(problem, layers)
+        search = ReluBranching(problem, layers, relaxation=self.relaxation)
         return UNSAT if search.run(search.roots(*outcome.roots), deadline, stats) else answer
 
 

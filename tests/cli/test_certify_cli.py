@@ -52,16 +52,48 @@ def test_certify_writes_all_outputs_consistent_with_the_api(tiny, tmp_path):
     d = np.load(data)
     net = onnxdual.load(model)
     x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"]).long()
+    summary = json.loads((out / "summary.json").read_text())
+    relaxation = summary["meta"]["relaxation"]  # auto: the tightest within the time budget
+    assert relaxation in ("paper", "adaptive", "optimized") and (ex.relaxation == relaxation).all()
     with torch.no_grad():
         pred = net(x).argmax(1)
-        lb = onnxdual.DualNetwork(net, x, 0.01).lower_bound(onnxdual.margin_matrix(pred, 10))
+        lb = onnxdual.DualNetwork(net, x, 0.01, relaxation=relaxation).lower_bound(onnxdual.margin_matrix(pred, 10))
     lb[torch.arange(30), pred] = float("inf")
     e = ex[ex.eps == 0.01].sort_values("index")
     np.testing.assert_allclose(e.margin_lower_bound, lb.min(1).values.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(e.certified, (lb.min(1).values > 0).numpy() & (pred == y).numpy())
     assert not (e.certified & e.pgd_success).any()
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["meta"]["bound"] == "exact"
+
+
+@pytest.mark.parametrize("relaxation", ["paper", "adaptive", "optimized"])
+def test_a_chosen_relaxation_is_used_and_reported_everywhere(tiny, tmp_path, relaxation):
+    model, data = tiny
+    out = tmp_path / relaxation
+    result = run("certify", model, "--data", data, "--eps", "0.01", "--clip", "none", "--out", out,
+                 "--pgd-steps", "2", "--relaxation", relaxation)
+    assert result.exit_code == 0, result.output
+    assert f"relaxation: {relaxation}" in result.stdout
+    ex, summary = pd.read_csv(out / "examples.csv"), pd.read_csv(out / "summary.csv")
+    meta = json.loads((out / "summary.json").read_text())["meta"]
+    assert (ex.relaxation == relaxation).all() and (summary.relaxation == relaxation).all()
+    assert meta["relaxation"] == relaxation and relaxation in (out / "report.html").read_text()
+    net = onnxdual.load(model)
+    d = np.load(data)
+    x = torch.from_numpy(d["x"])
+    with torch.no_grad():
+        pred = net(x).argmax(1)
+        lb = onnxdual.DualNetwork(net, x, 0.01, relaxation=relaxation).lower_bound(onnxdual.margin_matrix(pred, 10))
+    lb[torch.arange(30), pred] = float("inf")
+    np.testing.assert_allclose(ex.sort_values("index").margin_lower_bound, lb.min(1).values.numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_a_probable_bound_refuses_the_tighter_relaxations(tiny, tmp_path):
+    model, data = tiny
+    result = run("certify", model, "--data", data, "--probable", "0.01", "--relaxation", "optimized",
+                 "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "paper" in result.output
 
 
 def test_json_flag_prints_only_json(tiny, tmp_path):

@@ -140,15 +140,19 @@ def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
     ONNX crops ``pads`` (begin, end) from the full transposed convolution, after ``output_padding`` extra
     rows at the end; ``output_shape`` and ``auto_pad`` define the pads through the ONNX formula
     ``total = stride * (in - 1) + output_padding + (kernel - 1) * dilation + 1 - out`` (the larger half at
-    the end for ``SAME_UPPER``, at the beginning otherwise). Cropping ``b >= e`` is the same as cropping
-    ``b`` on both sides with ``b - e`` more ``output_padding``, where torch allows that padding (below the
-    stride or the dilation); other nodes are left for onnx2torch to refuse."""
-    nodes = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
-    if not nodes:
+    the end for ``SAME_UPPER``, at the beginning otherwise). Cropping ``(b, e)`` is cropping ``m = min(b, e)``
+    on both sides (the symmetric pads torch has) and then ``b - m`` at the beginning and ``e - m`` at the end
+    (a ``Slice`` after the node; TensorFlow's 'same' transposed convolutions need it). Nodes whose shapes are
+    unknown are left for onnx2torch to refuse."""
+    if not any(n.op_type == "ConvTranspose" for n in model.graph.node):
         return model
     shapes: dict[str, list[int]] | None = None
     inits = {t.name: t for t in model.graph.initializer}
-    for node in nodes:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    crops: dict[int, onnx.NodeProto] = {}  # node index -> the Slice that crops the rest
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "ConvTranspose":
+            continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         mode = attrs.get("auto_pad", b"NOTSET")
         mode = mode.decode() if isinstance(mode, bytes) else mode
@@ -178,16 +182,39 @@ def conv_transpose_pads(model: onnx.ModelProto) -> onnx.ModelProto:
             begins, ends = pads[:d], pads[d:]
             if begins == ends:
                 continue
-        extra = [p + b - e for p, b, e in zip(out_pad, begins, ends)]
-        if any(b < e for b, e in zip(begins, ends)) or any(
-                x >= max(s, dl) for x, s, dl in zip(extra, strides, dilations)):
-            continue
+        both = [min(b, e) for b, e in zip(begins, ends)]
         for a in list(node.attribute):
             if a.name in ("auto_pad", "output_shape", "pads", "output_padding"):
                 node.attribute.remove(a)
-        node.attribute.extend([helper.make_attribute("pads", begins + begins),
-                               helper.make_attribute("output_padding", extra)])
+        node.attribute.extend([helper.make_attribute("pads", both + both),
+                               helper.make_attribute("output_padding", out_pad)])
+        if begins != ends:
+            crops[index] = _crop(model, node, [b - m for b, m in zip(begins, both)],
+                                 [e - m for e, m in zip(ends, both)], opset)
+    if crops:
+        nodes = [n for i, n in enumerate(model.graph.node) for n in ([n, crops[i]] if i in crops else [n])]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
     return model
+
+
+def _crop(model: onnx.ModelProto, node: onnx.NodeProto, front: list[int], back: list[int],
+          opset: int) -> onnx.NodeProto:
+    """A Slice that removes ``front[d]`` entries from the beginning and ``back[d]`` from the end of spatial
+    axis ``d`` of ``node``'s output (which it takes over: the node writes to a new name)."""
+    output = node.output[0]
+    node.output[0] = f"{output}__onnxdual_uncropped"
+    cropped = [d for d in range(len(front)) if front[d] or back[d]]
+    axes = [2 + d for d in cropped]
+    starts, ends = [front[d] for d in cropped], [-back[d] if back[d] else 2**62 for d in cropped]
+    name = f"{node.name or output}__onnxdual_crop"
+    if opset < 10:
+        return helper.make_node("Slice", [node.output[0]], [output], name=name, starts=starts, ends=ends,
+                                axes=axes)
+    for part, value in (("starts", starts), ("ends", ends), ("axes", axes)):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), f"{name}_{part}"))
+    return helper.make_node("Slice", [node.output[0], f"{name}_starts", f"{name}_ends", f"{name}_axes"],
+                            [output], name=name)
 
 
 def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -20,6 +20,8 @@ F32 = np.float32
     ({"strides": [2, 1], "output_padding": [1, 0], "dilations": [1, 2]}, [3, 8, 8]),
     ({"strides": [2, 2], "output_shape": [6, 8]}, [3, 6, 8]),  # onnx2torch would ignore output_shape
     ({"strides": [2, 2], "auto_pad": "SAME_LOWER"}, [3, 6, 8]),
+    ({"strides": [2, 2], "auto_pad": "SAME_UPPER"}, [3, 6, 8]),  # crops more at the end: a Slice after
+    ({"strides": [2, 1], "pads": [0, 1, 2, 0]}, [3, 7, 5]),  # begin < end on one axis, > on the other
 ])
 def test_conv_transpose_2d(onnx_model, opset, attrs, out):
     w = rng.normal(size=(2, 3, 3, 3)).astype(F32)

@@ -3,7 +3,9 @@ they are; each rewrite computes the same function (the ONNX definition, step by 
 
 * ``Split`` -> one ``Slice`` per output (the engine's graph has one output per node);
 * ``SpaceToDepth`` and ``DepthToSpace`` in ``DCR`` mode -> ``Reshape``, ``Transpose``, ``Reshape``
-  (onnx2torch converts neither; the reshapes copy the batch dimension, ``0``).
+  (onnx2torch converts neither; the reshapes copy the batch dimension, ``0``);
+* negative constant ``GatherElements`` indices -> the same indices counted from the front (onnx2torch's
+  module passes them to ``torch.gather``, which refuses them).
 
 A node whose sizes cannot be known (shape inference fails) is left as it is.
 """
@@ -17,7 +19,7 @@ from onnx import helper, numpy_helper
 
 def lower_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every lowering of this module (the caller owns ``model``; returns it rewritten)."""
-    return space_depth_to_reshapes(split_to_slices(model))
+    return non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model)))
 
 
 def constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -149,3 +151,26 @@ def _reshape(model: onnx.ModelProto, source: str, shape: list[int], output: str,
         return helper.make_node("Reshape", [source], [output], name=name, shape=shape)
     model.graph.initializer.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{name}_shape"))
     return helper.make_node("Reshape", [source, f"{name}_shape"], [output], name=name)
+
+
+def non_negative_gather_indices(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``GatherElements`` with constant indices: negative ones (from the end of ``axis``) made non-negative."""
+    nodes = [n for n in model.graph.node if n.op_type == "GatherElements" and len(n.input) == 2]
+    constants = {t.name: t for t in model.graph.initializer}
+    nodes = [n for n in nodes if n.input[1] in constants
+             and (numpy_helper.to_array(constants[n.input[1]]) < 0).any()]
+    if not nodes:
+        return model
+    shapes = inferred_shapes(model)
+    for node in nodes:
+        indices = numpy_helper.to_array(constants[node.input[1]])
+        shape = shapes.get(node.input[0], [])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        axis = axis + len(shape) if axis < 0 else axis
+        if not 0 <= axis < len(shape) or shape[axis] <= 0:
+            continue
+        name = f"{node.input[1]}__onnxdual_non_negative_{node.name or node.output[0]}"
+        fixed = np.where(indices < 0, indices + shape[axis], indices).astype(indices.dtype)
+        model.graph.initializer.append(numpy_helper.from_array(fixed, name))
+        node.input[1] = name
+    return model

@@ -39,7 +39,7 @@ def test_gather_on_the_batch_axis_is_refused(onnx_model):
 @pytest.mark.parametrize("opset", [11, 13])
 def test_gather_elements(onnx_model, opset):
     """(The ONNX output has the indices' shape, batch 1 included: the model is one of batch 1.)"""
-    idx = np.array([[[0, 2, 1], [2, 0, 0]]], I64)  # onnx2torch 1.5 does not take negative indices here
+    idx = np.array([[[0, -1, 1], [2, 0, -3]]], I64)  # negative ones: made non-negative by the frontend
     node = helper.make_node("GatherElements", ["input", "i"], ["output"], axis=2)
     model = onnx_model([node], [2, 3], [2, 3], {"i": idx}, opset=opset)
     net = onnxdual.load(model)

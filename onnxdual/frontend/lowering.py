@@ -154,7 +154,8 @@ def _reshape(model: onnx.ModelProto, source: str, shape: list[int], output: str,
 
 
 def non_negative_gather_indices(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``GatherElements`` with constant indices: negative ones (from the end of ``axis``) made non-negative."""
+    """``GatherElements`` with constant indices: negative ones (counted from the end of ``axis``) made
+    non-negative."""
     nodes = [n for n in model.graph.node if n.op_type == "GatherElements" and len(n.input) == 2]
     constants = {t.name: t for t in model.graph.initializer}
     nodes = [n for n in nodes if n.input[1] in constants

@@ -295,8 +295,12 @@ def margin_matrix(y: Tensor, num_classes: int) -> Tensor:
 
 def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm: str = "linf",
                 proj: int | None = None, *, clip: tuple[float, float] | None = None,
-                generator: torch.Generator | None = None, size_average: bool = True) -> tuple[Tensor, Tensor]:
+                generator: torch.Generator | None = None, size_average: bool = True,
+                relaxation: str = "paper") -> tuple[Tensor, Tensor]:
     """Robust cross-entropy and robust error (Wong & Kolter; the paper's code ``robust_loss``).
+
+    ``relaxation`` (exact bounds only, ``proj=None``): ``"adaptive"`` trains on CROWN's tighter faces, which
+    are differentiable like the paper's; projections need the paper's relaxation.
 
     ``J`` is the lower bound (or, with ``proj``, the estimate) of ``f_y - f_j``; the loss is
     ``CE(-J, y)`` and the error the fraction of examples with some ``J_j <= 0`` (not certified).
@@ -307,7 +311,7 @@ def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm:
         raise InvalidInputError("y must hold one label per example")
     if (y < 0).any() or (y >= num_classes).any():
         raise InvalidInputError(f"labels must lie in [0, {num_classes - 1}]")
-    dual = DualNetwork(net, x, eps, norm, proj, clip=clip, generator=generator)
+    dual = DualNetwork(net, x, eps, norm, proj, clip=clip, generator=generator, relaxation=relaxation)
     c = margin_matrix(y, num_classes).to(x.dtype)
     j = dual.estimate(c).value
     ce = F.cross_entropy(-j, y, reduction="mean" if size_average else "none")

@@ -11,6 +11,7 @@ from onnx import helper
 
 import onnxdual
 from onnxdual.duals.base import Faces, ParametricFaces
+from tests.onnx_builders import conv_maxpool_model
 
 rng = np.random.default_rng(11)
 RELAXATIONS = ["paper", "adaptive", "optimized"]
@@ -138,17 +139,9 @@ def test_one_node_and_network_are_sound_for_every_relaxation(dual_check, onnx_mo
 
 
 @pytest.mark.parametrize("relaxation", RELAXATIONS)
-def test_maxpool_network_is_sound_and_ordered(dual_check, onnx_model, relaxation):
+def test_maxpool_network_is_sound_and_ordered(dual_check, relaxation):
     pytest.importorskip("onnxdual_maxpool", reason="plugins/onnxdual-maxpool is not installed")
-    k = (rng.normal(size=(3, 1, 3, 3)) * 0.6).astype(np.float32)
-    w = (rng.normal(size=(4, 27)) / 5).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["input", "K"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "W"], ["g"], transB=1),
-             helper.make_node("Relu", ["g"], ["output"])]
-    model = onnx_model(nodes, [1, 6, 6], [4], {"K": k, "W": w})
+    model = conv_maxpool_model(rng, relu_output=True)
     x = rng.uniform(0, 1, size=(2, 1, 6, 6))
     dual_check(model, x, eps=0.15, relaxation=relaxation)
     net, xt, c = onnxdual.load(model), torch.tensor(x, dtype=torch.float32), torch.randn(2, 5, 4)

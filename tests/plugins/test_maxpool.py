@@ -10,6 +10,7 @@ import torch
 from onnx import helper
 
 import onnxdual
+from tests.onnx_builders import conv_maxpool_model
 
 pytest.importorskip("onnxdual_maxpool", reason="plugins/onnxdual-maxpool is not installed")
 
@@ -79,15 +80,8 @@ def test_relaxation_encloses_maxpool_and_selects_inside_the_window(onnx_model):
     torch.testing.assert_close((relax.apply(x) * nu).sum(), (x * relax.transpose(nu)).sum())
 
 
-def test_in_a_convolutional_network(dual_check, onnx_model):
-    k = (rng.normal(size=(3, 1, 3, 3)) * 0.6).astype(np.float32)
-    w = (rng.normal(size=(4, 27)) / 5).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["input", "K"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "W"], ["output"], transB=1)]
-    model = onnx_model(nodes, [1, 6, 6], [4], {"K": k, "W": w})
+def test_in_a_convolutional_network(dual_check):
+    model = conv_maxpool_model(rng)
     net, lower, _ = dual_check(model, rng.uniform(0, 1, size=(2, 1, 6, 6)), eps=0.1)
     from onnxdual.attack import pgd
     from onnxdual.engine.input_sets import Box

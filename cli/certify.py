@@ -25,6 +25,14 @@ def default_model() -> Path:
     return Path(str(resources.files("onnxdual") / "assets" / "mnist_small_robust.onnx"))
 
 
+def _non_empty_out(value: str) -> Path:
+    """Refuse an empty ``--out`` before any work (as a path it would mean the current directory)."""
+    if not value.strip():
+        raise click.BadParameter("give a folder for the report (an empty path would write into the current "
+                                 "directory)", param_hint="'--out'")
+    return Path(value)
+
+
 class _Progress:
     def __init__(self, total: int, enabled: bool):
         self.bar = None
@@ -53,13 +61,17 @@ class _Progress:
               help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y. Default: the shipped sample.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N examples.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=100, show_default=True,
+              help="Examples bounded at once (1 to 100000).")
 @device_option()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("onnxdual-report"), show_default=True,
+@click.option("--out", type=click.Path(), default="onnxdual-report", show_default=True,
+              callback=lambda ctx, param, value: _non_empty_out(value),
               help="Directory for examples.csv, summary.csv, summary.json and report.html.")
 @seed_option
-@click.option("--pgd-steps", type=click.IntRange(min=0), default=40, show_default=True)
-@click.option("--pgd-restarts", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--pgd-steps", type=click.IntRange(min=0, max=100_000), default=40, show_default=True,
+              help="Attack steps per example (0 to 100000).")
+@click.option("--pgd-restarts", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+              help="Attack restarts (1 to 1000).")
 @click.option("--probable", "delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Certify with bounds that hold with probability >= 1 - DELTA per example (random "
                    "projections, App. E) instead of exact ones: for networks too large for exact bounds.")

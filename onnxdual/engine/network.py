@@ -31,7 +31,7 @@ from onnxdual.engine.autodual import RELAXATIONS, PassResult, Splits, forward_pa
 from onnxdual.engine.build import BuiltDual, build_dual
 from onnxdual.engine.cost import examples_per_pass
 from onnxdual.engine.input_sets import InputSet, make_input_set
-from onnxdual.engine.optimize import OptimizeOptions, optimized_bound
+from onnxdual.engine.optimize import OptimizeOptions, examples_per_optimization, optimized_bound
 from onnxdual.engine.probable import probable_pass
 from onnxdual.errors import InvalidInputError
 
@@ -169,12 +169,19 @@ class DualNetwork:
         out_shape = self.built.output_shape
         self._activation_inputs(inner or {})
         parts, passes = [], []
-        for index, result in self._ensure_pass():
-            ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
-            found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
-                                    {name: v[index] for name, v in (inner or {}).items()})
-            parts.append(found.value)
-            passes.append((index, found.result))
+        for chunk, result in self._ensure_pass():
+            step = examples_per_optimization(self.built, result, c.shape[1], self.x.element_size(), self.optimize)
+            for start in range(chunk.start, chunk.stop, step):
+                index = slice(start, min(start + step, chunk.stop))
+                if index != chunk:  # per-row parameters of the whole chunk would not fit: its own pass
+                    splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
+                    result = forward_pass(self.built, self.input_set.chunk(index), None, None, self.memory_budget,
+                                          splits, relaxation="adaptive")
+                ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
+                found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
+                                        {name: v[index] for name, v in (inner or {}).items()})
+                parts.append(found.value)
+                passes.append((index, found.result))
         self._optimized = passes
         return torch.cat(parts)
 

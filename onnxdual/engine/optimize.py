@@ -230,6 +230,24 @@ def _targets(steps, bounds, options: OptimizeOptions, device, dtype) -> list[_Ta
     return targets
 
 
+def examples_per_optimization(built: BuiltDual, base: PassResult, rows: int, element: int,
+                              options: OptimizeOptions = OptimizeOptions()) -> int:
+    """How many examples of ``base``'s batch can be optimised at once with one parameter set per row
+    within ``options.memory_budget`` (at least 1): callers split larger batches, because a shared set
+    is much looser."""
+    steps = [s for s in built.steps if isinstance(s.layer, ActivationDual) and s.node.name in base.relaxations]
+    if not steps:
+        return max(1, options.memory_budget)
+    sizes = [base.preactivation_bounds[s.node.name][0][0].numel() for s in steps]
+    need = rows * sum(sizes)
+    if options.intermediate:
+        for i, step in enumerate(steps[1:], 1):
+            lower, upper = base.preactivation_bounds[step.node.name]
+            k = int(step.layer.needs_bounds(lower, upper).flatten(1).sum(1).max()) if lower.numel() else 0
+            need += 2 * k * sum(sizes[:i])
+    return max(1, options.memory_budget // max(4 * need * element, 1))
+
+
 def _per_row_fits(steps, row_counts: dict[str, int], bounds, batch: int, element: int, budget: int,
                   ) -> dict[str, bool]:
     """Per target: whether one parameter set per row fits the budget (parameters, gradients and the

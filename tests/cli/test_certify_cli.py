@@ -174,3 +174,12 @@ def test_user_errors_give_one_line_and_exit_2(tiny, tmp_path, args, message):
     err = result.stderr.strip()
     assert err.count("\n") == 0 or err.startswith("Usage"), err
     assert message.lower() in err.lower()
+
+
+@pytest.mark.parametrize("args", [["--out", ""], ["--out", "  "], ["--batch-size", "1000000"],
+                                  ["--pgd-restarts", "5000"]])
+def test_an_empty_out_or_an_absurd_size_is_refused_before_any_work(tmp_path, args):
+    result = run("certify", *args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("onnxdual: error:")

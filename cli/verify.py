@@ -303,6 +303,9 @@ def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, 
                 body = format_vnncomp_witness(x, y)
         except (OnnxDualError, UserError) as exc:
             log(f"error: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, no results file claiming anything
+        click.echo("onnxdual: interrupted", err=True)
+        sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the results file must say "error", whatever happened
         log(f"error: {type(exc).__name__}: {exc}")
     text = answer + ("\n" + body if body else "") + "\n"

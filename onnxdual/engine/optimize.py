@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -48,6 +49,8 @@ class OptimizeOptions:
         stop_when_positive: stop as soon as every bound entry is positive (all proven; for verification).
         memory_budget: bytes the per-row parameters may take; past it, a target shares one parameter set
             across its rows (looser, far smaller).
+        stop: called before every iteration; ``True`` ends the optimisation with the best bound so far
+            (a deadline: every iterate is a valid bound, so stopping early is always sound).
     """
 
     iterations: int = 40
@@ -59,6 +62,7 @@ class OptimizeOptions:
     intermediate_iterations: int | None = 10
     stop_when_positive: bool = False
     memory_budget: int = 512 * 1024**2
+    stop: Callable[[], bool] | None = None
 
     def __post_init__(self):
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
@@ -132,6 +136,8 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
         history: list[float] = []
         frame = bounds  # the bounds that intermediate targets start from and that shape the projection
         for it in range(options.iterations):
+            if options.stop is not None and options.stop():
+                break
             done += 1
             if targets and it == options.intermediate_iterations:  # from here on: the objective only
                 targets, target_names, frame = [], set(), best_bounds

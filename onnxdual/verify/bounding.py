@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ class BoxBounder:
         center, center_t, radius_t = model.dual_inputs(lowers, uppers)
         first, self._rooted = not self._rooted, True
         dual = DualNetwork(model.net, center_t, radius_t, relaxation=self.root if first else self.relaxation,
-                           optimize=self.optimize)
+                           optimize=replace(self.optimize or OptimizeOptions(), stop=deadline.passed))
         ascent = dual if not first or self.root == self.relaxation else DualNetwork(
             model.net, center_t, radius_t, relaxation=self.relaxation)
         if ascent is not dual:

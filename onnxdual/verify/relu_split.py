@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -102,7 +102,7 @@ class ReluBranching:
         splits = {name: tuple(limit.reshape(n, *shape).to(model.device) for limit in domains.limits(name))
                   for name, shape in self.layers.items()}
         dual = DualNetwork(model.net, center_t, radius_t, splits=splits, relaxation=self.relaxation,
-                           optimize=self.optimize)
+                           optimize=replace(self.optimize, stop=deadline.passed))
         # the multipliers' ascent calls the bound once per step: on the adaptive faces, one pass each
         tuned = dual if self.relaxation != "optimized" else DualNetwork(
             model.net, center_t, radius_t, splits=splits, relaxation="adaptive")

@@ -216,7 +216,7 @@ def test_evaluation_certifies_exactly_and_writes_the_report(conv_model, tmp_path
 def test_a_bound_beaten_by_the_attack_fails_loudly(conv_model, tmp_path, monkeypatch):
     import onnxdual.certify.run as certify_module
 
-    def unsound(net, x, eps, *args):  # claims everything is certified
+    def unsound(net, x, eps, *args, **kwargs):  # claims everything is certified
         with torch.no_grad():
             return net(x).flatten(1).argmax(1), torch.ones(x.shape[0])
 

@@ -43,9 +43,9 @@ class Verifier:
             the attacks leave.
         batch_boxes: boxes bounded in one batch.
         lambda_steps: projected-gradient steps on the row combination of a conjunction.
-        relaxation: the relaxation of the root bounds and of ReLU branch and bound (``"optimized"``,
-            ``"adaptive"`` or ``"paper"``); the input-splitting search bounds its boxes with ``"adaptive"``
-            unless this is ``"paper"``.
+        relaxation: the relaxation of ReLU branch and bound, its roots and domains (``"optimized"``,
+            ``"adaptive"`` or ``"paper"``); the input-splitting search bounds its boxes, root included, with
+            ``"adaptive"`` unless this is ``"paper"``.
         device: where bounds and attacks are computed (default: the network's device).
     """
 
@@ -104,8 +104,11 @@ class Verifier:
         counterexamples.quick_attack(gen, deadline, stats)
         if counterexamples.unwitnessable():
             return counterexamples.give_up(gen, deadline, stats)
+        # input splitting bounds many small boxes quickly: adaptive faces there, root included (an optimised
+        # root cost seconds on networks that adaptive bounds prove in milliseconds); the optimised faces go
+        # where the search is hard, to the roots and domains of ReLU branch and bound
         boxes = "paper" if self.relaxation == "paper" else "adaptive"
-        bounder = BoxBounder(problem, self.lambda_steps, relaxation=boxes, root=self.relaxation)
+        bounder = BoxBounder(problem, self.lambda_steps, relaxation=boxes, root=boxes)
         splitting = InputSplitting(problem, bounder, counterexamples,
                                    split_max_inputs=self.split_max_inputs, batch_boxes=self.batch_boxes)
         outcome = splitting.run(deadline, stats, gen)

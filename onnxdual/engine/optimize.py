@@ -117,10 +117,11 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     row_counts = {t.name: t.rows.shape[1] for t in targets} | {"": c.shape[1]}
     per_row = _per_row_fits(steps, row_counts, bounds, batch, c.element_size(), options.memory_budget)
     order = [s.node.name for s in steps]
+    by_name = {s.node.name: s for s in steps}
     for target in [*(t.name for t in targets), ""]:
         earlier = order if target == "" else order[: order.index(target)]
         for name in earlier:
-            step = next(s for s in steps if s.node.name == name)
+            step = by_name[name]
             lower, upper = bounds[name]
             faces = step.layer.faces(lower, upper)
             if isinstance(faces, ParametricFaces):
@@ -161,9 +162,9 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
                     new_lo = torch.maximum(old_lo, lo.detach())
                     best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
                 best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
-                for (target, name), group in params.items():
-                    step = next(s for s in steps if s.node.name == name)
-                    projected = step.layer.faces(*frame[name]).project(group)
+                feasible = {name: by_name[name].layer.faces(*frame[name]) for name in {n for _, n in params}}
+                for (target, name), group in params.items():  # one feasible set per activation, not per group
+                    projected = feasible[name].project(group)
                     for p, q in zip(group, projected):
                         p.copy_(q)
             total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
@@ -242,7 +243,7 @@ def examples_per_optimization(built: BuiltDual, base: PassResult, rows: int, ele
     within ``options.memory_budget`` (at least 1): callers split larger batches, because a shared set
     is much looser."""
     steps = [s for s in built.steps if isinstance(s.layer, ActivationDual) and s.node.name in base.relaxations]
-    if not steps:
+    if not steps:  # nothing to optimise: any batch fits
         return max(1, options.memory_budget)
     sizes = [base.preactivation_bounds[s.node.name][0][0].numel() for s in steps]
     need = rows * sum(sizes)

@@ -120,6 +120,9 @@ class CertifyResult:
     #: the relaxation the exact bounds used, and why (``auto``: the measured costs)
     relaxation: str = "paper"
     relaxation_choice: str = ""
+    #: for the report's thumbnails: up to :data:`SHOWN_ADVERSARIALS` correctly classified, uncertified
+    #: examples per (eps, outcome "undecided" / "broken"), with the clean input and PGD's best point
+    adversarials: list[dict] = field(default_factory=list)
 
     @property
     def violations(self) -> list[dict]:
@@ -144,6 +147,24 @@ class CertifyResult:
             "pgd_margin"]).astype({"stage": "Int64"})
         frame["relaxation"] = self.relaxation
         return frame
+
+    def adversarials_frame(self) -> pd.DataFrame:
+        """``index, eps, outcome, pgd_margin, input, adversarial`` (numpy arrays of one example's shape)."""
+        return pd.DataFrame.from_records(self.adversarials, columns=[
+            "index", "eps", "outcome", "pgd_margin", "input", "adversarial"])
+
+    def keep_adversarial(self, record: dict, x: Tensor, adversarial: Tensor) -> None:
+        """Keep ``record``'s clean input and PGD point when it is undecided or broken and its kind, at its eps,
+        has fewer than :data:`SHOWN_ADVERSARIALS` kept."""
+        if record["certified"] or record["prediction"] != record["label"]:
+            return
+        outcome = "broken" if record["pgd_success"] else "undecided"
+        if sum(a["eps"] == record["eps"] and a["outcome"] == outcome for a in self.adversarials) \
+                >= SHOWN_ADVERSARIALS:
+            return
+        self.adversarials.append({"index": record["index"], "eps": record["eps"], "outcome": outcome,
+                                  "pgd_margin": record["pgd_margin"], "input": x.detach().cpu().numpy(),
+                                  "adversarial": adversarial.detach().cpu().numpy()})
 
     def summary_frame(self) -> pd.DataFrame:
         ex, st = self.examples_frame(), pd.DataFrame.from_records(self.stage_records)
@@ -210,6 +231,8 @@ def check_domain(x: Tensor, clip: tuple[float, float] | None) -> None:
 
 #: examples the automatic choice times each relaxation on
 PROBE_EXAMPLES = 8
+#: undecided (and, apart, broken) examples per eps whose PGD adversarial a result keeps for the report
+SHOWN_ADVERSARIALS = 12
 
 
 def choose_relaxation(net: nn.Module, x: Tensor, settings: CertifySettings, num_classes: int,
@@ -269,7 +292,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
         for start in range(0, x.shape[0], settings.batch_size):
             xb, yb = x[start:start + settings.batch_size], y[start:start + settings.batch_size]
             decided: Tensor = torch.zeros_like(yb)  # 0 = no stage certified yet
-            preds, margins, attacks = [], [], []
+            preds, margins, attacks, points = [], [], [], []
             # the attack's objective and set are the same for every stage: f_y - f_j over the eps-ball
             c = margin_matrix(yb, num_classes).to(xb.dtype)
             mask = torch.ones_like(c[:, :, 0], dtype=torch.bool)
@@ -280,8 +303,9 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
                 pred, margin = worst_margins(stage.net, xb, eps, settings.norm, settings.clip, settings.probable,
                                              settings.projections, num_classes, projections, result.relaxation)
                 bound_seconds += time.perf_counter() - t0
-                attack = pgd(stage.net, ball, c, steps=settings.pgd_steps, restarts=settings.pgd_restarts,
-                             mask=mask, generator=generator).value.detach()
+                found = pgd(stage.net, ball, c, steps=settings.pgd_steps, restarts=settings.pgd_restarts,
+                            mask=mask, generator=generator)
+                attack = found.value.detach()
                 certified = margin > 0
                 decided = torch.where((decided == 0) & certified, torch.full_like(decided, i), decided)
                 correct = pred == yb
@@ -297,6 +321,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
                 preds.append(pred)
                 margins.append(margin)
                 attacks.append(attack)
+                points.append(found.x)
             for k in range(yb.shape[0]):
                 stage_idx = int(decided[k]) - 1 if decided[k] > 0 else 0
                 pred = int(preds[stage_idx][k])
@@ -306,6 +331,7 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
                     "margin_lower_bound": float(margins[stage_idx][k]),
                     "stage": int(decided[k]) if decided[k] > 0 else None,
                     "pgd_success": bool(attacks[stage_idx][k] <= 0), "pgd_margin": float(attacks[stage_idx][k])})
+                result.keep_adversarial(result.records[-1], xb[k], points[stage_idx][k])
             if progress is not None:
                 progress(yb.shape[0])
         result.seconds[eps] = bound_seconds

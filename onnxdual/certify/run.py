@@ -30,7 +30,7 @@ from onnxdual.engine.input_sets import make_input_set
 from onnxdual.engine.network import margin_matrix
 from onnxdual.errors import InvalidInputError
 from onnxdual.frontend.onnx_import import load
-from onnxdual.reports.meta import RunMeta
+from onnxdual.reports.meta import RunMeta, dual_layer_sources
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,7 @@ class CertifyResult:
                        bound=s.bound, device=device, started=started.isoformat(timespec="seconds"),
                        seconds=round(seconds, 3), seed=s.seed,
                        soundness_violations=len(self.violations) + extra_violations, command=command,
+                       dual_layers=dual_layer_sources(st.net for st in self.stages),
                        extra={"relaxation": self.relaxation, "relaxation_choice": self.relaxation_choice,
                               **dict(extra or {})})
 

@@ -322,8 +322,8 @@ def train_command(**options: Any) -> None:
     beats a certificate).
 
     Data parallel on N processes: torchrun --nproc_per_node N --no-python onnxdual train ..."""
-    from onnxdual.training.distributed import (dist_info, init_distributed, resolve_device,
-                                               shutdown_distributed, torchrun_world_size)
+    from onnxdual.distributed import (dist_info, init_distributed, resolve_device, shutdown_distributed,
+                                      torchrun_world_size)
 
     config, opts = parse_options(options)
     out = _prepare_out(opts)

@@ -9,16 +9,16 @@
 The rooms: :mod:`.config` (settings, eps ramp and learning-rate schedule), :mod:`.interfaces` (data,
 callbacks, results), :mod:`.source` (the model source turned into the ONNX template the run trains),
 :mod:`.loop` (the training loop), :mod:`.checkpoint` (the run directory's files, RNG state, resume),
-:mod:`.distributed` (device and ``torchrun`` process group), :mod:`.evaluation` (exact certification + PGD
+:mod:`.distributed` (data-parallel collectives over the ``torchrun`` group of :mod:`onnxdual.distributed`), :mod:`.evaluation` (exact certification + PGD
 of the result), :mod:`.cascade` (Alg. 2) and :mod:`.architectures` (the built-in networks of App. G). The
 ONNX export and the write-back of trained parameters live in :mod:`onnxdual.frontend.export`.
 """
 
+from onnxdual.distributed import init_distributed
 from onnxdual.frontend.export import export_onnx
 from onnxdual.training.architectures import ARCHITECTURES, build_architecture
 from onnxdual.training.cascade import CascadeCallback, CascadeResult, exact_certifier, train_cascade
 from onnxdual.training.config import TrainConfig, eps_at, lr_at
-from onnxdual.training.distributed import init_distributed
 from onnxdual.training.evaluation import EvalResult, SoundnessError, evaluate
 from onnxdual.training.interfaces import ArrayData, TrainCallback, TrainData, TrainResult
 from onnxdual.training.loop import train

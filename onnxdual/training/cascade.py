@@ -42,12 +42,13 @@ from torch import Tensor, nn
 
 from onnxdual.certify.manifest import CASCADE_FORMAT, MANIFEST, MANIFEST_VERSION, write_manifest
 from onnxdual.certify.margins import certified_predictions
+from onnxdual.distributed import DistInfo, barrier, dist_info, resolve_device
 from onnxdual.errors import InvalidInputError
 from onnxdual.files import atomic_write, clean_stale_temps, lock_dir, prepare_dir
 from onnxdual.reports.meta import software_versions
 from onnxdual.training.checkpoint import CHECKPOINT, MODEL
 from onnxdual.training.config import TrainConfig, changed_settings
-from onnxdual.training.distributed import DistInfo, barrier, dist_info, resolve_device, run_sharded
+from onnxdual.training.distributed import run_sharded
 from onnxdual.training.interfaces import ArrayData, TrainCallback, TrainData
 from onnxdual.training.loop import train
 from onnxdual.training.source import ModelSource, manifest_source

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from onnxdual.training.distributed import resolve_device
+from onnxdual.distributed import resolve_device
 from onnxdual.training.interfaces import TrainData
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
+from onnxdual.distributed import DistInfo, all_reduce_sum, barrier, dist_info, gather_objects, resolve_device
 from onnxdual.engine.network import robust_loss
 from onnxdual.errors import CheckpointError, DivergenceError, InvalidInputError, ModelLoadError
 from onnxdual.files import atomic_write, clean_stale_temps, lock_dir, prepare_dir
@@ -41,8 +42,7 @@ from onnxdual.training.checkpoint import (CHECKPOINT, METRICS, MODEL, check_resu
                                           epoch_model_name, read_checkpoint, restore, rng_state,
                                           write_checkpoint, write_metrics_csv)
 from onnxdual.training.config import TrainConfig, eps_at, lr_at, resolve_eps_start
-from onnxdual.training.distributed import (DistInfo, all_reduce_sum, allreduce_gradients, barrier,
-                                           broadcast_module, dist_info, gather_objects, resolve_device)
+from onnxdual.training.distributed import allreduce_gradients, broadcast_module
 from onnxdual.training.interfaces import TrainCallback, TrainData, TrainResult
 from onnxdual.training.source import (ModelSource, build_template, check_data, check_not_empty,
                                       describe_source, is_onnx_path, reinitialise)

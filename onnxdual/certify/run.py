@@ -25,6 +25,9 @@ from torch import Tensor, nn
 from onnxdual.attack import pgd
 from onnxdual.certify.manifest import is_manifest_path, read_manifest, stage_files
 from onnxdual.certify.margins import worst_margins
+from onnxdual.certify.shards import (PGD_STREAM, PROJECTION_STREAM, agree, batch_generator, describe_ranks,
+                                    gather_result, shard_batches)
+from onnxdual.distributed import DistInfo, dist_info
 from onnxdual.engine.autodual import RELAXATIONS
 from onnxdual.engine.input_sets import make_input_set
 from onnxdual.engine.network import margin_matrix
@@ -120,6 +123,8 @@ class CertifyResult:
     #: the relaxation the exact bounds used, and why (``auto``: the measured costs)
     relaxation: str = "paper"
     relaxation_choice: str = ""
+    #: a run on several ranks (:mod:`onnxdual.certify.shards`): where each ran and its throughput
+    ranks: list[dict] = field(default_factory=list)
     #: for the report's thumbnails: up to :data:`SHOWN_ADVERSARIALS` correctly classified, uncertified
     #: examples per (eps, outcome "undecided" / "broken"), with the clean input and PGD's best point
     adversarials: list[dict] = field(default_factory=list)
@@ -140,6 +145,7 @@ class CertifyResult:
                        soundness_violations=len(self.violations) + extra_violations, command=command,
                        dual_layers=dual_layer_sources(st.net for st in self.stages),
                        extra={"relaxation": self.relaxation, "relaxation_choice": self.relaxation_choice,
+                              **({"ranks": describe_ranks(self.ranks)} if self.ranks else {}),
                               **dict(extra or {})})
 
     def examples_frame(self) -> pd.DataFrame:
@@ -263,8 +269,13 @@ def choose_relaxation(net: nn.Module, x: Tensor, settings: CertifySettings, num_
 
 
 def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
-            progress: Callable[[int], None] | None = None) -> CertifyResult:
-    """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch."""
+            progress: Callable[[int], None] | None = None, world: DistInfo | None = None) -> CertifyResult:
+    """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch. In a
+    process group (``world``, default: the initialised one) each rank certifies its shard of the batches and
+    every rank returns the whole run's result, equal to a one-process run's (:mod:`onnxdual.certify.shards`).
+    """
+    world = dist_info() if world is None else world
+    t_run = time.perf_counter()
     if x.shape[0] != y.shape[0]:
         raise InvalidInputError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
     with torch.no_grad():
@@ -285,12 +296,14 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
                                 f"outputs; found {int(y.min())}..{int(y.max())}")
     check_domain(x, settings.clip if settings.norm == "linf" else None)
     result = CertifyResult(stages, settings)
-    result.relaxation, result.relaxation_choice = choose_relaxation(stages[0].net, x, settings, num_classes)
-    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
-    projections = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
-    for eps in settings.eps:
+    result.relaxation, result.relaxation_choice = agree(
+        lambda: choose_relaxation(stages[0].net, x, settings, num_classes), world)
+    for eps_index, eps in enumerate(settings.eps):
         bound_seconds = 0.0
-        for start in range(0, x.shape[0], settings.batch_size):
+        for start in shard_batches(x.shape[0], settings.batch_size, world):
+            # a batch's own random streams: the same whichever rank runs it (onnxdual.certify.shards)
+            generator = batch_generator(settings.seed, PGD_STREAM, eps_index, start)
+            projections = batch_generator(settings.seed, PROJECTION_STREAM, eps_index, start)
             xb, yb = x[start:start + settings.batch_size], y[start:start + settings.batch_size]
             decided: Tensor = torch.zeros_like(yb)  # 0 = no stage certified yet
             preds, margins, attacks, points = [], [], [], []
@@ -336,4 +349,4 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
             if progress is not None:
                 progress(yb.shape[0])
         result.seconds[eps] = bound_seconds
-    return result
+    return gather_result(result, world, time.perf_counter() - t_run, str(x.device))

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from onnxdual import defaults
 from onnxdual.attack import pgd
 from onnxdual.certify.manifest import is_manifest_path, read_manifest, stage_files
 from onnxdual.certify.margins import worst_margins
@@ -46,20 +47,21 @@ class Stage:
 @dataclass(frozen=True)
 class CertifySettings:
     eps: tuple[float, ...]
-    norm: str = "linf"
-    clip: tuple[float, float] | None = None
-    batch_size: int = 100
-    pgd_steps: int = 40
-    pgd_restarts: int = 1
-    seed: int = 0
+    norm: str = defaults.NORM
+    #: the data domain of l-inf balls; the same default as ``--clip`` (:mod:`onnxdual.defaults`)
+    clip: tuple[float, float] | None = defaults.CLIP
+    batch_size: int = defaults.CERTIFY_BATCH_SIZE
+    pgd_steps: int = defaults.PGD_STEPS
+    pgd_restarts: int = defaults.PGD_RESTARTS
+    seed: int = defaults.SEED
     #: ``None``: exact bounds (a proof). A number ``delta``: bounds that hold with probability at least
     #: ``1 - delta`` per example (App. E), from ``projections = (k, m)`` random projections.
     probable: float | None = None
-    projections: tuple[int, int] = (200, 10)
+    projections: tuple[int, int] = defaults.PROJECTIONS
     #: the relaxation of exact bounds: "paper", "adaptive", "optimized", or "auto": the tightest whose cost,
     #: measured on the first examples, fits ``time_budget`` seconds per example (:func:`choose_relaxation`)
-    relaxation: str = "auto"
-    time_budget: float = 1.0
+    relaxation: str = defaults.RELAXATION
+    time_budget: float = defaults.TIME_BUDGET
 
     def __post_init__(self):
         if not self.eps:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from onnxdual import defaults
 from onnxdual.errors import InvalidInputError
 
 #: default learning rate of each optimiser: Adam 1e-3 (App. G.1, MNIST), SGD 0.05 (App. G.2, CIFAR-10)
@@ -49,20 +50,20 @@ class TrainConfig:
     """
 
     eps: float
-    norm: str = "linf"
-    proj: int | None = 50
-    epochs: int = 60
-    batch_size: int = 50
-    optimizer: str = "adam"
+    norm: str = defaults.NORM
+    proj: int | None = defaults.TRAIN_PROJECTIONS
+    epochs: int = defaults.EPOCHS
+    batch_size: int = defaults.TRAIN_BATCH_SIZE
+    optimizer: str = defaults.OPTIMIZER
     lr: float | None = None
     momentum: float = 0.9
     eps_start: float | None = None
-    ramp_epochs: int = 20
+    ramp_epochs: int = defaults.RAMP_EPOCHS
     lr_decay: float = 0.5
     lr_decay_every: int = 10
-    seed: int = 0
+    seed: int = defaults.SEED
     device: str = "cpu"
-    clip: tuple[float, float] | None = (0.0, 1.0)
+    clip: tuple[float, float] | None = defaults.CLIP
     reinit: bool = False
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     export_epochs: bool = False

@@ -16,8 +16,10 @@ import torch
 import onnxdual
 from onnxdual.certify import CertifySettings, certify, load_stages
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
-from onnxdual_cli.options import (device_option, parse_clip, parse_eps_list, parse_projections, pick_device,
-                                  relaxation_option, seed_option)
+from onnxdual import defaults
+from onnxdual_cli.config import config_option, write_resolved
+from onnxdual_cli.options import (device_option, given, parse_clip, parse_eps_list, parse_projections,
+                                  relaxation_option, seed_option, setup_torch, threads_option, warn)
 
 
 def default_model() -> Path:
@@ -52,42 +54,51 @@ class _Progress:
 
 @click.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
-@click.option("--eps", "eps_text", default="0.1", show_default=True,
+@config_option
+@click.option("--eps", "eps_text", default=f"{defaults.EPS:g}", show_default=True,
               help="Perturbation radius; several at once as a comma-separated list.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option("--clip", "clip_text", default="0,1", show_default=True,
-              help="Data domain 'lo,hi' intersected with l-inf balls (pixels in [0,1]); 'none' to disable.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default=defaults.NORM, show_default=True)
+@click.option("--clip", "clip_text", default="none" if defaults.CLIP is None else "%g,%g" % defaults.CLIP,
+              show_default=True, help="Data domain 'lo,hi' intersected with l-inf balls (pixels in [0,1]); "
+                                      "'none' to disable; ignored with --norm l2.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y. Default: the shipped sample.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N examples.")
-@click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use the first N examples. [default: all]")
+@click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=defaults.CERTIFY_BATCH_SIZE,
+              show_default=True,
               help="Examples bounded at once (1 to 100000).")
 @device_option()
 @click.option("--out", type=click.Path(), default="onnxdual-report", show_default=True,
               callback=lambda ctx, param, value: _non_empty_out(value),
               help="Directory for examples.csv, summary.csv, summary.json and report.html.")
 @seed_option
-@click.option("--pgd-steps", type=click.IntRange(min=0, max=100_000), default=40, show_default=True,
+@click.option("--pgd-steps", type=click.IntRange(min=0, max=100_000), default=defaults.PGD_STEPS,
+              show_default=True,
               help="Attack steps per example (0 to 100000).")
-@click.option("--pgd-restarts", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+@click.option("--pgd-restarts", type=click.IntRange(min=1, max=1000), default=defaults.PGD_RESTARTS,
+              show_default=True,
               help="Attack restarts (1 to 1000).")
 @click.option("--probable", "delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Certify with bounds that hold with probability >= 1 - DELTA per example (random "
-                   "projections, App. E) instead of exact ones: for networks too large for exact bounds.")
-@click.option("--projections", "projections_text", default="200,10", show_default=True,
+                   "projections, App. E) instead of exact ones: for networks too large for exact bounds. "
+                   "[default: exact bounds]")
+@click.option("--projections", "projections_text", default="%d,%d" % defaults.PROJECTIONS, show_default=True,
               help="With --probable: k,m = columns per geometric estimate, estimates per maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no text summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
-@relaxation_option("auto", auto=True)
-@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@relaxation_option(defaults.RELAXATION, auto=True)
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=defaults.TIME_BUDGET,
+              show_default=True,
               help="Seconds per example the automatic --relaxation may spend (measured on the first examples).")
 @click.option("--allow-stages-outside", is_flag=True,
               help="Accept cascade stage files outside the manifest's folder (refused by default).")
+@threads_option("torch's default (all cores)")
 @user_errors
 def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_size, device, out, seed,
                     pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json, relaxation, time_budget,
-                    allow_stages_outside):
+                    allow_stages_outside, threads_text):
     """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
 
     Without MODEL, the robust MNIST model shipped with onnxdual is used."""
@@ -97,10 +108,13 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     eps = parse_eps_list(eps_text)
     clip = parse_clip(clip_text)
     projections = parse_projections(projections_text)
+    if norm == "l2" and clip is not None and given(click.get_current_context(), "clip_text"):
+        warn(f"--clip {clip_text} is ignored with --norm l2 (only l-inf balls are intersected with the data "
+             "domain)")
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    dev = pick_device(device)
+    dev = setup_torch(threads_text, device)
     model_path = model if model is not None else default_model()
     stages = load_stages(model_path, allow_outside=allow_stages_outside)
     dataset = load_dataset(data, split=split, limit=limit)
@@ -123,6 +137,7 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         command="onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:])).to_dict()
     summary = result.summary_frame()
     paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame())
+    paths["config"] = write_resolved(out)
     if paths.replaced and not quiet:
         click.echo(f"onnxdual: replaced the previous report in {out}", err=True)
     overall = summary[summary.stage == "all"]

@@ -1,6 +1,7 @@
-"""Options and value parsers shared by the commands, defined once: device selection, eps, the data domain
-(clip), random projections, the verifier's search options. Each raises :class:`~onnxdual_cli.errors.UserError` (one ``onnxdual: error:``
-line, exit 2) on a bad value."""
+"""Options and value parsers shared by the commands, defined once: device selection, threads, eps, the data
+domain (clip), random projections, the verifier's search options, deprecated spellings and one-line
+warnings. Defaults come from :mod:`onnxdual.defaults` (the same as the Python API's). Each parser raises
+:class:`~onnxdual_cli.errors.UserError` (one ``onnxdual: error:`` line, exit 2) on a bad value."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 
 import click
 
+from onnxdual import defaults
 from onnxdual_cli.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -15,7 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**63 - 1
 
 #: ``--seed``: a non-negative integer up to :data:`MAX_SEED` (larger ones overflowed inside torch)
-seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=defaults.SEED, show_default=True,
                            help=f"Random seed (0 to {MAX_SEED}).")
 
 
@@ -35,12 +37,72 @@ def pick_device(name: str):
     return torch.device(name)
 
 
-def setup_torch(threads: int, device: str):
-    """Use ``threads`` CPU threads and return the device for ``--device``."""
+def warn(message: str) -> None:
+    """One ``onnxdual: warning: ...`` line on stderr (the run goes on)."""
+    click.echo(f"onnxdual: warning: {message}", err=True)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether parameter ``name`` was set by the user (command line, environment or ``--config``), not left
+    at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (click.core.ParameterSource.DEFAULT,)
+
+
+def threads_option(auto: str):
+    """``--threads N|auto`` (:data:`onnxdual.defaults.THREADS`); ``auto`` means what ``auto`` says for the
+    command."""
+    return click.option("--threads", "threads_text", default=defaults.THREADS, show_default=True,
+                        metavar="N|auto", callback=lambda ctx, param, value: parse_threads(value),
+                        help=f"CPU threads for torch; auto: {auto}.")
+
+
+def parse_threads(text: str | int | None) -> int | None:
+    """``auto`` (``None``: the command decides) or a positive number of threads."""
+    if text is None or str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = int(str(text))
+    except ValueError:
+        raise UserError(f"--threads {text!r}: give a positive number of threads or 'auto'") from None
+    if value < 1:
+        raise UserError(f"--threads must be at least 1 (or 'auto'), got {value}")
+    return value
+
+
+def setup_torch(threads: int | None, device: str):
+    """Use ``threads`` CPU threads (``None``: torch's default, all cores) and return the device for
+    ``--device``."""
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
     return pick_device(device)
+
+
+def deprecated_alias(old: str, new: str):
+    """A hidden, deprecated spelling ``old`` of option ``new``: still accepted, with a one-line warning, and
+    resolved into ``new``'s value by :func:`resolve_aliases`."""
+
+    def remember(ctx: click.Context, _param, value):
+        if value is not None:
+            warn(f"{old} is deprecated; use {new}")
+            ctx.meta.setdefault("onnxdual.aliases", {})[new] = (old, value)
+        return value
+
+    return click.option(old, "deprecated_" + old.lstrip("-").replace("-", "_"), hidden=True, default=None,
+                        expose_value=False, callback=remember)
+
+
+def resolve_aliases(ctx: click.Context, params: dict, dests: dict[str, str]) -> dict:
+    """``params`` with each deprecated spelling's value moved to its option (``dests``: option -> parameter
+    name); giving both spellings is a user error."""
+    for new, (old, value) in ctx.meta.get("onnxdual.aliases", {}).items():
+        dest = dests[new]
+        if given(ctx, dest):
+            raise UserError(f"give {new} or its old spelling {old}, not both")
+        params = {**params, dest: value}
+    return params
 
 
 def parse_eps(text: str, what: str = "--eps") -> float:
@@ -95,7 +157,7 @@ def parse_projections(text: str, what: str = "--projections") -> tuple[int, int]
 
 #: how the verifier searches where bounds and attacks do not decide at once (verify, bench, vnncomp)
 split_option = click.option(
-    "--split-max-inputs", type=click.IntRange(min=0), default=16, show_default=True,
+    "--split-max-inputs", type=click.IntRange(min=0), default=defaults.SPLIT_MAX_INPUTS, show_default=True,
     help="Split input boxes when at most this many inputs are perturbed (otherwise split ReLUs).")
 relu_option = click.option(
     "--no-relu-splits", "no_relu_splits", is_flag=True,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from onnxdual import registry as registries
 from onnxdual.duals.base import ActivationDual, AffineDual, ConstantDual, DualLayer, NodeContext
+from onnxdual.duals.multi import MultiInputActivation, PackDual
 from onnxdual.errors import InvalidInputError, MissingOp, OnnxDualError, UnsupportedOpsError
 from onnxdual.frontend.graph import Graph, GraphNode, ValueRef, build_graph
 
@@ -170,6 +171,9 @@ def _build(net: nn.Module, x: Tensor, registry: registries.Registry) -> BuiltDua
                 raise OnnxDualError(f"the dual layer factory for {node.info.op_type} from "
                                     f"{entry.distribution} returned {type(layer).__name__}, not an AffineDual "
                                     "or ActivationDual")
+            if isinstance(layer, MultiInputActivation):
+                steps.extend(_packed_steps(node, layer, var_args, values, out))
+                continue
             if isinstance(layer, ActivationDual) and len(var_args) != 1:
                 raise InvalidInputError(f"node {node.info.name!r}: an activation must have one variable input")
             if not isinstance(layer, (AffineDual, ActivationDual)):
@@ -182,3 +186,17 @@ def _build(net: nn.Module, x: Tensor, registry: registries.Registry) -> BuiltDua
     if graph.output_name not in variable:
         raise InvalidInputError("the network output does not depend on its input")
     return BuiltDual(graph, tuple(steps), x.shape[1:])
+
+
+def _packed_steps(node: GraphNode, layer: MultiInputActivation, var_args, values, out: Tensor,
+                  ) -> tuple[DualStep, DualStep]:
+    """A multi-input activation as two steps: its variable inputs packed into one vector (an exact affine
+    step, :class:`~onnxdual.duals.multi.PackDual`), then the activation of that one input, so the engine's
+    single-input machinery applies unchanged (see :mod:`onnxdual.duals.multi`)."""
+    name = f"{node.name}:inputs"
+    pack_node = replace(node, name=name, info=replace(node.info, name=f"{node.info.name}:inputs", op_type="Pack",
+                                                      domain="onnxdual"))
+    shapes = tuple(values[a.name].shape[1:] for a in var_args)
+    pack = DualStep(pack_node, PackDual(layer.ctx, layer.packing), tuple(a.name for a in var_args),
+                    torch.Size([layer.packing.size]), shapes)
+    return pack, DualStep(node, layer, (name,), out.shape[1:], (torch.Size([layer.packing.size]),))

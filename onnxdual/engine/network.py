@@ -15,6 +15,10 @@ parallelogram of Corollary 2; the only one random projections can use, so traini
 it), ``"adaptive"`` (separate faces with each dual layer's adaptive choice: CROWN's lower ReLU slope) or
 ``"optimized"`` (the faces' free parameters optimised for the objective at hand, :mod:`onnxdual.engine.optimize`).
 Each is a sound bound; for the built-in layers ``paper <= adaptive <= optimized`` entry by entry.
+
+``net`` is a network from :func:`onnxdual.load` or a plain torch module, which is exported to ONNX for
+inputs shaped like ``x`` and loaded back (:func:`onnxdual.frontend.export.as_network`), as the paper's code
+takes ``nn.Sequential`` models.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from onnxdual.engine.input_sets import InputSet, make_input_set
 from onnxdual.engine.optimize import OptimizeOptions, examples_per_optimization, optimized_bound
 from onnxdual.engine.probable import probable_pass
 from onnxdual.errors import InvalidInputError
+from onnxdual.frontend.export import as_network
 
 #: default memory budget of the exact pass, bytes (chunks of examples are sized to stay under it)
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
@@ -76,7 +81,8 @@ class DualNetwork:
     """The dual network of ``net`` around inputs ``x`` (Theorem 1).
 
     Args:
-        net: a network from :func:`onnxdual.load`.
+        net: a network from :func:`onnxdual.load`, or a torch module (bounded as in eval mode: exported to
+            ONNX for inputs shaped like ``x`` and loaded back, :func:`~onnxdual.frontend.export.as_network`).
         x: inputs ``(B, *in_shape)``; the device of ``x`` is where everything is computed.
         eps: radius of the perturbation ball: a float, or for ``norm="linf"`` a tensor broadcastable to
             ``x`` (per-coordinate radii, e.g. a VNN-LIB box as centre ``x`` and radii ``eps``).
@@ -110,7 +116,7 @@ class DualNetwork:
             raise InvalidInputError(f"proj must be None or a positive number of projections, got {proj!r}")
         if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
             raise InvalidInputError("x must be a floating-point tensor of shape (batch, *input_shape)")
-        self.net = net
+        self.net = as_network(net, x)
         self.x = x
         self.input_set: InputSet = make_input_set(x, eps, norm, clip)
         self.norm = norm
@@ -311,7 +317,21 @@ def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm:
 
     ``J`` is the lower bound (or, with ``proj``, the estimate) of ``f_y - f_j``; the loss is
     ``CE(-J, y)`` and the error the fraction of examples with some ``J_j <= 0`` (not certified).
+
+    ``net`` may be a torch module (as :class:`DualNetwork`); the loss's gradients reach its parameters. A
+    parameter the ONNX export does not keep as it is (folded into another constant) cannot receive them:
+    with gradients enabled that is an :class:`InvalidInputError`, never a loss that silently trains nothing.
     """
+    if not isinstance(x, Tensor) or x.dim() < 2:
+        raise InvalidInputError("x must be a tensor of shape (batch, *input_shape)")
+    module, net = net, as_network(net, x)
+    if torch.is_grad_enabled() and module is not net:
+        params = dict(module.named_parameters())
+        lost = [name for name in getattr(net, "onnxdual_untied", ()) if params[name].requires_grad]
+        if lost:
+            raise InvalidInputError(f"robust_loss: gradients cannot reach parameter(s) {', '.join(lost[:3])} "
+                                    "of the module: its ONNX export folds them into other constants; train "
+                                    "the exported model instead (onnxdual.training.train takes the module)")
     with torch.no_grad():
         num_classes = net(x[:1]).flatten(1).shape[1]
     if y.dim() != 1 or y.shape[0] != x.shape[0]:

@@ -6,6 +6,8 @@ warnings. Defaults come from :mod:`onnxdual.defaults` (the same as the Python AP
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
@@ -81,28 +83,31 @@ def setup_torch(threads: int | None, device: str):
 
 
 def deprecated_alias(old: str, new: str):
-    """A hidden, deprecated spelling ``old`` of option ``new``: still accepted, with a one-line warning, and
-    resolved into ``new``'s value by :func:`resolve_aliases`."""
+    """A hidden, deprecated spelling ``old`` of option ``new``: still accepted with a one-line warning; its
+    value arrives as parameter ``deprecated_<old>`` and :func:`take_alias` picks it up."""
 
-    def remember(ctx: click.Context, _param, value):
+    def remember(_ctx: click.Context, _param, value):
         if value is not None:
             warn(f"{old} is deprecated; use {new}")
-            ctx.meta.setdefault("onnxdual.aliases", {})[new] = (old, value)
         return value
 
-    return click.option(old, "deprecated_" + old.lstrip("-").replace("-", "_"), hidden=True, default=None,
-                        expose_value=False, callback=remember)
+    return click.option(old, alias_dest(old), hidden=True, default=None, callback=remember)
 
 
-def resolve_aliases(ctx: click.Context, params: dict, dests: dict[str, str]) -> dict:
-    """``params`` with each deprecated spelling's value moved to its option (``dests``: option -> parameter
-    name); giving both spellings is a user error."""
-    for new, (old, value) in ctx.meta.get("onnxdual.aliases", {}).items():
-        dest = dests[new]
-        if given(ctx, dest):
-            raise UserError(f"give {new} or its old spelling {old}, not both")
-        params = {**params, dest: value}
-    return params
+def alias_dest(old: str) -> str:
+    """The parameter name under which :func:`deprecated_alias` ``old`` delivers its value."""
+    return "deprecated_" + old.lstrip("-").replace("-", "_")
+
+
+def take_alias(params: Mapping[str, Any], dest: str, old: str, new: str, default: Any) -> tuple[Any, str]:
+    """``(value, spelling)`` of option ``new`` (parameter ``dest``) or of its deprecated spelling ``old``;
+    both with different values is a user error."""
+    value = params.get(alias_dest(old))
+    if value is None:
+        return params[dest], new
+    if params[dest] != default and params[dest] != value:
+        raise UserError(f"give {new} or its old spelling {old}, not both")
+    return value, old
 
 
 def parse_eps(text: str, what: str = "--eps") -> float:

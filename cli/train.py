@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from onnxdual_cli.config import config_option
+from onnxdual_cli.tensorboard import summary_writer_class, tensorboard_callback
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, UserError, user_errors
-from onnxdual_cli.options import device_option, parse_clip, parse_eps
+from onnxdual_cli.options import (deprecated_alias, device_option, given, parse_clip, parse_eps, seed_option,
+                                  take_alias, threads_option, warn)
 
+from onnxdual import defaults
 from onnxdual.training.architectures import MAX_K
 from onnxdual.training.config import LIMITS
 
@@ -32,52 +36,68 @@ MAX_PGD_STEPS = 100_000
 
 #: every argument and option of ``onnxdual train``, in the order ``--help`` lists them
 OPTIONS = (
+    config_option,
     click.argument("model", required=False, type=click.Path(path_type=Path)),
     click.option("--arch", default=None,
                  help=f"Built-in architecture instead of MODEL: small, large, resnet, wide:K, deep:K "
                       f"(K from 1 to {MAX_K}). [default: small]"),
     click.option("--data", type=click.Path(path_type=Path), default=None,
                  help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y; trains on the train "
-                      "split and certifies the test split."),
+                      "split and certifies the test split. [required]"),
     click.option("--test-data", type=click.Path(path_type=Path), default=None,
                  help="Data to certify at the end. [default: the test split of --data; for an .npz, the "
                       "same file]"),
-    click.option("--eps", "eps_text", default="0.1", show_default=True, help="Final perturbation radius."),
-    click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
-    click.option("--proj", "proj_text", default="50", show_default=True,
-                 help=f"Random projections for the training bound (Alg. 1; 1 to {LIMITS['proj']}), "
-                      "or 'exact'."),
-    click.option("--epochs", type=click.IntRange(1, LIMITS["epochs"]), default=60, show_default=True),
-    click.option("--batch-size", type=click.IntRange(1, LIMITS["batch_size"]), default=50,
+    click.option("--eps", "eps_text", default=f"{defaults.EPS:g}", show_default=True,
+                 help="Final perturbation radius."),
+    click.option("--norm", type=click.Choice(["linf", "l2"]), default=defaults.NORM, show_default=True),
+    click.option("--projections", "proj_text", default=str(defaults.TRAIN_PROJECTIONS), show_default=True,
+                 metavar="R|exact",
+                 help=f"Random projections R for the training bound (Alg. 1; 1 to {LIMITS['proj']}; the k of "
+                      "certify's --projections k,m), or 'exact'."),
+    deprecated_alias("--proj", "--projections"),
+    click.option("--epochs", type=click.IntRange(1, LIMITS["epochs"]), default=defaults.EPOCHS,
+                 show_default=True),
+    click.option("--batch-size", type=click.IntRange(1, LIMITS["batch_size"]), default=defaults.TRAIN_BATCH_SIZE,
                  show_default=True),
     click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Learning rate. [default: 1e-3 for adam, 0.05 for sgd]"),
-    click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True),
+    click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=defaults.OPTIMIZER,
+                 show_default=True),
     click.option("--eps-start", "eps_start_text", default=None,
                  help="Radius of the first step, ramped linearly to --eps. "
                       "[default: 0.01 MNIST, 0.001 CIFAR]"),
-    click.option("--ramp-epochs", type=click.IntRange(0, LIMITS["ramp_epochs"]), default=20,
-                 show_default=True),
-    click.option("--seed", type=click.IntRange(0, LIMITS["seed"]), default=0, show_default=True),
+    click.option("--ramp-epochs", type=click.IntRange(0, LIMITS["ramp_epochs"]), default=defaults.RAMP_EPOCHS,
+                 show_default=True, help="Epochs over which eps grows linearly from --eps-start to --eps."),
+    seed_option,
     device_option(),
-    click.option("--clip", "clip_text", default="0,1", show_default=True,
-                 help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable."),
+    threads_option("torch's default (all cores)"),
+    click.option("--clip", "clip_text", default="none" if defaults.CLIP is None else "%g,%g" % defaults.CLIP,
+                 show_default=True,
+                 help="Data domain 'lo,hi' intersected with l-inf balls; 'none' to disable; ignored with "
+                      "--norm l2."),
     click.option("--normalize", "normalize_text", default=None,
                  help="Per-channel MEAN:STD layer built into --arch (e.g. 0.1307:0.3081); recorded in "
-                      "manifests."),
+                      "manifests. [default: none]"),
     click.option("--reinit", is_flag=True, help="Re-initialise MODEL's weights instead of fine-tuning them."),
     click.option("--cascade", "stages", type=click.IntRange(1, MAX_STAGES), default=1, show_default=True,
                  help="Train a cascade of up to K stages (Alg. 2)."),
     click.option("--out", "out_text", type=click.Path(), default="onnxdual-train", show_default=True,
                  help="Output directory (checkpoint, metrics.csv, model.onnx or cascade.json, report/)."),
     click.option("--resume", is_flag=True, help="Continue the interrupted run in --out."),
-    click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N examples."),
+    click.option("--limit", type=click.IntRange(min=1), default=None,
+                 help="Train on the first N examples. [default: all]"),
     click.option("--eval-limit", type=click.IntRange(min=1), default=None,
                  help="Certify the first N test examples. [default: all]"),
     click.option("--no-eval", is_flag=True, help="Skip the final certification of the test split."),
-    click.option("--pgd-steps", type=click.IntRange(0, MAX_PGD_STEPS), default=40, show_default=True),
+    click.option("--pgd-steps", type=click.IntRange(0, MAX_PGD_STEPS), default=defaults.PGD_STEPS,
+                 show_default=True, help="Attack steps per example of the final certification."),
     click.option("--epoch-onnx", is_flag=True, help="Also export epoch_XX.onnx after every epoch."),
+    click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path, file_okay=False),
+                 default=None,
+                 help="Also log the training metrics for TensorBoard into DIR (pip install "
+                      "'onnxdual[tensorboard]'). [default: off]"),
     click.option("--quiet", is_flag=True, help="No progress bars and no summary."),
+    click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text."),
 )
 
 
@@ -106,19 +126,39 @@ class CommandOptions:
     quiet: bool
     #: ``--device`` as given (``auto``, ``cpu``, ``cuda``); the config gets the device it resolves to
     device: str
+    #: ``--threads`` (``None``: torch's default), ``--tensorboard DIR``, ``--json``
+    threads: int | None = None
+    tensorboard: Path | None = None
+    as_json: bool = False
 
 
-def _parse_proj(text: str) -> int | None:
+def _parse_proj(text: str, flag: str = "--projections") -> int | None:
     if text.strip().lower() in ("exact", "none"):
         return None
     try:
         value = int(text)
     except ValueError:
-        raise UserError(f"--proj {text!r}: give a number of random projections (e.g. 50) "
+        raise UserError(f"{flag} {text!r}: give a number of random projections (e.g. 50) "
                         "or 'exact'") from None
     if not 1 <= value <= LIMITS["proj"]:
-        raise UserError(f"--proj must lie in 1..{LIMITS['proj']} (or 'exact'), got {value}")
+        raise UserError(f"{flag} must lie in 1..{LIMITS['proj']} (or 'exact'), got {value}")
     return value
+
+
+def _warn_schedule(o: Mapping[str, Any], config: TrainConfig) -> None:
+    """One line each where the run will not do what the options seem to ask: training that ends before the
+    eps ramp reaches --eps, and a --clip that --norm l2 ignores."""
+    if config.epochs < config.ramp_epochs:
+        warn(f"--epochs {config.epochs} is shorter than --ramp-epochs {config.ramp_epochs}: training stops at "
+             f"{config.epochs / config.ramp_epochs:.0%} of the eps ramp and never trains at --eps "
+             f"{config.eps:g}")
+    default_clip = "none" if defaults.CLIP is None else "%g,%g" % defaults.CLIP
+    ctx = click.get_current_context(silent=True)
+    explicit = given(ctx, "clip_text") if ctx is not None and "clip_text" in ctx.params \
+        else o["clip_text"] != default_clip
+    if config.norm == "l2" and config.clip is not None and explicit:
+        warn(f"--clip {o['clip_text']} is ignored with --norm l2 (only l-inf balls are intersected with the "
+             "data domain)")
 
 
 def _check_arch(name: str) -> None:
@@ -165,7 +205,9 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
         raise UserError("--out must not be empty: give the output directory (e.g. --out onnxdual-train)")
     eps = parse_eps(o["eps_text"])
     eps_start = parse_eps(o["eps_start_text"], "--eps-start") if o["eps_start_text"] is not None else None
-    proj = _parse_proj(o["proj_text"])
+    proj_text, proj_flag = take_alias(o, "proj_text", "--proj", "--projections",
+                                      str(defaults.TRAIN_PROJECTIONS))
+    proj = _parse_proj(proj_text, proj_flag)
     clip = parse_clip(o["clip_text"])
     normalize = _parse_normalize(o["normalize_text"])
     if model is None and (arch is not None or not o["resume"]):
@@ -182,10 +224,12 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
                          eps_start=eps_start, ramp_epochs=o["ramp_epochs"], seed=o["seed"],
                          device=o["device"], clip=clip, reinit=o["reinit"], normalize=normalize,
                          export_epochs=o["epoch_onnx"])
+    _warn_schedule(o, config)
     command = CommandOptions(source=model if model is not None else arch, data=data, test_data=o["test_data"],
                              stages=o["stages"], out=Path(o["out_text"]), resume=o["resume"], limit=o["limit"],
                              eval_limit=o["eval_limit"], no_eval=o["no_eval"], pgd_steps=o["pgd_steps"],
-                             quiet=o["quiet"], device=o["device"])
+                             quiet=o["quiet"], device=o["device"], threads=o.get("threads_text"),
+                             tensorboard=o.get("tensorboard_dir"), as_json=bool(o.get("as_json")))
     return config, command
 
 
@@ -253,9 +297,10 @@ def _prepare_out(opts: CommandOptions) -> Path:
     return out
 
 
-def _train(opts: CommandOptions, config: TrainConfig, out: Path, progress: _Progress, show: bool) -> Path:
-    """Train the model (or the cascade) and print what it reached; returns the path of ``model.onnx`` (or
-    ``cascade.json``)."""
+def _train(opts: CommandOptions, config: TrainConfig, out: Path, progress: _Progress, show: bool,
+           summary: dict[str, Any], callbacks: list[Any]) -> Path:
+    """Train the model (or the cascade) and print what it reached (``summary`` gets it too); returns the path
+    of ``model.onnx`` (or ``cascade.json``)."""
     from onnxdual.data import load_dataset
     from onnxdual.training.cascade import train_cascade
     from onnxdual.training.loop import train
@@ -264,25 +309,29 @@ def _train(opts: CommandOptions, config: TrainConfig, out: Path, progress: _Prog
     try:
         if opts.stages > 1:
             cascade = train_cascade(opts.stages, opts.source, train_data, config, out, resume=opts.resume,
-                                    callbacks=[progress.callback])
+                                    callbacks=[progress.callback, *callbacks])
+            summary["stopped_early"] = cascade.manifest.get("stop_reason") if cascade.stopped_early else None
             if show and cascade.stopped_early:
                 click.echo(f"cascade stopped early: {cascade.manifest['stop_reason']}")
             return cascade.manifest_path
-        run = train(opts.source, train_data, config, out, resume=opts.resume, callbacks=[progress.callback])
-        if show and run.history:
+        run = train(opts.source, train_data, config, out, resume=opts.resume,
+                    callbacks=[progress.callback, *callbacks])
+        if run.history:
             last = run.history[-1]
-            click.echo(f"trained {last['epoch']} epoch(s): robust loss {last['robust_loss']:.4f}, "
-                       f"robust error (training estimate) {last['robust_err_estimate']:.2%}, "
-                       f"clean error {last['clean_err']:.2%}")
+            summary["trained"] = dict(last)
+            if show:
+                click.echo(f"trained {last['epoch']} epoch(s): robust loss {last['robust_loss']:.4f}, "
+                           f"robust error (training estimate) {last['robust_err_estimate']:.2%}, "
+                           f"clean error {last['clean_err']:.2%}")
         return run.model_path
     finally:
         progress.close()
 
 
 def _evaluate(opts: CommandOptions, config: TrainConfig, trained_path: Path, out: Path, progress: _Progress,
-              show: bool) -> None:
-    """Certify the trained model on the test split, write ``report/`` and print the result; exit with
-    :data:`SOUNDNESS_VIOLATION` when an attack beats a certificate."""
+              show: bool, summary: dict[str, Any]) -> None:
+    """Certify the trained model on the test split, write ``report/`` and print the result (``summary`` gets
+    it too); exit with :data:`SOUNDNESS_VIOLATION` when an attack beats a certificate."""
     from onnxdual.data import load_dataset
     from onnxdual.training import evaluation
 
@@ -300,14 +349,16 @@ def _evaluate(opts: CommandOptions, config: TrainConfig, trained_path: Path, out
         click.echo(f"onnxdual: error: {exc}", err=True)
         sys.exit(SOUNDNESS_VIOLATION)
     progress.close()
+    o = result.overall
+    summary["test"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(o).items()}
+    summary["files"]["report"] = str(result.paths.get("report_html", out / "report"))
     if show:
-        o = result.overall
         label = "ℓ∞" if config.norm == "linf" else "ℓ2"
         click.echo(f"test eps={config.eps:g} ({label}): certified {o['certified_accuracy']:.1%}, "
                    f"PGD {o['pgd_accuracy']:.1%}, clean {o['clean_accuracy']:.1%} of {int(o['n'])} examples")
         if getattr(result.paths, "replaced", False):
             click.echo(f"onnxdual: replaced the previous report in {out / 'report'}", err=True)
-        click.echo(f"report: {result.paths.get('report_html', out / 'report')}")
+        click.echo(f"report: {summary['files']['report']}")
 
 
 @click.command()
@@ -318,28 +369,49 @@ def train_command(**options: Any) -> None:
 
     Implements the training of Wong et al. 2018 (random projections, eps ramp, App. G schedule) and robust
     cascades (--cascade K). Writes OUT/model.onnx (or OUT/cascade.json with stageI.onnx), metrics.csv,
-    checkpoint.pt and a certification report of the test split in OUT/report/ (exit code 3 if an attack
-    beats a certificate).
+    checkpoint.pt, config.yaml (the resolved options) and a certification report of the test split in
+    OUT/report/ (exit code 3 if an attack beats a certificate).
 
     Data parallel on N processes: torchrun --nproc_per_node N --no-python onnxdual train ..."""
+    import json
+
     from onnxdual.distributed import (dist_info, init_distributed, resolve_device, shutdown_distributed,
                                       torchrun_world_size)
+    from onnxdual_cli.config import write_resolved
 
     config, opts = parse_options(options)
+    if opts.tensorboard is not None:
+        summary_writer_class()  # not installed: say so before any work
+    if opts.threads is not None:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     out = _prepare_out(opts)
     distributed = torchrun_world_size() > 1
     dev = init_distributed(opts.device) if distributed else resolve_device(opts.device)
     config = replace(config, device=str(dev))
     world = dist_info()
-    show = not opts.quiet and world.main
+    show = not opts.quiet and not opts.as_json and world.main
+    summary: dict[str, Any] = {"config": config.to_dict(), "files": {}}
+    if world.main:  # the options as resolved (config file, then command line), before any work
+        proj = take_alias(options, "proj_text", "--proj", "--projections", str(defaults.TRAIN_PROJECTIONS))[0]
+        summary["files"]["config"] = str(write_resolved(out, params={**options, "proj_text": proj}))
+    callbacks = [tensorboard_callback(opts.tensorboard)] if opts.tensorboard is not None and world.main else []
     progress = _Progress(enabled=show and sys.stderr.isatty())
-    trained_path = _train(opts, config, out, progress, show)
+    try:
+        trained_path = _train(opts, config, out, progress, show, summary, callbacks)
+    finally:
+        for callback in callbacks:
+            callback.close()
+    summary["files"]["model"] = str(trained_path)
     if show:
         click.echo(f"model: {trained_path}")
     if distributed:
         shutdown_distributed()
     if not opts.no_eval and world.main:
-        _evaluate(opts, config, trained_path, out, progress, show)
+        _evaluate(opts, config, trained_path, out, progress, show, summary)
+    if opts.as_json and world.main:
+        click.echo(json.dumps(summary, indent=2, default=str))
 
 
 __all__ = ["train_command", "parse_options", "CommandOptions", "OPTIONS", "SOUNDNESS_VIOLATION"]

@@ -43,7 +43,7 @@ def run(*args):
     return CliRunner().invoke(train_command, [str(a) for a in args], catch_exceptions=False)
 
 
-FAST = ("--epochs", "1", "--batch-size", "20", "--proj", "exact", "--ramp-epochs", "1", "--device", "cpu",
+FAST = ("--epochs", "1", "--batch-size", "20", "--projections", "exact", "--ramp-epochs", "1", "--device", "cpu",
         "--eval-limit", "10", "--pgd-steps", "2")
 
 
@@ -85,8 +85,8 @@ def test_cascade_option_writes_a_manifest(tiny, tmp_path):
     (("--data", "{data}", "--normalize", "0.1"), "--normalize"),
     (("{model}", "--data", "{data}", "--arch", "small"), "either MODEL or --arch"),
     (("{tmp}/nope.onnx", "--data", "{data}"), "model file not found"),
-    (("{model}", "--data", "{data}", "--proj", "0"), "--proj"),
-    (("{model}", "--data", "{data}", "--proj", "many"), "--proj"),
+    (("{model}", "--data", "{data}", "--projections", "0"), "--proj"),
+    (("{model}", "--data", "{data}", "--projections", "many"), "--proj"),
     (("{model}", "--data", "{data}", "--clip", "1,0"), "--clip"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/file"), "not a directory"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/file/sub"), "cannot create output directory"),
@@ -137,7 +137,7 @@ def test_the_options_become_a_train_config_and_the_command_options(tiny):
     from onnxdual.training import TrainConfig
 
     model, data = tiny
-    argv = [str(model), "--data", str(data), "--eps", "0.2", "--proj", "exact", "--clip", "none",
+    argv = [str(model), "--data", str(data), "--eps", "0.2", "--projections", "exact", "--clip", "none",
             "--epoch-onnx", "--cascade", "2", "--no-eval"]
     config, opts = parse_options(train_command.make_context("train", argv).params)
     assert config == TrainConfig(eps=0.2, proj=None, clip=None, device="auto", export_epochs=True)

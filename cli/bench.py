@@ -15,8 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+from onnxdual_cli.config import config_option, write_resolved
 from onnxdual_cli.errors import user_errors
-from onnxdual_cli.options import device_option, relaxation_option, search_options, seed_option, setup_torch
+from onnxdual_cli.options import (device_option, relaxation_option, search_options, seed_option, setup_torch,
+                                  threads_option)
+
+from onnxdual import defaults
 
 UNSOUND = 3
 REGRESSION = 4
@@ -47,36 +51,39 @@ class _Bar:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
 @click.argument("source", type=click.Path(path_type=Path, exists=True))
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
-              help="Folder the instance paths are relative to (default: the instances file's folder).")
+              help="Folder the instance paths are relative to. [default: the instances file's folder]")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("onnxdual-bench"),
               show_default=True, help="Directory for results.csv, summary.csv, summary.json, report.html.")
 @click.option("--expected", "expected_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="CSV with onnx, vnnlib, expected (paths relative to its folder): fail on unsound answers.")
+              help="CSV with onnx, vnnlib, expected (paths relative to its folder): fail on unsound answers. "
+                   "[default: none]")
 @click.option("--expected-root", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
-              help="Folder the --expected paths are relative to (default: the file's folder).")
+              help="Folder the --expected paths are relative to. [default: the file's folder]")
 @click.option("--baseline", "baseline_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="A previous results.csv: fail on lost answers or slowdowns.")
+              help="A previous results.csv: fail on lost answers or slowdowns. [default: none]")
 @click.option("--slowdown", type=click.FloatRange(min=1.0), default=3.0, show_default=True,
               help="Regression when an instance gets slower than this factor of the baseline ...")
 @click.option("--slack", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="... plus this many seconds.")
 @click.option("--max-timeout", type=click.FloatRange(min=0.0, min_open=True), default=None,
-              help="Cap every instance's timeout (seconds).")
+              help="Cap every instance's timeout (seconds). [default: the instance's own]")
 @click.option("--filter", "pattern", default=None,
-              help="Only instances whose onnx or vnnlib path contains this.")
+              help="Only instances whose onnx or vnnlib path contains this. [default: all]")
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
 @search_options
-@relaxation_option("optimized")
+@relaxation_option(defaults.VERIFY_RELAXATION)
 @device_option("cpu")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@threads_option("1 (timings comparable between runs and with --baseline)")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @user_errors
 def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack,
-                  max_timeout, pattern, strict, split_max_inputs, no_relu_splits, relaxation, device, threads,
-                  seed, quiet):
+                  max_timeout, pattern, strict, split_max_inputs, no_relu_splits, relaxation, device, threads_text,
+                  seed, quiet, as_json):
     """Decide every instance of SOURCE (a folder with instances.csv, or a CSV of onnx,vnnlib,timeout rows)."""
     import onnxdual
     from onnxdual import bench
@@ -91,8 +98,9 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
             raise click.UsageError(f"no instance matches --filter {pattern!r}")
     expected = bench.read_expected(expected_file, expected_root) if expected_file else None
     baseline = bench.read_results(baseline_file) if baseline_file else None
+    threads = threads_text or 1
     dev = setup_torch(threads, device)
-    bar = _Bar(len(instances), enabled=not quiet)
+    bar = _Bar(len(instances), enabled=not quiet and not as_json)
     try:
         results = bench.run_benchmark(instances, max_timeout=max_timeout, strict=strict, device=dev,
                                       seed=seed, progress=bar,
@@ -121,7 +129,14 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
     }
     paths = write_bench_report(out, results, summary, meta, unsound=unsound.to_dict(orient="records"),
                                regressions=regressions)
-    if not quiet:
+    paths["config"] = write_resolved(out)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"meta": meta, "summary": json.loads(summary.to_json(orient="records")),
+                               "unsound": len(unsound), "regressions": regressions,
+                               "files": {k: str(v) for k, v in paths.items()}}, indent=2, default=str))
+    elif not quiet:
         overall = summary.iloc[-1]
         parts = [f"{a} {int(overall[a])}" for a in bench.ANSWERS if int(overall[a])]
         click.echo(f"{len(results)} instances: " + ", ".join(parts)

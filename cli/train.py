@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from onnxdual_cli.config import config_option
-from onnxdual_cli.tensorboard import summary_writer_class, tensorboard_callback
+from onnxdual_cli import tensorboard
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, UserError, user_errors
 from onnxdual_cli.options import (deprecated_alias, device_option, given, parse_clip, parse_eps, seed_option,
                                   take_alias, threads_option, warn)
@@ -381,7 +381,7 @@ def train_command(**options: Any) -> None:
 
     config, opts = parse_options(options)
     if opts.tensorboard is not None:
-        summary_writer_class()  # not installed: say so before any work
+        tensorboard.summary_writer_class()  # not installed: say so before any work
     if opts.threads is not None:
         import torch
 
@@ -396,7 +396,8 @@ def train_command(**options: Any) -> None:
     if world.main:  # the options as resolved (config file, then command line), before any work
         proj = take_alias(options, "proj_text", "--proj", "--projections", str(defaults.TRAIN_PROJECTIONS))[0]
         summary["files"]["config"] = str(write_resolved(out, params={**options, "proj_text": proj}))
-    callbacks = [tensorboard_callback(opts.tensorboard)] if opts.tensorboard is not None and world.main else []
+    wants_tensorboard = opts.tensorboard is not None and world.main
+    callbacks = [tensorboard.tensorboard_callback(opts.tensorboard)] if wants_tensorboard else []
     progress = _Progress(enabled=show and sys.stderr.isatty())
     try:
         trained_path = _train(opts, config, out, progress, show, summary, callbacks)

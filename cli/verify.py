@@ -20,14 +20,17 @@ import time
 from pathlib import Path
 
 import click
+from onnxdual_cli.config import RESOLVED, config_option, config_text, resolved_config
 from onnxdual_cli.errors import OneLineGroup, UserError, quiet_warnings, user_errors
 from onnxdual_cli.options import (device_option, relaxation_option, search_options, seed_option, setup_torch,
-                                  split_option)
+                                  split_option, threads_option)
+
+from onnxdual import defaults
 
 #: seconds kept back from --timeout for writing the answer and leaving the interpreter
 EXIT_RESERVE = 0.4
-#: parameters up to which the VNN-COMP command runs torch on one thread by default
-SMALL_NETWORK = 200_000
+#: parameters up to which verify and the VNN-COMP command run torch on one thread by default
+SMALL_NETWORK = defaults.SMALL_NETWORK
 
 #: the VNN-COMP checker's tolerance on a counterexample's distance outside the input box (2026 settings)
 VNNCOMP_TOLERANCE = 1e-4
@@ -112,28 +115,43 @@ def finish(code: int = 0) -> None:
         os._exit(code)
 
 
+def use_threads(threads: int | None, parameters: int) -> None:
+    """``--threads auto`` (``None``) once the network is loaded: all cores for networks above
+    :data:`SMALL_NETWORK` parameters (one property's bounds are too small to gain from threads below)."""
+    if threads is None and parameters > SMALL_NETWORK:
+        setup_torch(os.cpu_count() or 1, "cpu")
+
+
+THREADS_AUTO = f"1 up to {SMALL_NETWORK:,} network parameters, all cores above"
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
 @click.argument("query", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--network", "networks", multiple=True, metavar="NAME=MODEL.onnx",
-              help="The ONNX model (.onnx or .onnx.gz) of each network the query declares.")
+              help="The ONNX model (.onnx or .onnx.gz) of each network the query declares. [required]")
 @click.option("--timeout", callback=parse_timeout, metavar="SECONDS",
-              help="Answer within this many seconds of the process start ('timed-out' if undecided).")
+              help="Answer within this many seconds of the process start ('timed-out' if undecided). "
+                   "[default: no limit]")
 @click.option("--serialise-assignments", "--serialize-assignments", "--assignments", "assignments_dir",
               type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="For sat, write each variable as DIR/NAME.pb (ONNX TensorProto) instead of printing it.")
+              help="For sat, write each variable as DIR/NAME.pb (ONNX TensorProto) instead of printing it, "
+                   f"with {RESOLVED} (the resolved options). [default: print it]")
 @click.option("--strict", is_flag=True,
               help="Refuse non-Real element types (the standard's rule for real-arithmetic solvers) and "
                    "proofs within float32 rounding of zero.")
 @search_options
-@relaxation_option("optimized")
+@relaxation_option(defaults.VERIFY_RELAXATION)
 @device_option("cpu")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="CPU threads for torch.")
+@threads_option(THREADS_AUTO)
 @seed_option
 @click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (answer, statistics, assignment, resolved options) instead of the "
+                   "standard's lines.")
 @user_errors
 def verify_command(query, networks, timeout, assignments_dir, strict, split_max_inputs, no_relu_splits,
-                   relaxation, device, threads, seed, verbose):
+                   relaxation, device, threads_text, seed, verbose, as_json):
     """Decide the VNN-LIB QUERY (1.0 or 2.0; .gz accepted): is there an input of the networks that satisfies
     every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
     deadline = make_deadline(timeout)
@@ -151,7 +169,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
 
     if not networks:
         raise UserError("no network given: use --network NAME=MODEL.onnx")
-    dev = setup_torch(threads, device)
+    dev = setup_torch(threads_text or 1, device)
     text = read_text(query)
     declared = declared_networks(text, str(query))
     files = match_networks(declared, parse_networks(networks), str(query))
@@ -165,6 +183,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     for note in dict.fromkeys(notes):
         log(note)
     check_io_sizes(prop, network.n_inputs, network.n_outputs, f"network {name} ({path})")
+    use_threads(threads_text, sum(p.numel() for p in network.net.parameters()))
     if verbose:
         log(f"VNN-LIB {detect_version(text)}: {prop.n_cases} case(s), {prop.n_inputs} inputs, "
             f"{prop.n_outputs} outputs; {deadline.remaining():.2f}s left after loading")
@@ -175,13 +194,29 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     if verbose:
         log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
             f"{result.attack_steps} attack steps, margin {result.best_margin})")
-    click.echo(VERDICTS[result.answer])
-    if result.answer == "sat":
+    ctx = click.get_current_context()
+    if result.answer == "sat" and assignments_dir is not None:
         variables = assignment_variables(prop, declared)
-        if assignments_dir is not None:
-            serialise_assignment(assignments_dir, variables, result.witness_x, result.witness_y)
-        else:
-            click.echo(format_vnnlib2_assignment(variables, result.witness_x, result.witness_y))
+        serialise_assignment(assignments_dir, variables, result.witness_x, result.witness_y)
+        from onnxdual.files import atomic_write
+
+        atomic_write(assignments_dir / RESOLVED, config_text(ctx, path=str(assignments_dir / RESOLVED)))
+    if as_json:
+        import json
+
+        sat = result.answer == "sat" and assignments_dir is None
+        click.echo(json.dumps({
+            "answer": VERDICTS[result.answer], "seconds": round(result.seconds, 4), "boxes": result.boxes,
+            "attack_steps": result.attack_steps, "best_margin": result.best_margin,
+            "assignment": format_vnnlib2_assignment(assignment_variables(prop, declared), result.witness_x,
+                                                    result.witness_y) if sat else None,
+            "config": resolved_config(ctx)}, default=str))
+        finish(0)
+        return
+    click.echo(VERDICTS[result.answer])
+    if result.answer == "sat" and assignments_dir is None:
+        click.echo(format_vnnlib2_assignment(assignment_variables(prop, declared), result.witness_x,
+                                             result.witness_y))
     finish(0)
 
 
@@ -255,17 +290,16 @@ def supports_command(capability):
 @click.argument("results", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("timeout", callback=parse_timeout)
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Default: 1 for small networks (threads only add overhead there), else all cores.")
+@threads_option(THREADS_AUTO)
 @split_option
-@relaxation_option("optimized")
+@relaxation_option(defaults.VERIFY_RELAXATION)
 @click.option("--strict", is_flag=True)
 @click.option("--counterexample-tolerance", "tolerance", type=click.FloatRange(min=0, min_open=True, max=1),
               default=None, is_flag=False, flag_value=VNNCOMP_TOLERANCE, metavar="[TOL]",
               help=f"VNN-COMP's checker accepts a counterexample up to TOL (default {VNNCOMP_TOLERANCE:g}) "
                    "outside the input box: also search the box widened by TOL and answer sat with a witness "
                    "found there (the output still reaches the unsafe region exactly). Off: exact semantics.")
-def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, threads, split_max_inputs,
+def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, threads_text, split_max_inputs,
                     relaxation, strict, tolerance):
     """VNN-COMP run_instance: decide VNNLIB_PATH for ONNX_PATH and write RESULTS (sat + witness, unsat,
     unknown, timeout or error). Used by vnncomp/run_instance.sh."""
@@ -278,12 +312,11 @@ def vnncomp_command(category, onnx_path, vnnlib_path, results, timeout, device, 
         from onnxdual.verify.counterexamples import outside_distance, tolerant_witness
 
         try:
-            dev = setup_torch(threads or 1, device)
+            dev = setup_torch(threads_text or 1, device)
             prop = parse_vnnlib(vnnlib_path)
             network = load_network(onnx_path)
             check_io_sizes(prop, network.n_inputs, network.n_outputs, str(onnx_path))
-            if threads is None and sum(p.numel() for p in network.net.parameters()) > SMALL_NETWORK:
-                setup_torch(os.cpu_count() or 1, "cpu")  # threads only pay off for larger networks
+            use_threads(threads_text, sum(p.numel() for p in network.net.parameters()))
             network.net.to(dev)
             verifier = Verifier.for_network(network, strict=strict, device=dev,
                                             split_max_inputs=split_max_inputs, relaxation=relaxation)

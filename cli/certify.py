@@ -136,7 +136,8 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         started=started, seconds=time.perf_counter() - t0,
         command="onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:])).to_dict()
     summary = result.summary_frame()
-    paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame())
+    paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame(),
+                                 adversarials=result.adversarials_frame())
     paths["config"] = write_resolved(out)
     if paths.replaced and not quiet:
         click.echo(f"onnxdual: replaced the previous report in {out}", err=True)

@@ -63,7 +63,7 @@ _RC = {
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def chart_style() -> Iterator[None]:
     """matplotlib's defaults plus :data:`_RC`, whatever style the caller set; restored on exit."""
     with rc_context():
         mpl_style.use("default")
@@ -71,15 +71,15 @@ def _style() -> Iterator[None]:
         yield
 
 
-def _label(text: str) -> str:
+def mpl_text(text: str) -> str:
     """Text for a matplotlib label: ``$`` would start mathtext, so escape it."""
     return str(text).replace("$", r"\$")
 
 
-def _to_svg(fig: Figure, chart_id: str, title: str) -> str:
+def to_svg(fig: Figure, chart_id: str, title: str) -> str:
     """``fig`` as an ``<svg>`` element ready to be inlined into HTML (see the module docstring)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.08,
+    fig.savefig(buf, format="svg", dpi=144, bbox_inches="tight", pad_inches=0.08,
                 metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
@@ -106,14 +106,14 @@ def _to_svg(fig: Figure, chart_id: str, title: str) -> str:
     return svg.strip()
 
 
-def _figure(**kwargs: Any) -> Figure:
+def new_figure(**kwargs: Any) -> Figure:
     """A new figure on its own Agg canvas (headless; pyplot's global state is never touched)."""
     fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _style_axes(ax: Any) -> None:
+def style_axes(ax: Any) -> None:
     ax.grid(axis="y", color=GRID, linewidth=0.8)
     ax.set_axisbelow(True)
     ax.tick_params(length=3)
@@ -133,10 +133,10 @@ def accuracy_vs_eps(rows: pd.DataFrame) -> str:
     pgd = rows["pgd_accuracy"].to_numpy(dtype=float)
     clean = rows["clean_accuracy"].to_numpy(dtype=float)
     single = len(eps) == 1
-    with _style():
-        fig = _figure(figsize=(6.0, 3.6))
+    with chart_style():
+        fig = new_figure(figsize=(6.0, 3.6))
         ax = fig.add_subplot()
-        _style_axes(ax)
+        style_axes(ax)
         x = np.arange(len(eps)) if not np.all(np.isfinite(eps)) else eps
         if np.isfinite(clean).any():
             ax.plot(x, clean, color=CLEAN, linestyle="--", linewidth=1.4, label="clean", zorder=2)
@@ -178,15 +178,15 @@ def accuracy_vs_eps(rows: pd.DataFrame) -> str:
                  if k in labels]
         ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
                   bbox_to_anchor=(0.5, -0.2), ncol=4, handlelength=1.8, columnspacing=1.2)
-        return _to_svg(fig, "chart-accuracy", "Certified, PGD and clean accuracy against ε")
+        return to_svg(fig, "chart-accuracy", "Certified, PGD and clean accuracy against ε")
 
 
 def _accuracy_bars(row: pd.Series) -> str:
     """The single-eps form of :func:`accuracy_vs_eps`: one horizontal bar per accuracy."""
     items = [("clean", row["clean_accuracy"], CLEAN), ("PGD (upper bound)", row["pgd_accuracy"], PGD),
              ("certified (lower bound)", row["certified_accuracy"], CERTIFIED)]
-    with _style():
-        fig = _figure(figsize=(6.0, 2.6))
+    with chart_style():
+        fig = new_figure(figsize=(6.0, 2.6))
         ax = fig.add_subplot()
         ax.grid(axis="x", color=GRID, linewidth=0.8)
         ax.set_axisbelow(True)
@@ -206,7 +206,7 @@ def _accuracy_bars(row: pd.Series) -> str:
         ax.spines["left"].set_visible(False)
         ax.tick_params(axis="y", length=0)
         ax.set_xlabel(f"accuracy at ε = {fmt_eps(row['eps'])}")
-        return _to_svg(fig, "chart-accuracy", f"Certified, PGD and clean accuracy at ε = {fmt_eps(row['eps'])}")
+        return to_svg(fig, "chart-accuracy", f"Certified, PGD and clean accuracy at ε = {fmt_eps(row['eps'])}")
 
 
 def _edges(lo: float, hi: float, bins: int) -> np.ndarray:
@@ -229,8 +229,8 @@ def margin_histograms(examples: pd.DataFrame, max_panels: int = 6) -> str:
     n = max(1, len(eps_values))
     cols = min(n, 3)
     nrows = int(np.ceil(n / cols))
-    with _style():
-        fig = _figure(figsize=(3.6 * cols + 0.4, 2.8 * nrows + 0.3), layout="constrained")
+    with chart_style():
+        fig = new_figure(figsize=(3.6 * cols + 0.4, 2.8 * nrows + 0.3), layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
         for ax in axes[len(eps_values):]:
             ax.set_visible(False)
@@ -240,7 +240,7 @@ def margin_histograms(examples: pd.DataFrame, max_panels: int = 6) -> str:
                          transform=axes[0].transAxes)
             axes[0].set_axis_off()
         for ax, e in zip(axes, eps_values):
-            _style_axes(ax)
+            style_axes(ax)
             m = pd.to_numeric(examples.loc[examples["eps"] == e, "margin_lower_bound"], errors="coerce")
             m = m.to_numpy(dtype=float)
             m = m[np.isfinite(m)]
@@ -284,7 +284,7 @@ def margin_histograms(examples: pd.DataFrame, max_panels: int = 6) -> str:
             handles, labels = axes[0].get_legend_handles_labels()
             if handles:
                 fig.legend(handles, labels, loc="outside upper right", ncol=2)
-        return _to_svg(fig, "chart-margins", "Histogram of margin lower bounds per ε; above 0 means certified")
+        return to_svg(fig, "chart-margins", "Histogram of margin lower bounds per ε; above 0 means certified")
 
 
 def cascade_stages(cascade: pd.DataFrame, stage_labels: Sequence[str] | None = None) -> str:
@@ -299,10 +299,10 @@ def cascade_stages(cascade: pd.DataFrame, stage_labels: Sequence[str] | None = N
     eps_values = sorted(pd.unique(data["eps"].dropna()))
     stages = sorted(int(s) for s in pd.unique(data["stage"]))
     x = np.arange(len(eps_values))
-    with _style():
-        fig = _figure(figsize=(6.0, 3.6))
+    with chart_style():
+        fig = new_figure(figsize=(6.0, 3.6))
         ax = fig.add_subplot()
-        _style_axes(ax)
+        style_axes(ax)
         bottom = np.zeros(len(eps_values))
         for i, stage in enumerate(stages):
             heights = []
@@ -313,7 +313,7 @@ def cascade_stages(cascade: pd.DataFrame, stage_labels: Sequence[str] | None = N
             h = np.asarray(heights)
             label = stage_labels[i] if stage_labels and i < len(stage_labels) else f"stage {stage}"
             ax.bar(x, h, bottom=bottom, width=0.55, color=STAGE_COLORS[i % len(STAGE_COLORS)],
-                   edgecolor="white", linewidth=1, label=_label(label), zorder=2)
+                   edgecolor="white", linewidth=1, label=mpl_text(label), zorder=2)
             for xi, hi, bi in zip(x, h, bottom):
                 if hi > 0 and hi >= 0.07 * max(1.0, float(np.max(bottom + h))):
                     ax.text(xi, bi + hi / 2, f"{round(float(hi)):,}", ha="center", va="center", fontsize=8.5,
@@ -336,4 +336,75 @@ def cascade_stages(cascade: pd.DataFrame, stage_labels: Sequence[str] | None = N
         ax.set_ylabel("certified examples")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(stages), 2))
-        return _to_svg(fig, "chart-cascade", "Examples certified by each cascade stage, per ε")
+        return to_svg(fig, "chart-cascade", "Examples certified by each cascade stage, per ε")
+
+
+#: marker colour and legend text of each example outcome in :func:`margin_scatter`
+OUTCOME_STYLE = {"certified": (CERTIFIED, "certified"), "undecided": (PGD, "undecided"),
+                 "attacked": (ATTACKED, "broken by PGD"), "misclassified": (NOT_CERTIFIED, "misclassified"),
+                 "conflict": (INK, "certified, yet broken")}
+
+
+#: above this many points a scatter panel is drawn as a bitmap inside the SVG
+RASTER_POINTS = 400
+
+
+def margin_scatter(examples: pd.DataFrame, max_panels: int = 3) -> str:
+    """Per eps, each example's certified margin lower bound (x) against the margin PGD reached (y).
+
+    The true worst-case margin lies between the two, so every correctly classified example sits on or above
+    the diagonal ``y = x``; right of ``x = 0`` it is certified, below ``y = 0`` PGD broke it, and the points
+    in between are the undecided ones. Axes are symmetric-log when the margins span orders of magnitude.
+    ``examples``: columns ``eps``, ``margin_lower_bound``, ``pgd_margin`` and ``outcome`` (a key of
+    :data:`OUTCOME_STYLE`).
+    """
+    eps_values = sorted(pd.unique(examples["eps"].dropna()))[-max_panels:] if len(examples) else []
+    n = max(1, len(eps_values))
+    with chart_style():
+        fig = new_figure(figsize=(3.9 * n + 0.4, 3.7), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
+        if not eps_values:
+            axes[0].text(0.5, 0.5, "no examples", ha="center", va="center", color=MUTED,
+                         transform=axes[0].transAxes)
+            axes[0].set_axis_off()
+        shown: dict[str, Any] = {}
+        for ax, e in zip(axes, eps_values):
+            style_axes(ax)
+            ax.grid(axis="x", color=GRID, linewidth=0.8)
+            rows = examples[examples["eps"] == e]
+            lb = pd.to_numeric(rows["margin_lower_bound"], errors="coerce").to_numpy(dtype=float)
+            pm = pd.to_numeric(rows["pgd_margin"], errors="coerce").to_numpy(dtype=float)
+            keep = np.isfinite(lb) & np.isfinite(pm)
+            ax.set_title(f"ε = {fmt_eps(e)}", loc="left")
+            if not keep.any():
+                ax.text(0.5, 0.5, "no finite margins", ha="center", va="center", color=MUTED,
+                        transform=ax.transAxes)
+                continue
+            both = np.concatenate([lb[keep], pm[keep]])
+            lo, hi = float(both.min()), float(both.max())
+            scale = float(np.median(np.abs(both))) or 1.0
+            if hi - lo > 40 * scale:
+                ax.set_xscale("symlog", linthresh=scale)
+                ax.set_yscale("symlog", linthresh=scale)
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color=MUTED, linewidth=0.9, linestyle=":",
+                    zorder=1)
+            ax.axvline(0, color=INK, linewidth=1.0, zorder=1)
+            ax.axhline(0, color=INK, linewidth=1.0, zorder=1)
+            outcome = rows["outcome"].to_numpy()
+            for key, (color, label) in OUTCOME_STYLE.items():
+                sel = keep & (outcome == key)
+                if sel.any():
+                    # many points: one embedded bitmap instead of an SVG element each (a bounded page)
+                    shown[key] = ax.scatter(lb[sel], pm[sel], s=11, color=color, alpha=0.75, linewidths=0,
+                                            label=label, zorder=3 if key != "conflict" else 4,
+                                            rasterized=bool(keep.sum() > RASTER_POINTS))
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+        if eps_values:
+            fig.supxlabel("certified margin lower bound", fontsize=9.5, color=INK)
+            fig.supylabel("margin reached by PGD", fontsize=9.5, color=INK)
+            if shown:
+                fig.legend(list(shown.values()), [OUTCOME_STYLE[k][1] for k in shown], loc="outside upper right",
+                           ncol=len(shown), markerscale=1.6)
+        return to_svg(fig, "chart-scatter", "Certified margin lower bound against PGD margin, per example")

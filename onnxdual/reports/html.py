@@ -1,9 +1,10 @@
 """Render a certification result as one self-contained HTML page.
 
-The page has no JavaScript and references nothing outside itself: CSS is inline, charts are inline SVG
-drawn by matplotlib (:mod:`onnxdual.reports.charts`), and collapsing uses ``<details>``. The template is
-``templates/certify_report.html.j2`` (package data); this module only turns DataFrames into plain,
-already-formatted values for it.
+The page references nothing outside itself: CSS and the one small script (sorting and filtering the
+per-example table; the page reads fine without it) are inline, charts are inline SVG drawn by matplotlib
+(:mod:`onnxdual.reports.charts`), images are PNG data URIs (:mod:`onnxdual.reports.images`), and collapsing
+uses ``<details>``. The template is ``templates/certify_report.html.j2`` (package data); this module and
+:mod:`onnxdual.reports.examples` only turn DataFrames into plain, already-formatted values for it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import pandas as pd
 from markupsafe import Markup
 
 from onnxdual.errors import InvalidInputError
-from onnxdual.reports.charts import accuracy_vs_eps, cascade_stages, margin_histograms
+from onnxdual.reports.charts import accuracy_vs_eps, cascade_stages, margin_histograms, margin_scatter
+from onnxdual.reports.examples import (OUTCOME_LABELS, bool_column, example_rows, gallery, outcomes,
+                                       per_class_rows)
 from onnxdual.reports.formatting import (
     MISSING,
     as_float,
@@ -47,13 +50,14 @@ EXAMPLES_REQUIRED = ("index", "eps", "certified", "margin_lower_bound")
 SUMMARY_REQUIRED = ("eps", "stage", "n", "clean_accuracy", "certified_accuracy", "pgd_accuracy")
 CASCADE_REQUIRED = ("eps", "stage", "certified_by_stage")
 
-KNOWN_META = ("command", "model", "dataset", "norm", "bound", "device", "started", "seconds", "versions")
+KNOWN_META = ("command", "model", "dataset", "norm", "bound", "device", "started", "seconds", "versions",
+              "dual_layers")
 """Meta keys with a fixed place in the page; any other key goes to the "other details" table."""
 
-STRONG_RATIO = 0.9
-"""Verdict "strongly certified": certified accuracy is at least this share of clean accuracy."""
-PARTIAL_RATIO = 0.5
-"""Verdict "partially certified": at least this share (below it: "weakly certified")."""
+STRONG_CERTIFIED = 0.8
+"""Verdict "strongly certified": at least this share of *all* examples is certified (certified accuracy)."""
+PARTIAL_CERTIFIED = 0.4
+"""Verdict "partially certified": at least this share of all examples (below it: "weakly certified")."""
 
 _ACCURACY_COLUMNS = ("clean_accuracy", "certified_accuracy", "pgd_accuracy", "cumulative_certified_accuracy",
                      "standard_accuracy_stage_alone", "robust_accuracy_stage_alone")
@@ -89,13 +93,6 @@ def _as_fractions(frame: pd.DataFrame) -> pd.DataFrame:
                 values = values / 100.0
             out[col] = values
     return out
-
-
-def _bool_column(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A boolean column with missing values as False (all False when the column is absent)."""
-    if column not in frame.columns:
-        return pd.Series(False, index=frame.index)
-    return frame[column].map(lambda v: False if is_missing(v) else bool(v)).astype(bool)
 
 
 # --------------------------------------------------------------------------------------------- verdicts
@@ -134,11 +131,13 @@ def _verdict(cert: float | None, clean: float | None, pgd: float | None, conflic
     if cert <= 0:
         return {"level": "bad", "label": "Nothing certified",
                 "why": "No example is provably robust at this radius."}
-    ratio = cert / clean if clean else 1.0
-    share = f"{fmt_pct(min(ratio, 1.0))} of the correctly classified examples are provably robust"
-    if ratio >= STRONG_RATIO:
+    # Absolute, not relative to clean accuracy: a model right on 23% of the data that certifies 22% is weak.
+    share = f"{fmt_pct(cert)} of all examples are provably robust at this radius"
+    if clean:
+        share += f" ({fmt_pct(min(cert / clean, 1.0))} of the {fmt_pct(clean)} classified correctly)"
+    if cert >= STRONG_CERTIFIED:
         return {"level": "good", "label": "Strongly certified", "why": share + "."}
-    if ratio >= PARTIAL_RATIO:
+    if cert >= PARTIAL_CERTIFIED:
         return {"level": "fair", "label": "Partially certified", "why": share + "."}
     return {"level": "weak", "label": "Weakly certified", "why": share + "."}
 
@@ -186,8 +185,8 @@ def _overall_rows(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _eps_results(summary: pd.DataFrame, examples: pd.DataFrame, probabilistic: bool) -> list[dict]:
-    certified = _bool_column(examples, "certified")
-    attacked = _bool_column(examples, "pgd_success")
+    certified = bool_column(examples, "certified")
+    attacked = bool_column(examples, "pgd_success")
     results = []
     for _, row in _overall_rows(summary).iterrows():
         eps = row["eps"]
@@ -273,45 +272,6 @@ def _cascade_rows(cascade: pd.DataFrame) -> list[dict]:
     return rows
 
 
-_OUTCOME_LABELS = {"certified": "certified", "attacked": "broken by PGD", "misclassified": "misclassified",
-                   "undecided": "undecided", "conflict": "certified, yet broken"}
-
-
-def _example_rows(examples: pd.DataFrame, limit: int) -> tuple[list[dict], dict[str, int]]:
-    certified = _bool_column(examples, "certified")
-    attacked = _bool_column(examples, "pgd_success")
-    if "prediction" in examples.columns and "label" in examples.columns:
-        wrong = examples["prediction"].ne(examples["label"]) & examples["prediction"].notna()
-        wrong = wrong.fillna(False).astype(bool)
-    else:
-        wrong = pd.Series(False, index=examples.index)
-    outcome = np.select([certified & attacked, certified, wrong, attacked],
-                        ["conflict", "certified", "misclassified", "attacked"], default="undecided")
-    counts = pd.Series(outcome).value_counts().to_dict()
-    order = examples.assign(_outcome=outcome)
-    sort_cols = [c for c in ("eps", "index") if c in order.columns]
-    if sort_cols:
-        order = order.sort_values(sort_cols, kind="stable")
-    rows = []
-    for _, row in order.head(limit).iterrows():
-        stage = row.get("stage")
-        k = stage_number(stage) if "stage" in order.columns else None
-        rows.append({
-            "index": MISSING if is_missing(row["index"]) else str(row["index"]),
-            "eps": fmt_eps(row["eps"]),
-            "label": MISSING if is_missing(row.get("label")) else str(row.get("label")),
-            "prediction": MISSING if is_missing(row.get("prediction")) else str(row.get("prediction")),
-            "outcome": row["_outcome"], "outcome_text": _OUTCOME_LABELS[row["_outcome"]],
-            "margin": fmt_num(row["margin_lower_bound"]),
-            "margin_sign": "pos" if (as_float(row["margin_lower_bound"]) or 0.0) > 0 else "neg",
-            "stage": str(k) if k is not None else MISSING,
-            "pgd_success": MISSING if is_missing(row.get("pgd_success")) else
-            ("yes" if bool(row.get("pgd_success")) else "no"),
-            "pgd_margin": fmt_num(row.get("pgd_margin")),
-        })
-    return rows, {str(k): int(v) for k, v in counts.items()}
-
-
 def _meta_value(value: Any) -> dict[str, Any]:
     """A meta value for the details table: ``{'text': ..., 'block': bool}`` (block = preformatted)."""
     if isinstance(value, (Mapping, list, tuple, set, np.ndarray)):
@@ -325,6 +285,20 @@ def _meta_value(value: Any) -> dict[str, Any]:
         return {"text": fmt_num(value, 6), "block": False}
     text = str(value)
     return {"text": text, "block": "\n" in text}
+
+
+def _dual_layers(value: Any) -> list[dict[str, str]]:
+    """``meta['dual_layers']`` (:func:`onnxdual.reports.meta.dual_layer_sources`) as rows for the page."""
+    if not isinstance(value, Mapping):
+        return []
+    rows = []
+    for name, info in value.items():
+        info = info if isinstance(info, Mapping) else {}
+        operators = info.get("operators") or []
+        rows.append({"name": str(name), "version": str(info.get("version") or MISSING),
+                     "kind": "built-in" if info.get("builtin") else "plugin",
+                     "operators": ", ".join(map(str, operators)) if operators else MISSING})
+    return rows
 
 
 def _run_details(meta: Mapping[str, Any], probabilistic: bool) -> dict[str, Any]:
@@ -347,6 +321,7 @@ def _run_details(meta: Mapping[str, Any], probabilistic: bool) -> dict[str, Any]
         command = " ".join(map(str, command))
     return {"command": None if command is None or is_missing(command) else str(command),
             "rows": rows, "versions": version_items, "extra": extra,
+            "dual_layers": _dual_layers(meta.get("dual_layers")),
             "bound": _bound_label(meta.get("bound")), "probabilistic": probabilistic,
             "delta": _bound_delta(meta.get("bound"))}
 
@@ -370,8 +345,8 @@ def template_environment() -> jinja2.Environment:
 
 def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str, Any],
                 cascade: pd.DataFrame | None = None, title: str | None = None, *,
-                max_example_rows: int = MAX_EXAMPLE_ROWS) -> str:
-    """The certification report as one self-contained HTML document (no scripts, no external resources).
+                max_example_rows: int = MAX_EXAMPLE_ROWS, adversarials: pd.DataFrame | None = None) -> str:
+    """The certification report as one self-contained HTML document (no external resources).
 
     Args:
         examples: one row per (example, eps): ``index``, ``eps``, ``label``, ``prediction``, ``certified``,
@@ -389,6 +364,10 @@ def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str
             ``standard_accuracy_stage_alone``, ``robust_accuracy_stage_alone``.
         title: the page title; default ``"Certification report — <model>"``.
         max_example_rows: cap on the rows of the per-example table (a note says when rows are left out).
+        adversarials: optional undecided / broken examples to show next to their PGD adversarial:
+            ``index``, ``eps``, ``outcome`` (``"undecided"`` or ``"broken"``), ``input``, ``adversarial``
+            (arrays of one example's shape; drawn when they are images) and optionally ``pgd_margin``
+            (:meth:`onnxdual.certify.CertifyResult.adversarials_frame`).
 
     Raises:
         InvalidInputError: an input is not a DataFrame/dict or lacks a required column.
@@ -427,12 +406,25 @@ def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str
                        "caption": "Each stage certifies examples its predecessors could not; the bar height is the "
                                   "cascade's cumulative count (certified accuracy in brackets).",
                        "svg": Markup(cascade_stages(cascade, labels))})
+    outcome = outcomes(examples)
+    if "pgd_margin" in examples.columns and pd.to_numeric(examples["pgd_margin"], errors="coerce").notna().any():
+        scatter = {"title": "Certified bound against attack, per example",
+                   "caption": "x: the certified lower bound on the margin; y: the margin PGD's best point still "
+                              "has. The true worst margin lies between them, so points sit on or above the "
+                              "dotted diagonal. Right of 0: certified; below 0: broken; in between: undecided.",
+                   "svg": Markup(margin_scatter(examples.assign(outcome=outcome.to_numpy())))}
+    else:
+        scatter = None
     histogram = {"title": "Margin lower bounds",
                  "caption": "For each example, a lower bound on logit[label] − logit[j] over every j ≠ label and "
                             "every input in the perturbation set. Above the 0 line the example is certified.",
                  "svg": Markup(margin_histograms(examples))}
 
-    example_rows, outcome_counts = _example_rows(examples, max_example_rows)
+    order = examples.assign(outcome=outcome.to_numpy()).sort_values(
+        [c for c in ("eps", "index") if c in examples.columns], kind="stable")
+    rows = example_rows(order, order["outcome"], max_example_rows)
+    outcome_counts = outcome.value_counts().to_dict()
+    class_eps, class_rows = per_class_rows(examples, outcome)
     context = {
         "title": title or f"Certification report — {model}",
         "model": model,
@@ -446,15 +438,21 @@ def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str
         "cascade_rows": _cascade_rows(cascade) if cascade is not None else None,
         "charts": charts,
         "histogram": histogram,
-        "examples": example_rows,
+        "examples": rows,
+        "example_eps": sorted({r["eps_key"] for r in rows}, key=lambda t: as_float(t.split()[0]) or 0.0),
+        "outcome_labels": OUTCOME_LABELS,
+        "scatter": scatter,
+        "class_eps": class_eps,
+        "class_rows": class_rows,
+        "gallery": gallery(adversarials, headline["eps"] if headline else None),
         "n_examples": len(examples),
         "n_examples_text": fmt_int(len(examples)),
-        "examples_truncated": len(examples) > len(example_rows),
-        "outcome_counts": {k: fmt_int(outcome_counts.get(k, 0)) for k in _OUTCOME_LABELS},
+        "examples_truncated": len(examples) > len(rows),
+        "outcome_counts": {k: fmt_int(outcome_counts.get(k, 0)) for k in OUTCOME_LABELS},
         "has_conflicts": outcome_counts.get("conflict", 0) > 0,
         "run": _run_details(meta, probabilistic),
         "probabilistic": probabilistic,
-        "thresholds": {"strong": fmt_pct(STRONG_RATIO, 0), "partial": fmt_pct(PARTIAL_RATIO, 0)},
+        "thresholds": {"strong": fmt_pct(STRONG_CERTIFIED, 0), "partial": fmt_pct(PARTIAL_CERTIFIED, 0)},
         "missing": MISSING,
     }
     return template_environment().get_template("certify_report.html.j2").render(**context)

@@ -60,7 +60,7 @@ def test_csv_round_trips(tmp_path, data):
     pd.testing.assert_frame_equal(back, examples.astype({"stage": "float64"}), check_dtype=False)
     back = pd.read_csv(paths["summary_csv"])
     assert list(back.columns) == list(summary.columns)
-    pd.testing.assert_frame_equal(back, summary.astype({"stage": str}), check_dtype=False)
+    pd.testing.assert_frame_equal(back, writer_module.rounded(summary).astype({"stage": str}), check_dtype=False)
 
 
 def test_summary_json_is_strict_and_nan_is_null(tmp_path, data):
@@ -91,19 +91,21 @@ def test_html_has_tables_charts_and_nothing_external(tmp_path, data):
     paths = write_certify_report(tmp_path, examples, summary, meta, cascade)
     html = paths["report_html"].read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>")
-    for table in ('<table class="summary">', '<table class="cascade">', '<table class="examples">'):
+    for table in ('<table class="summary">', '<table class="cascade">', '<table class="examples"',
+                  '<table class="classes">'):
         assert table in html
-    assert html.count("<svg") == 3
+    assert html.count("<svg") == 4  # accuracy, cascade, margin histograms, bound-vs-attack scatter
     assert "Certified by each cascade stage" in html
     assert "Certified " in html and "of 40 examples at ε" in html and "(ℓ∞)" in html  # the headline
-    assert "<details" in html and "<script" not in html.lower()
+    # one inline script (sorting/filtering the example table), nothing loaded from elsewhere
+    assert "<details" in html and html.lower().count("<script") == 1 and "<script>" in html
     assert not EXTERNAL.search(html), EXTERNAL.search(html).group(0)
     assert "http://" not in html and "https://" not in html  # not even namespace URLs
     assert meta["command"] in html and "1.26.4" in html  # footer: command, versions
     assert "—" in html  # the NaN PGD accuracy
 
-    html = render_html(examples, summary, meta)  # no cascade: 2 charts, no cascade table
-    assert html.count("<svg") == 2
+    html = render_html(examples, summary, meta)  # no cascade: 3 charts, no cascade table
+    assert html.count("<svg") == 3
     assert '<table class="cascade">' not in html
 
 
@@ -127,7 +129,8 @@ def test_user_text_is_escaped(data):
                 model="a<b>.onnx", dataset="$x$ data")
     cascade = cascade.assign(model="<img src=x onerror=alert(1)> $cost$.onnx")
     html = render_html(examples, summary, meta, cascade, title="</title><script>")
-    assert "<script" not in html.lower() and "<img" not in html.lower()
+    assert html.lower().count("<script") == 1 and "<img" not in html.lower()  # only the page's own script
+    assert "<script>alert" not in html.lower()
     assert "&#39;&lt;script&gt;alert(1)&lt;/script&gt;&#39; &amp; more" in html
     assert "a&lt;b&gt;.onnx" in html
     assert "$cost$.onnx" in html  # matplotlib did not treat it as mathtext
@@ -146,8 +149,8 @@ def test_example_table_is_capped(data):
     examples, summary, cascade, meta = data
     html = render_html(examples, summary, meta, cascade, max_example_rows=5)
     assert f"Showing the first 5 of {len(examples)} rows" in html
-    body = html.split('<table class="examples">')[1].split("</table>")[0]
-    assert body.count("<tr>") == 5 + 1  # header row + 5
+    body = html.split('<table class="examples" id="examples-table">')[1].split("</table>")[0]
+    assert body.count("<tr data-outcome=") == 5
     assert "Showing the first" not in render_html(examples, summary, meta, cascade)
 
 

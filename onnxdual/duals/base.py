@@ -136,6 +136,14 @@ class AffineDual(DualLayer):
         :mod:`onnxdual.engine.interval`). A map with non-negative entries returns ``self.linear(*radii)``."""
         return None
 
+    def local_kernel(self) -> "LocalKernel | None":
+        """The layer as a 2-d convolution of its one variable input (``None``, the default: it is not one).
+        A local map lets an engine bound units through *patches*: a unit's dual row below a convolution
+        only covers the unit's receptive field, so it is carried as a small window instead of a whole
+        image (:mod:`onnxdual.engine.patches`). Only the geometry and the weight are needed; the offset
+        still comes from :meth:`offset`."""
+        return None
+
     def offset(self) -> Tensor:
         """``b`` as a ``(1, *out_shape)`` tensor: the operation applied to all-zero variable inputs."""
         zeros = [torch.zeros((1, *shape), dtype=self._dtype(), device=self._device())
@@ -163,6 +171,20 @@ class AffineDual(DualLayer):
         for p in list(self.ctx.module.parameters()) + list(self.ctx.module.buffers()):
             return p.device
         return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class LocalKernel:
+    """A 2-d convolution ``z = conv(pad(x), weight)`` (no bias) as an affine layer declares it in
+    :meth:`AffineDual.local_kernel`: ``weight`` is ``(C_out, C_in / groups, kh, kw)``, ``pads`` the zero
+    padding before the first row and column (padding after the last only adds rows that a window never
+    reaches or that are masked as outside the image)."""
+
+    weight: Tensor
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
 
 
 class LinearRelaxation(ABC):

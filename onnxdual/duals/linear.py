@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from onnxdual.duals.base import AffineDual, NodeContext
+from onnxdual.duals.base import AffineDual, LocalKernel, NodeContext
 
 
 class LinearModuleDual(AffineDual):
@@ -111,6 +111,12 @@ class ConvDual(AffineDual):
         self.pads: tuple[int, ...] = () if begins == ends else tuple(
             p for d in reversed(range(self.dims)) for p in (begins[d], ends[d]))
 
+    def local_kernel(self) -> LocalKernel | None:
+        if self.dims != 2:
+            return None
+        begins = self.padding if not self.pads else (self.pads[2], self.pads[0])  # F.pad order: last dim first
+        return LocalKernel(self.weight, self.stride, tuple(begins), self.dilation, self.groups)
+
     def _padded_shape(self) -> tuple[int, ...]:
         shape = list(self.ctx.input_shapes[0])
         for i in range(len(self.pads) // 2):
@@ -181,6 +187,13 @@ class BatchNormDual(AffineDual):
 
     def abs_linear(self, r: Tensor) -> Tensor:
         return r * self._scale(r.dim()).abs()
+
+    def local_kernel(self) -> LocalKernel | None:
+        """A per-channel scale of an image is a depthwise 1x1 convolution."""
+        if len(self.ctx.input_shapes[0]) != 3:
+            return None
+        scale = self._scale(4).reshape(-1, 1, 1, 1)
+        return LocalKernel(scale, groups=scale.shape[0])
 
 
 def batchnorm_dual(ctx: NodeContext) -> AffineDual:

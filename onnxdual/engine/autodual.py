@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, AffineDual, Faces, LinearRelaxation, ParametricFaces
-from onnxdual.engine import cost
+from onnxdual.engine import cost, patches
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.interval import IntervalPass
@@ -386,8 +386,8 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
             spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
             push(step.variable_inputs[0], relax.transpose(nu))
         else:
-            if step.node.name not in offsets:
-                offsets[step.node.name] = layer.offset()
+            if step.node.name not in offsets:  # a layer without parameters (a reshape) may give the default dtype
+                offsets[step.node.name] = layer.offset().to(c.dtype)
             offset = offsets[step.node.name].flatten(1)
             linear = linear + (flat @ offset.unsqueeze(-1).expand(offset.shape[0], -1, 1)).squeeze(-1)
             bt = nu.shape[0]
@@ -422,10 +422,30 @@ def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str
     n = math.prod(shape)
     wanted = torch.arange(n, device=center.device) if units is None else units
     lows, highs = [], []
+    plan = patches.plan(built, name, input_set)
+    if plan is not None and not patches.supported(plan, relaxations):
+        plan = None
+    if plan is not None:  # windows instead of images: as many more rows fit as the images are larger
+        max_rows = max(1, max_rows * built.largest_value // plan.largest)
     step = max(1, max_rows // 2) if two_sided else max_rows
     for r0 in range(0, wanted.numel(), step):
         rows = wanted[r0: r0 + step]
         k = rows.numel()
+        if plan is not None:
+            ones = torch.ones((1, k), dtype=center.dtype, device=center.device)
+            if two_sided:
+                linear, spread = patches.parts(plan, built, input_set, relaxations,
+                                               torch.cat([rows, rows]).unsqueeze(0), torch.cat([ones, -ones], 1),
+                                               offsets)
+                value = linear - spread
+                lows.append(value[:, :k])
+                highs.append(-value[:, k:])
+            else:
+                linear, spread = patches.parts(plan, built, input_set, relaxations, rows.unsqueeze(0), ones,
+                                               offsets)
+                lows.append(linear - spread)
+                highs.append(linear + spread)
+            continue
         eye = torch.zeros((1, k, n), dtype=center.dtype, device=center.device)
         eye[0, torch.arange(k, device=center.device), rows] = 1
         if two_sided:

@@ -506,6 +506,32 @@ def conv_net(rng: np.random.Generator, asymmetric: bool = False) -> Network:
     return b.finish(out, f"conv_{'x'.join(map(str, shape))}_k{kernel}s{stride}d{dilation}g{group}")
 
 
+def conv_chain_net(rng: np.random.Generator) -> Network:
+    """A deeper chain of convolutions (strides, symmetric and asymmetric pads, dilation, groups, batch norm)
+    and ReLU/Clip on 8x8 to 12x12 images, ending in Flatten - Gemm: the shape whose units the engine
+    bounds through patches (:mod:`onnxdual.engine.patches`). Not one of :data:`FAMILIES` (their seeds stay)."""
+    cin = int(rng.choice([1, 2, 3]))
+    size = int(rng.integers(8, 13))
+    b = Builder("conv_chain", (cin, size, size), rng)
+    h = INPUT
+    for depth in range(int(rng.integers(2, 5))):
+        c, hgt, _ = b.shapes[h]
+        kernel = int(rng.choice([1, 2, 3])) if hgt >= 4 else 1
+        stride = int(rng.choice([1, 1, 2])) if hgt >= 6 else 1
+        pads = tuple(int(p) for p in rng.integers(0, 2, 4)) if rng.random() < 0.3 else (kernel // 2,) * 4
+        dilation = 2 if kernel > 1 and hgt >= 7 and rng.random() < 0.2 else 1
+        group = c if c > 1 and rng.random() < 0.25 else 1
+        cout = c * int(rng.integers(1, 3)) if group > 1 else int(rng.integers(2, 5))
+        h = b.conv(h, cout, kernel, stride, pads, dilation, group, bias=bool(rng.random() < 0.8))
+        if rng.random() < 0.3:
+            h = b.batchnorm(h)
+        h = b.relu(h) if rng.random() < 0.8 else b.clip(h, *_clip_limits(rng))
+    # Gemm spellings only: ONNX MatMul constants stay float32 when a test turns the module to float64
+    h = b.relu(b.dense(b.flatten(h), int(rng.integers(3, 7)), gain=1.3, style="gemm_t"))
+    out = b.dense(h, int(rng.integers(2, 4)), gain=1.5, style="gemm")
+    return b.finish(out, f"conv_chain_{cin}x{size}")
+
+
 def residual_net(rng: np.random.Generator) -> Network:
     """(c) Residual network: Gemm-ReLU-Gemm blocks with skip Add/Sub of two branches; the first hidden
     value feeds several later nodes, and the output adds two branches (Gemm and MatMul)."""

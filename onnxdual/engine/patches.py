@@ -1,0 +1,253 @@
+"""Bounds of convolutional units through patches: the backward pass of Theorem 1 on ``c = +/- e_j`` carried
+as small windows instead of whole images.
+
+A unit ``j`` of a convolution's output depends only on its receptive field, so its dual row ``nu`` (eq. 8)
+below the convolution is zero outside a window: the kernel ``W[c_j]`` placed at the unit's position. Every
+element-wise dual layer (the paper's same-slope relaxation, or separate element-wise faces) keeps a row's
+support, and every earlier convolution grows it by its own kernel, so along a chain of convolutions and
+element-wise activations each row stays a window of ``C x K x K`` values -- for a 7x7 unit grid over a 28x28
+input a tenth of the image or less -- and the whole backward pass costs that much less. The values are the
+same dual variables as the dense pass (:func:`onnxdual.engine.autodual.dual_parts`), so the bound is the same
+up to rounding; only the storage changes (what auto_LiRPA calls "patches mode").
+
+Geometry, per spatial axis: the window of the row of unit position ``p`` starts at ``p * S + O`` in the
+coordinates of the value it sits on and has ``K`` entries. Through a convolution with stride ``s``, begin
+padding ``q``, dilation ``d`` and kernel ``k`` backwards: ``S' = S s``, ``O' = O s - q``,
+``K' = (K - 1) s + d (k - 1) + 1`` (a transposed convolution of the window, without padding). Entries that
+fall outside a value's image are zero padding, not units: they are masked (element-wise layers' tensors
+are read with zero padding, which masks them by itself).
+
+Used where it applies: a chain (every step one variable input) of 2-d convolutions
+(:meth:`~onnxdual.duals.base.AffineDual.local_kernel`) and element-wise activations down to a box input,
+with windows smaller than the images they sit on; anything else takes the dense pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from onnxdual.duals.base import (ActivationDual, AffineDual, ElementwiseFace, Faces, LocalKernel, Relaxation,
+                                 RelaxationFace)
+from onnxdual.engine.build import BuiltDual, DualStep
+from onnxdual.engine.input_sets import Box, InputSet
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where the window of the row at unit position ``p`` lies, per axis: from ``p * stride + origin``,
+    ``size`` entries."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    origin: tuple[int, int]
+
+    def through(self, kernel: LocalKernel) -> "_Geometry":
+        k = kernel.weight.shape[2:]
+        return _Geometry(
+            tuple((self.size[a] - 1) * kernel.stride[a] + kernel.dilation[a] * (k[a] - 1) + 1 for a in (0, 1)),
+            tuple(self.stride[a] * kernel.stride[a] for a in (0, 1)),
+            tuple(self.origin[a] * kernel.stride[a] - kernel.pads[a] for a in (0, 1)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A chain from a convolution's output back to the input, with its windows' geometry per step."""
+
+    steps: tuple[DualStep, ...]  # steps[0] makes the bounded value; each next one makes the previous input
+    geometries: tuple[_Geometry, ...]  # the window geometry on each step's *input* value
+    grid: tuple[int, int]  # the unit positions of the bounded value
+
+    @property
+    def largest(self) -> int:
+        """Elements of the largest window of one row (sizes memory like a network value does)."""
+        return max(s.input_shapes[0][0] * math.prod(g.size) for s, g in zip(self.steps, self.geometries))
+
+
+def plan(built: BuiltDual, name: str, input_set: InputSet) -> Plan | None:
+    """The patch plan for bounding the units of value ``name``, or ``None`` where the dense pass applies
+    (not a chain of 2-d convolutions and element-wise activations down to a box, or windows no smaller
+    than the images)."""
+    if not isinstance(input_set, Box):
+        return None
+    producers = {s.node.name: s for s in built.steps}
+    steps: list[DualStep] = []
+    value = name
+    while value != built.graph.input_name:
+        step = producers.get(value)
+        if step is None or len(step.variable_inputs) != 1 or len(step.output_shape) != 3:
+            return None
+        if isinstance(step.layer, AffineDual):
+            if step.layer.local_kernel() is None:
+                return None
+        elif not isinstance(step.layer, ActivationDual) or not steps:
+            return None
+        steps.append(step)
+        value = step.variable_inputs[0]
+    if not steps or len(built.input_shape) != 3:
+        return None
+    first = steps[0].layer.local_kernel()
+    geometry = _Geometry((1, 1), (1, 1), (0, 0)).through(first)
+    geometries = [geometry]
+    for step in steps[1:]:
+        if isinstance(step.layer, AffineDual):
+            geometry = geometry.through(step.layer.local_kernel())
+        geometries.append(geometry)
+    for step, geo in zip(steps, geometries):
+        shape = step.input_shapes[0]
+        if len(shape) != 3 or math.prod(geo.size) >= shape[1] * shape[2]:
+            return None
+    return Plan(tuple(steps), tuple(geometries), tuple(steps[0].output_shape[1:]))
+
+
+def _full_weight(kernel: LocalKernel, channels_in: int) -> Tensor:
+    """The kernel as ``(C_out, C_in, kh', kw')`` over all input channels (zeros outside a unit's group) and
+    with the dilation's holes written out, so a unit's first window is one row of it."""
+    w = kernel.weight
+    c_out, per_group = w.shape[:2]
+    dh, dw = kernel.dilation
+    kh, kw = (w.shape[2] - 1) * dh + 1, (w.shape[3] - 1) * dw + 1
+    full = w.new_zeros((c_out, channels_in, kh, kw))
+    out_per_group = c_out // kernel.groups
+    for g in range(kernel.groups):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        full[rows, g * per_group:(g + 1) * per_group, ::dh, ::dw] = w[rows]
+    return full
+
+
+class _Windows:
+    """Reads ``C x K x K`` windows of tensors on one value at the rows' unit positions (zero outside)."""
+
+    def __init__(self, geo: _Geometry, shape: torch.Size, grid: tuple[int, int], py: Tensor, px: Tensor):
+        self.geo, self.shape = geo, shape
+        (kh, kw), (sh, sw), (oh, ow) = geo.size, geo.stride, geo.origin
+        _, h, w = shape
+        self.pads = (-ow, max(0, (grid[1] - 1) * sw + kw - w + ow), -oh, max(0, (grid[0] - 1) * sh + kh - h + oh))
+        self.padded = (h + self.pads[2] + self.pads[3], w + self.pads[0] + self.pads[1])
+        self.across = (self.padded[1] - kw) // sw + 1
+        self.py, self.px = py, px  # (Bu, R)
+
+    def read(self, t: Tensor, batch: int) -> Tensor:
+        """``t`` of shape ``(Bt, C, H, W)`` (shared by the rows) or ``(B, R, C, H, W)`` (one per row);
+        returns ``(B or Bt, R, C, K, K)``."""
+        c = self.shape[0]
+        (kh, kw), (sh, sw) = self.geo.size, self.geo.stride
+        bu, r = self.py.shape
+        if t.dim() == 4:
+            cols = F.unfold(F.pad(t, self.pads), (kh, kw), stride=(sh, sw))  # (Bt, C*K*K, L)
+            where = self.py * self.across + self.px  # (Bu, R)
+            if bu == 1:
+                out = cols[:, :, where[0]]
+            else:
+                out = torch.gather(cols.expand(batch, -1, -1), 2, where.unsqueeze(1).expand(-1, cols.shape[1], -1))
+            return out.transpose(1, 2).reshape(out.shape[0], r, c, kh, kw)
+        hp, wp = self.padded
+        base = (torch.arange(c, device=t.device).view(c, 1, 1) * (hp * wp)
+                + torch.arange(kh, device=t.device).view(1, kh, 1) * wp
+                + torch.arange(kw, device=t.device).view(1, 1, kw)).flatten()
+        start = (self.py * sh) * wp + self.px * sw  # window starts in padded coordinates
+        index = (start.unsqueeze(-1) + base).expand(t.shape[0], r, -1)
+        flat = F.pad(t.flatten(0, 1), self.pads).reshape(t.shape[0], t.shape[1], -1)
+        return torch.gather(flat, 2, index).reshape(t.shape[0], r, c, kh, kw)
+
+    def mask(self) -> Tensor:
+        """``(Bu, R, 1, K, K)``: which window entries are inside the image."""
+        (kh, kw), (sh, sw), (oh, ow) = self.geo.size, self.geo.stride, self.geo.origin
+        _, h, w = self.shape
+        ys = self.py.unsqueeze(-1) * sh + oh + torch.arange(kh, device=self.py.device)
+        xs = self.px.unsqueeze(-1) * sw + ow + torch.arange(kw, device=self.px.device)
+        inside = ((ys >= 0) & (ys < h)).unsqueeze(-1) & ((xs >= 0) & (xs < w)).unsqueeze(-2)
+        return inside.unsqueeze(2)
+
+
+def _elementwise(relax) -> tuple[Tensor, ...] | None:
+    """``(slope, mid, half)`` of the paper's relaxation, or ``(lower slope, lower offset, upper slope, upper
+    offset)`` of element-wise faces; ``None`` for anything else."""
+    if isinstance(relax, Relaxation):
+        return relax.slope, relax.mid, relax.half_width
+    if isinstance(relax, Faces):
+        lo, up = relax.lower, relax.upper
+        if isinstance(lo, ElementwiseFace) and isinstance(up, ElementwiseFace):
+            return lo.slope, lo.offset, up.slope, up.offset
+        if (isinstance(lo, RelaxationFace) and isinstance(up, RelaxationFace)
+                and isinstance(lo.relaxation, Relaxation) and up.relaxation is lo.relaxation):
+            return lo.relaxation.slope, lo.offset, lo.relaxation.slope, up.offset
+    return None
+
+
+def supported(p: Plan, relaxations: dict) -> bool:
+    """Whether every activation of the plan has an element-wise relaxation in ``relaxations``."""
+    return all(_elementwise(relaxations.get(s.node.name)) is not None
+               for s in p.steps if isinstance(s.layer, ActivationDual))
+
+
+def _per_row(t: Tensor, rows: int) -> Tensor:
+    """Face tensors are ``(B, *shape)`` or ``(B, K, *shape)``; a row axis of one is shared by every row."""
+    if t.dim() == 5 and t.shape[1] == 1:
+        return t[:, 0]
+    if t.dim() == 5 and t.shape[1] != rows:
+        raise ValueError(f"per-row faces have {t.shape[1]} rows where the bound has {rows}")
+    return t
+
+
+def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: Tensor, signs: Tensor,
+          offsets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The two parts of the dual objective (as :func:`~onnxdual.engine.autodual.dual_parts`) of the rows
+    ``signs * e_units`` on the plan's value: ``units`` (flat unit indices) and ``signs`` are ``(1 or B, R)``;
+    returns two ``(B, R)``."""
+    batch = input_set.center.shape[0]
+    r = units.shape[1]
+    start = p.steps[0]
+    kernel = start.layer.local_kernel()
+    area = p.grid[0] * p.grid[1]
+    channel, where = units // area, units % area
+    py, px = where // p.grid[1], where % p.grid[1]
+    signs = signs.to(input_set.center.dtype)
+    if start.node.name not in offsets:
+        offsets[start.node.name] = start.layer.offset().to(signs.dtype)
+    bias = offsets[start.node.name].flatten(1)
+    linear = signs * (bias[:, units[0]] if units.shape[0] == 1 else torch.gather(bias.expand(batch, -1), 1, units))
+    spread = torch.zeros_like(linear)
+    weight = _full_weight(kernel, start.input_shapes[0][0]).to(signs.dtype)
+    nu = weight[channel] * signs.view(*signs.shape, 1, 1, 1)  # (Bu, R, C, K, K)
+    for i, step in enumerate(p.steps):
+        windows = _Windows(p.geometries[i], step.input_shapes[0], p.grid, py, px)
+        if i > 0 and isinstance(step.layer, AffineDual):
+            # nu sits on this convolution's output (with the previous geometry): drop the padding entries,
+            # add the offset term, then carry it through the transposed kernel
+            out = _Windows(p.geometries[i - 1], step.output_shape, p.grid, py, px)
+            nu = nu * out.mask().to(nu.dtype)
+            if step.node.name not in offsets:
+                offsets[step.node.name] = step.layer.offset().to(nu.dtype)
+            offset = offsets[step.node.name].expand(-1, *step.output_shape)
+            linear = linear + (nu * out.read(offset, batch)).flatten(2).sum(-1)
+            kernel = step.layer.local_kernel()
+            lead = nu.shape[:2]
+            moved = F.conv_transpose2d(nu.flatten(0, 1), kernel.weight.to(nu.dtype), stride=kernel.stride,
+                                       dilation=kernel.dilation, groups=kernel.groups)
+            nu = moved.reshape(*lead, *moved.shape[1:])
+        elif isinstance(step.layer, ActivationDual):
+            rel = _elementwise(relaxations[step.node.name])
+            if rel is None:
+                raise ValueError(f"{step.node.name} has no element-wise relaxation: patches do not apply")
+            read = [windows.read(_per_row(t, r), batch) for t in rel]
+            if len(read) == 3:  # the paper's relaxation: linear in nu (eq. 10 in same-slope form)
+                slope, mid, half = read
+                linear = linear + (nu * mid).flatten(2).sum(-1)
+                spread = spread + (nu.abs() * half).flatten(2).sum(-1)
+                nu = nu * slope
+            else:  # separate faces: positive entries take the lower face, negative ones the upper
+                lo_slope, lo_off, up_slope, up_off = read
+                pos = nu.clamp(min=0)
+                neg = nu - pos
+                linear = linear + (pos * lo_off + neg * up_off).flatten(2).sum(-1)
+                nu = pos * lo_slope + neg * up_slope
+    last = _Windows(p.geometries[-1], built.input_shape, p.grid, py, px)
+    nu = nu * last.mask().to(nu.dtype)
+    linear = linear + (nu * last.read(input_set.center, batch)).flatten(2).sum(-1)
+    spread = spread + (nu.abs() * last.read(input_set.radius, batch)).flatten(2).sum(-1)
+    return linear.expand(batch, r), spread.expand(batch, r)

@@ -1,6 +1,7 @@
 """Dual layers of element-wise arithmetic: Add/Sub of two tensors (residual connections, App. B.2) and
 Add/Sub/Mul/Div by constants (e.g. input normalisation an exporter put into the graph), and Neg.
-All are affine in their variable inputs, so Corollary 1 applies."""
+All are affine in their variable inputs, so Corollary 1 applies; Mul/Div of two variable tensors are not and
+go to :mod:`onnxdual.duals.bilinear`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import AffineDual, NodeContext
+from onnxdual.duals.bilinear import product_dual
+from onnxdual.duals.multi import MultiInputActivation
 
 
 class SumDual(AffineDual):
@@ -91,11 +94,11 @@ class ConstantOperandDual(AffineDual):
         return nu.sum(dim=dims, keepdim=True) if dims else nu
 
 
-def arithmetic_dual(ctx: NodeContext) -> AffineDual:
+def arithmetic_dual(ctx: NodeContext) -> AffineDual | MultiInputActivation:
     variable = ctx.variable_positions
     if len(variable) == 2:
-        if ctx.op_type not in ("Add", "Sub"):
-            raise ctx.unsupported(f"{ctx.op_type} of two inputs that depend on the network input is not linear")
+        if ctx.op_type in ("Mul", "Div"):  # not linear: a product's relaxation (onnxdual.duals.bilinear)
+            return product_dual(ctx)
         return SumDual(ctx, 1.0 if ctx.op_type == "Add" else -1.0)
     return ConstantOperandDual(ctx)
 

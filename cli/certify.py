@@ -62,7 +62,8 @@ class _Progress:
               show_default=True, help="Data domain 'lo,hi' intersected with l-inf balls (pixels in [0,1]); "
                                       "'none' to disable; ignored with --norm l2.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y. Default: the shipped sample.")
+              help="MNIST/CIFAR-10 directory (standard files) or .npz with x, y. [default: the shipped MNIST "
+                   "sample]")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use the first N examples. [default: all]")

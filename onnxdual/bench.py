@@ -10,7 +10,13 @@ decides every instance with :class:`onnxdual.verify.Verifier` and returns one ro
 or a construct onnxdual does not handle) or ``error`` (anything else that went wrong, in ``note``); neither
 stops the run. A note never quotes a property file (a path in ``instances.csv`` may name any file).
 ``seconds`` covers parsing the property and deciding it (the part the timeout limits);
-``load_seconds`` the first load of the network.
+``load_seconds`` the first load of the network (in the process that decided it).
+
+With ``workers > 1`` a pool of worker processes decides the instances, one thread and one instance each at
+a time (:mod:`onnxdual.bench_workers`): a worker that crashes mid-instance makes it an ``error``, one that
+overruns its timeout is killed and the instance is a ``timeout``. Under ``torchrun`` every rank decides
+every ``world_size``-th instance (:func:`shard_instances`) and every rank ends with all rows, in the
+instances' order (:func:`gather_rows`).
 
 :func:`compare_expected` adds the ground truth (``expected`` and ``verdict``: ``correct``, ``unsound``,
 ``unsolved`` or ``no ground truth``); an answer is *unsound* when it is ``unsat`` where ``sat`` is known, or
@@ -30,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from onnxdual.distributed import DistInfo, dist_info, gather_objects
 from onnxdual.errors import InvalidInputError, OnnxDualError, UnsupportedError, UnsupportedOpsError
 from onnxdual.inputfiles import read_bytes
 
@@ -118,57 +125,114 @@ def read_instances(source: str | os.PathLike, root: str | os.PathLike | None = N
 Progress = Callable[[Instance, dict], None]
 
 
-def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None, strict: bool = False,
-                  device=None, seed: int = 0, progress: Progress | None = None,
-                  verifier_options: dict | None = None) -> pd.DataFrame:
-    """Decide every instance in turn (networks are loaded once). ``max_timeout`` caps each instance's
-    timeout; ``progress(instance, row)`` is called after each one."""
+@dataclass(frozen=True)
+class DecideOptions:
+    """How every instance is decided (the same in the calling process and in each worker)."""
+
+    max_timeout: float | None = None
+    strict: bool = False
+    device: str | None = None
+    seed: int = 0
+    verifier_options: dict | None = None
+
+    def timeout(self, inst: Instance) -> float:
+        return min(inst.timeout, self.max_timeout) if self.max_timeout else inst.timeout
+
+
+def empty_row(inst: Instance, timeout: float, answer: str = "error", note: str = "") -> dict:
+    """An instance's row before (or instead of) deciding it."""
+    return {"benchmark": inst.benchmark, "instance": inst.name, "onnx": inst.onnx, "vnnlib": inst.vnnlib,
+            "timeout": timeout, "answer": answer, "seconds": math.nan, "load_seconds": 0.0,
+            "best_margin": math.nan, "boxes": 0, "note": note}
+
+
+def decide_instance(inst: Instance, options: DecideOptions, networks: dict[str, object]) -> dict:
+    """One instance's row; ``networks`` caches the loaded networks (a load error included) by file."""
     import torch
 
     from onnxdual.specs import check_io_sizes, parse_vnnlib
     from onnxdual.verify import Deadline, Verifier, load_network
 
-    networks: dict[str, object] = {}
-    rows = []
-    for inst in instances:
-        timeout = min(inst.timeout, max_timeout) if max_timeout else inst.timeout
-        row = {"benchmark": inst.benchmark, "instance": inst.name, "onnx": inst.onnx, "vnnlib": inst.vnnlib,
-               "timeout": timeout, "answer": "error", "seconds": math.nan, "load_seconds": 0.0,
-               "best_margin": math.nan, "boxes": 0, "note": ""}
-        key = _key(inst.onnx_path)
-        try:
-            if key not in networks:
-                t0 = time.perf_counter()
-                try:
-                    networks[key] = load_network(inst.onnx_path)
-                    if device is not None:
-                        networks[key].net.to(device)
-                except OnnxDualError as exc:
-                    networks[key] = exc
-                row["load_seconds"] = round(time.perf_counter() - t0, 4)
-            network = networks[key]
-            if isinstance(network, Exception):
-                raise network
-            deadline = Deadline(timeout)
-            prop = _parse_property(parse_vnnlib, inst)
-            check_io_sizes(prop, network.n_inputs, network.n_outputs, inst.onnx)
-            verifier = Verifier.for_network(network, strict=strict, device=device, **(verifier_options or {}))
-            result = verifier.decide(prop, deadline, seed)
-            row.update(answer=result.answer, seconds=round(deadline.elapsed(), 4), boxes=result.boxes,
-                       best_margin=math.nan if result.best_margin is None else result.best_margin)
-        except UnsupportedOpsError as exc:
-            row.update(answer="unsupported", note=exc.summary)
-        except UnsupportedError as exc:
-            row.update(answer="unsupported", note=str(exc))
-        except OnnxDualError as exc:
-            row.update(answer="error", note=str(exc))
-        except (RuntimeError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            row.update(answer="error", note=f"{type(exc).__name__}: {first}")
-        rows.append(row)
-        if progress is not None:
-            progress(inst, row)
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    timeout = options.timeout(inst)
+    device = None if options.device is None else torch.device(options.device)
+    row = empty_row(inst, timeout)
+    key = _key(inst.onnx_path)
+    try:
+        if key not in networks:
+            t0 = time.perf_counter()
+            try:
+                networks[key] = load_network(inst.onnx_path)
+                if device is not None:
+                    networks[key].net.to(device)
+            except OnnxDualError as exc:
+                networks[key] = exc
+            row["load_seconds"] = round(time.perf_counter() - t0, 4)
+        network = networks[key]
+        if isinstance(network, Exception):
+            raise network
+        deadline = Deadline(timeout)
+        prop = _parse_property(parse_vnnlib, inst)
+        check_io_sizes(prop, network.n_inputs, network.n_outputs, inst.onnx)
+        verifier = Verifier.for_network(network, strict=options.strict, device=device,
+                                        **(options.verifier_options or {}))
+        result = verifier.decide(prop, deadline, options.seed)
+        row.update(answer=result.answer, seconds=round(deadline.elapsed(), 4), boxes=result.boxes,
+                   best_margin=math.nan if result.best_margin is None else result.best_margin)
+    except UnsupportedOpsError as exc:
+        row.update(answer="unsupported", note=exc.summary)
+    except UnsupportedError as exc:
+        row.update(answer="unsupported", note=str(exc))
+    except OnnxDualError as exc:
+        row.update(answer="error", note=str(exc))
+    except (RuntimeError, ValueError, MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        row.update(answer="error", note=f"{type(exc).__name__}: {first}")
+    return row
+
+
+def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None, strict: bool = False,
+                  device=None, seed: int = 0, progress: Progress | None = None,
+                  verifier_options: dict | None = None, workers: int = 1, grace: float | None = None,
+                  world: DistInfo | None = None) -> pd.DataFrame:
+    """Decide every instance (networks are loaded once per process). ``max_timeout`` caps each instance's
+    timeout; ``progress(instance, row)`` is called after each one. ``workers > 1``: a pool of that many
+    worker processes, one thread and one instance each at a time, a worker still on an instance ``grace``
+    seconds past its timeout killed (:mod:`onnxdual.bench_workers`). In a
+    process group (``world``, default: the initialised one) each rank decides its share of the instances
+    (:func:`shard_instances`) and every rank returns all rows, in the order of ``instances``."""
+    world = dist_info() if world is None else world
+    options = DecideOptions(max_timeout, strict, None if device is None else str(device), seed, verifier_options)
+    mine = shard_instances(instances, world)
+    if workers > 1:
+        from onnxdual.bench_workers import GRACE, decide_in_pool
+
+        rows = decide_in_pool(decide_instance, empty_row, mine, options, workers, progress,
+                              GRACE if grace is None else grace)
+    else:
+        networks: dict[str, object] = {}
+        rows = []
+        for inst in mine:
+            rows.append(decide_instance(inst, options, networks))
+            if progress is not None:
+                progress(inst, rows[-1])
+    return pd.DataFrame(gather_rows(rows, len(instances), world), columns=RESULT_COLUMNS)
+
+
+def shard_instances(instances: list[Instance], world: DistInfo) -> list[Instance]:
+    """Rank ``r``'s instances: every ``world_size``-th from the ``r``-th (benchmarks' instances come in
+    families of similar cost; dealing them out spreads each family over the ranks)."""
+    return instances[world.rank::world.world_size]
+
+
+def gather_rows(rows: list[dict], n: int, world: DistInfo) -> list[dict]:
+    """Every rank's rows (:func:`shard_instances`' shares) put back in the instances' order, on every rank."""
+    if not world.active:
+        return rows
+    parts = gather_objects(rows, world)
+    out: list[dict] = [{}] * n
+    for rank, part in enumerate(parts):
+        out[rank::world.world_size] = part
+    return out
 
 
 def _parse_property(parse, inst: Instance):

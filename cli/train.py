@@ -361,6 +361,19 @@ def _evaluate(opts: CommandOptions, config: TrainConfig, trained_path: Path, out
         click.echo(f"report: {summary['files']['report']}")
 
 
+def _training_report(opts: CommandOptions, config: TrainConfig, out: Path, trained_path: Path, show: bool) -> Path:
+    """``OUT/training.html``: the curves of ``metrics.csv`` (every stage's, for a cascade), next to the
+    certification report ``OUT/report/`` the evaluation writes."""
+    from onnxdual.reports.training import TRAINING_REPORT, read_metrics, write_training_report
+
+    meta = {"model": str(trained_path), "command": "onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "config": config.to_dict(), "certify_report": None if opts.no_eval else "report/report.html"}
+    path = write_training_report(out / TRAINING_REPORT, read_metrics(out), meta)
+    if show:
+        click.echo(f"training report: {path}")
+    return path
+
+
 @click.command()
 @train_options
 @user_errors
@@ -407,6 +420,8 @@ def train_command(**options: Any) -> None:
     summary["files"]["model"] = str(trained_path)
     if show:
         click.echo(f"model: {trained_path}")
+    if world.main:
+        summary["files"]["training_report"] = str(_training_report(opts, config, out, trained_path, show))
     if distributed:
         shutdown_distributed()
     if not opts.no_eval and world.main:

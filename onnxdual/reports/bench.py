@@ -1,5 +1,6 @@
 """Report of a benchmark run (``onnxdual bench``): ``results.csv``, ``summary.csv``, ``summary.json`` and a
-self-contained ``report.html`` (same jinja2 environment and look as the certification report; no scripts).
+self-contained ``report.html`` (same jinja2 environment and look as the certification report; no scripts),
+with a cactus plot of the instances solved within a time (:func:`onnxdual.reports.curves.cactus`).
 
     from onnxdual.reports.bench import write_bench_report
     paths = write_bench_report("out/", results, summary, meta, unsound=..., regressions=...)
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
 from onnxdual.errors import InvalidInputError
+from onnxdual.reports.curves import cactus
 from onnxdual.reports.formatting import fmt_num, fmt_seconds, is_missing, to_jsonable
 from onnxdual.reports.html import template_environment
 from onnxdual.files import prepare_dir, write_files_atomically
@@ -75,6 +78,8 @@ def render_bench_html(results: pd.DataFrame, summary: pd.DataFrame, meta: Mappin
         | {"instances": int(overall.get("instances", 0)), "unsound": int(overall.get("unsound", 0) or 0),
            "correct": int(overall.get("correct", 0) or 0)},
         "unsound": unsound or [], "regressions": regressions or [],
+        "cactus": Markup(cactus(results)) if {"benchmark", "answer", "seconds"} <= set(results.columns)
+        and len(results) else None,
     }
     return template_environment().get_template("bench_report.html.j2").render(**context)
 

@@ -75,18 +75,27 @@ class _Bar:
 @click.option("--strict", is_flag=True, help="Refuse proofs within float32 rounding of zero.")
 @search_options
 @relaxation_option(defaults.VERIFY_RELAXATION)
-@device_option("cpu")
+@device_option()
 @threads_option("1 (timings comparable between runs and with --baseline)")
+@click.option("--workers", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Worker processes deciding instances at once, one thread and one instance each, every instance "
+                   "with its own time limit (as VNN-COMP runs a verifier); a worker that crashes or overruns makes "
+                   "its instance an error or a timeout. Under torchrun: per rank, the instances dealt out over "
+                   "the ranks.")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @user_errors
 def bench_command(source, root, out, expected_file, expected_root, baseline_file, slowdown, slack,
                   max_timeout, pattern, strict, split_max_inputs, no_relu_splits, relaxation, device, threads_text,
-                  seed, quiet, as_json):
-    """Decide every instance of SOURCE (a folder with instances.csv, or a CSV of onnx,vnnlib,timeout rows)."""
+                  workers, seed, quiet, as_json):
+    """Decide every instance of SOURCE (a folder with instances.csv, or a CSV of onnx,vnnlib,timeout rows).
+
+    On several processes or machines: torchrun --nproc_per_node N [--nnodes M ...] --no-python onnxdual bench
+    SOURCE ...: each rank decides its share, rank 0 writes the one results.csv and report."""
     import onnxdual
     from onnxdual import bench
+    from onnxdual.distributed import gather_objects, host, join_torchrun, shutdown_distributed
     from onnxdual.reports.bench import write_bench_report
 
     started = datetime.now(timezone.utc)
@@ -100,15 +109,23 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
     baseline = bench.read_results(baseline_file) if baseline_file else None
     threads = threads_text or 1
     dev = setup_torch(threads, device)
-    bar = _Bar(len(instances), enabled=not quiet and not as_json)
+    dev, world = join_torchrun(dev.type)  # under torchrun: this rank's device and place
+    mine = bench.shard_instances(instances, world)
+    bar = _Bar(len(mine), enabled=not quiet and not as_json and world.main)
+    t_run = time.perf_counter()
     try:
         results = bench.run_benchmark(instances, max_timeout=max_timeout, strict=strict, device=dev,
-                                      seed=seed, progress=bar,
+                                      seed=seed, progress=bar, workers=workers, world=world,
                                       verifier_options={"split_max_inputs": split_max_inputs,
                                                         "relu_branching": not no_relu_splits,
                                                         "relaxation": relaxation})
     finally:
         bar.close()
+    ranks = gather_objects({"rank": world.rank, "host": host(), "device": str(dev), "instances": len(mine),
+                            "seconds": round(time.perf_counter() - t_run, 2)}, world)
+    shutdown_distributed()
+    if not world.main:  # every rank holds all rows; rank 0 alone writes and reports them
+        return
     if expected is not None:
         results = bench.compare_expected(results, instances, expected)
     unsound = bench.unsound_rows(results)
@@ -123,7 +140,9 @@ def bench_command(source, root, out, expected_file, expected_root, baseline_file
         "baseline": str(baseline_file) if baseline_file else None,
         "max_timeout": max_timeout, "strict": strict, "split_max_inputs": split_max_inputs,
         "relu_splits": not no_relu_splits,
-        "device": str(dev), "threads": threads,
+        "device": str(dev), "threads": threads, "workers": workers,
+        **({"ranks": "; ".join(f"rank {r['rank']} on {r['host']} ({r['device']}): {r['instances']} instances "
+                               f"in {r['seconds']:g} s" for r in ranks)} if world.active else {}),
         "onnxdual": onnxdual.__version__, "python": platform.python_version(),
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t0, 2),
     }

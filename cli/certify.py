@@ -15,6 +15,8 @@ import torch
 
 import onnxdual
 from onnxdual.certify import CertifySettings, certify, load_stages
+from onnxdual.certify.shards import shard_batches
+from onnxdual.distributed import join_torchrun, shutdown_distributed
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
 from onnxdual import defaults
 from onnxdual_cli.config import config_option, write_resolved
@@ -116,6 +118,8 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     dev = setup_torch(threads_text, device)
+    # under torchrun: this rank's device (one process per GPU: cuda:LOCAL_RANK) and its place in the group
+    dev, world = join_torchrun(dev.type)
     model_path = model if model is not None else default_model()
     stages = load_stages(model_path, allow_outside=allow_stages_outside)
     dataset = load_dataset(data, split=split, limit=limit)
@@ -125,11 +129,16 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     for stage in stages:
         stage.net.to(dev)
     x, y = dataset.x.to(dev), dataset.y.to(dev)
-    progress = _Progress(len(eps) * x.shape[0], enabled=not quiet and sys.stderr.isatty())
+    mine = sum(min(batch_size, x.shape[0] - s) for s in shard_batches(x.shape[0], batch_size, world))
+    progress = _Progress(len(eps) * mine, enabled=not quiet and world.main and sys.stderr.isatty())
     try:
         result = certify(stages, x, y, settings, progress)
     finally:
         progress.close()
+    if not world.main:  # every rank holds the whole result; rank 0 alone writes and reports it
+        shutdown_distributed()
+        return
+    shutdown_distributed()
     meta = result.run_meta(
         model=str(model_path) + ("" if model is not None else " (embedded default)"),
         dataset=f"{dataset.name} ({x.shape[0]} examples)",
@@ -150,6 +159,8 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         label = "ℓ∞" if norm == "linf" else "ℓ2"
         how = "" if delta is None else f" with probability >= {1 - delta:g} each"
         click.echo(f"relaxation: {result.relaxation} ({result.relaxation_choice})")
+        if result.ranks:
+            click.echo(f"ranks: {meta['ranks']}")
         for row in overall.itertuples():
             click.echo(f"eps={row.eps:g} ({label}): certified{how} {row.certified_accuracy:.1%}, "
                        f"PGD {row.pgd_accuracy:.1%}, clean {row.clean_accuracy:.1%} of {row.n} examples "

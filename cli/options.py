@@ -25,7 +25,8 @@ seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=d
 
 def device_option(default: str = "auto"):
     """``--device auto|cpu|cuda`` (auto: CUDA when there is one)."""
-    return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True)
+    return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True,
+                        help="auto: CUDA when present (under torchrun: one GPU per process), else the CPU.")
 
 
 def pick_device(name: str):

@@ -142,7 +142,7 @@ THREADS_AUTO = f"1 up to {SMALL_NETWORK:,} network parameters, all cores above"
                    "proofs within float32 rounding of zero.")
 @search_options
 @relaxation_option(defaults.VERIFY_RELAXATION)
-@device_option("cpu")
+@device_option()
 @threads_option(THREADS_AUTO)
 @seed_option
 @click.option("--verbose", "-v", is_flag=True, help="Log the steps and timings on stderr.")

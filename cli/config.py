@@ -2,7 +2,8 @@
 
 A configuration file holds the options of one command by their long names (``pgd-steps = 40`` or
 ``pgd_steps: 40``; arguments such as ``model`` too), flat or under a table named after the command
-(``[certify]``), so that one file can serve certify, train, verify and bench. Options given on the command line
+(``[certify]``), so that one file can serve certify, train, verify and bench; paths are relative to the
+current directory, as on the command line, and ``~`` is expanded. Options given on the command line
 override the file: the file's values become click's ``default_map``, which is exactly what click consults
 before an option's own default. An unknown key or a bad value is one ``onnxdual: error:`` line (exit 2).
 
@@ -91,12 +92,17 @@ def _cli_value(param: click.Parameter, key: str, value: Any, where: str) -> Any:
     if isinstance(value, dict):
         raise UserError(f"{where}: {key} takes a value, not a table")
     if param.multiple or (param.nargs != 1):
-        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return [os.path.expanduser(str(v)) if isinstance(param.type, click.Path) else str(v) for v in values]
     if isinstance(value, (list, tuple)):
         if any(isinstance(v, (list, tuple, dict)) for v in value):
             raise UserError(f"{where}: {key}: give a list of numbers or words")
         return ",".join(str(v) for v in value)
-    return value if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return value
+    # a path in a file is not seen by a shell: expand ~ as the shell would have (relative paths stay relative
+    # to the current directory, as on the command line)
+    return os.path.expanduser(str(value)) if isinstance(param.type, click.Path) else str(value)
 
 
 def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:

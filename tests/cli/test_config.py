@@ -89,10 +89,11 @@ def test_missing_config_file_is_one_line(tmp_path):
     assert "nope.toml" in result.output and "does not exist" in result.output
 
 
-def test_train_config_reaches_the_training_config_and_flags_override(tiny, tmp_path):  # noqa: F811
+def test_train_config_reaches_the_training_config_and_flags_override(tiny, tmp_path, monkeypatch):  # noqa: F811
     _, data = tiny
+    monkeypatch.setenv("HOME", str(data.parent))  # ~ in a file is expanded as a shell would
     config = tmp_path / "train.toml"
-    config.write_text(f'[train]\ndata = "{data}"\neps = 0.2\nepochs = 7\nramp-epochs = 3\nprojections = "exact"\n'
+    config.write_text(f'[train]\ndata = "~/{data.name}"\neps = 0.2\nepochs = 7\nramp-epochs = 3\nprojections = "exact"\n'
                       'clip = "none"\nnormalize = "0.5:0.25"\n')
     ctx = train_command.make_context("train", ["--config", str(config), "--epochs", "9"])
     train, opts = parse_options(ctx.params)

@@ -36,6 +36,11 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def command_name(ctx: click.Context) -> str:
+    """``train`` for ``onnxdual train`` (and for ``python -m onnxdual_cli.train``, named "onnxdual train")."""
+    return (ctx.info_name or "").split(" ")[-1]
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file; any problem is a :class:`UserError`."""
     suffix = path.suffix.lower()
@@ -111,7 +116,7 @@ def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
     if value is None or ctx.resilient_parsing:
         return value
     data = read_config_file(value)
-    command = ctx.info_name or ""
+    command = command_name(ctx)
     section = data.get(command)
     flat = {k: v for k, v in data.items() if not (k in COMMANDS and isinstance(v, dict))}
     if isinstance(section, dict):
@@ -181,7 +186,7 @@ def config_text(ctx: click.Context, params: Mapping[str, Any] | None = None, pat
     header = (f"# onnxdual {onnxdual.__version__}: the resolved configuration of this run of "
               f"'{ctx.command_path}'" + (f" (read from {source}, command-line options applied)" if source else "")
               + f".\n# Run it again with: {ctx.command_path} --config {path}\n")
-    return header + yaml.safe_dump({ctx.info_name: resolved_config(ctx, params)}, sort_keys=False,
+    return header + yaml.safe_dump({command_name(ctx): resolved_config(ctx, params)}, sort_keys=False,
                                    allow_unicode=True)
 
 

@@ -57,8 +57,11 @@ def training_curves(metrics: pd.DataFrame) -> str:
         eps_ax.set_ylim(0, max(float(pd.to_numeric(data["eps"], errors="coerce").max() or 0) * 1.1, 1e-9))
         eps_ax.spines["right"].set_visible(True)
         handles, labels = err_ax.get_legend_handles_labels()
+        if len(stages) > 1:  # each stage's loss line needs its name too
+            h0, l0 = loss_ax.get_legend_handles_labels()
+            handles, labels = h0 + handles, l0 + labels
         h2, l2 = eps_ax.get_legend_handles_labels()
-        fig.legend(handles + h2, labels + l2, loc="outside lower center", ncol=min(len(labels) + len(l2), 4))
+        fig.legend(handles + h2, labels + l2, loc="outside lower center", ncol=min(len(labels) + len(l2), 3))
         return to_svg(fig, "chart-training", "Training curves: robust loss, errors and ε per epoch")
 
 

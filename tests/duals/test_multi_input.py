@@ -222,3 +222,56 @@ def test_projections_estimate_the_paper_bound():
     exact = onnxdual.DualNetwork(net, x, 0.1).lower_bound(c)
     estimate = onnxdual.DualNetwork(net, x, 0.1, proj=4000, generator=torch.Generator().manual_seed(0)).estimate(c)
     torch.testing.assert_close(estimate.value, exact, rtol=0.05, atol=0.05)
+
+
+SOFTMAX_BOXES = [((-0.3, 0.1, 0.2), 0.01), ((-1.0, 0.5, 2.0), 0.5), ((0.0, 0.0, 0.0), 3.0), ((4.0, -4.0, 0.0), 1.5)]
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_faces_on_dense_grid(op, onnx_model):
+    """Both enclosures (Taylor with its remainder, the interval) and the chosen faces hold at every point of
+    a 15^3 grid (the vertices included) of narrow to wide boxes around several centres."""
+    model = onnx_model([helper.make_node(op, ["input"], ["output"], axis=-1)], [3], [3], opset=13)
+    built = build_dual(onnxdual.load(model), torch.zeros(1, 3))
+    layer = built.steps[-1].layer
+    t = torch.linspace(0, 1, 15)
+    grid = torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1).reshape(-1, 3)
+    fn = torch.log_softmax if op == "LogSoftmax" else torch.softmax
+    for centre, radius in SOFTMAX_BOXES:
+        lower = torch.tensor([centre]) - radius
+        upper = torch.tensor([centre]) + radius
+        points = lower + (upper - lower) * grid
+        true = fn(points, -1)
+        tol = 1e-5 * (1 + true.abs())
+        lo_i, hi_i = layer.interval(lower, upper)
+        assert (lo_i - tol <= true).all() and (true <= hi_i + tol).all()
+        for faces in (layer.faces(lower, upper), Faces.of(layer.relax(lower, upper))):
+            low, high = face_values(faces.lower, points, (3,)), face_values(faces.upper, points, (3,))
+            assert (low <= true + tol).all(), f"{op} {centre} {radius}: lower above by {(low - true).max()}"
+            assert (high >= true - tol).all(), f"{op} {centre} {radius}: upper below by {(true - high).max()}"
+
+
+def test_softmax_narrow_box_is_tight(onnx_model):
+    """On a narrow box the Taylor enclosure wins and its width shrinks like the square of the radius."""
+    model = onnx_model([helper.make_node("Softmax", ["input"], ["output"], axis=-1)], [4], [4], opset=13)
+    layer = build_dual(onnxdual.load(model), torch.zeros(1, 4)).steps[-1].layer
+    c = torch.tensor([[0.3, -0.2, 1.0, 0.0]])
+    widths = [(layer.relax(c - r, c + r).high - layer.relax(c - r, c + r).low).max().item() for r in (1e-2, 1e-3)]
+    assert widths[1] < widths[0] / 50
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+def test_reduce_faces_on_dense_grid(op, onnx_model):
+    model = onnx_model([helper.make_node(op, ["input"], ["output"], axes=[1], keepdims=1)], [3], [1], opset=13)
+    layer = build_dual(onnxdual.load(model), torch.zeros(1, 3)).steps[-1].layer
+    t = torch.linspace(0, 1, 15)
+    grid = torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1).reshape(-1, 3)
+    fn = (lambda p: p.amax(-1, keepdim=True)) if op == "ReduceMax" else (lambda p: p.amin(-1, keepdim=True))
+    for lower, upper in (([-1.0, 0.5, 0.4], [0.0, 2.0, 0.6]), ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
+                         ([3.0, -5.0, 2.9], [3.1, 5.0, 3.05])):
+        lower, upper = torch.tensor([lower]), torch.tensor([upper])
+        points = lower + (upper - lower) * grid
+        true = fn(points)
+        for faces in (layer.faces(lower, upper), Faces.of(layer.relax(lower, upper))):
+            low, high = face_values(faces.lower, points, (1,)), face_values(faces.upper, points, (1,))
+            assert (low <= true + 1e-6).all() and (high >= true - 1e-6).all()

@@ -11,6 +11,10 @@ The stable public API::
     lb = dual.lower_bound(C)                               # (batch, m) sound lower bounds of C f(x')
     pb = dual.probable_lower_bound(C, delta=0.01)          # holds with probability >= 0.99 (App. E)
     loss, err = onnxdual.robust_loss(net, 0.1, x, y, proj=50)
+    result = onnxdual.certify(net, x, y, eps=[0.05, 0.1])   # result.summary, result.examples: DataFrames
+
+Everywhere a loaded network is accepted, a plain torch module is too (exported to ONNX for inputs shaped
+like ``x`` and loaded back: ``onnxdual.DualNetwork(nn.Sequential(...), x, eps)``).
 """
 
 import importlib
@@ -35,6 +39,9 @@ _PUBLIC = {
     "RelaxationFace": "onnxdual.duals.base",
     "SlopeFaces": "onnxdual.duals.base",
     "piecewise_linear_relaxation": "onnxdual.duals.base",
+    "certify": "onnxdual.certify",
+    "CertifyResult": "onnxdual.certify.run",
+    "CertifySettings": "onnxdual.certify.run",
     "Box": "onnxdual.engine.input_sets",
     "InputSet": "onnxdual.engine.input_sets",
     "L2Ball": "onnxdual.engine.input_sets",
@@ -72,6 +79,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
                                      ElementwiseFace, Face, Faces, LinearRelaxation, NodeContext,
                                      ParametricFaces, Relaxation, RelaxationFace, SlopeFaces,
                                      piecewise_linear_relaxation)
+    from onnxdual import certify  # the package is callable: onnxdual.certify(model, x, y, eps, ...)
+    from onnxdual.certify.run import CertifyResult, CertifySettings
     from onnxdual.engine.input_sets import Box, InputSet, L2Ball
     from onnxdual.engine.network import (DualNetwork, Estimate, IntervalBounds, ProbableBound, margin_matrix,
                                          robust_loss)
@@ -82,7 +91,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "DualNetwork", "robust_loss", "margin_matrix", "Estimate", "IntervalBounds", "ProbableBound",
+    "load", "DualNetwork", "robust_loss", "margin_matrix", "certify", "CertifyResult", "CertifySettings", "Estimate", "IntervalBounds", "ProbableBound",
     "Box", "L2Ball", "InputSet",
     "DualLayer", "AffineDual", "ActivationDual", "ElementwiseActivation", "NodeContext", "Relaxation",
     "LinearRelaxation", "Face", "ElementwiseFace", "RelaxationFace", "Faces", "ParametricFaces", "SlopeFaces",

@@ -23,15 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from onnxdual import defaults
-from onnxdual.attack import pgd
+from onnxdual.certify.batch import BatchResult, certify_batch
+from onnxdual.certify.estimate import PROBE_EXAMPLES, RunPlan, plan_run
+from onnxdual.certify.journal import Journal, run_fingerprint
 from onnxdual.certify.manifest import is_manifest_path, read_manifest, stage_files
 from onnxdual.certify.margins import worst_margins
-from onnxdual.certify.shards import (PGD_STREAM, PROJECTION_STREAM, agree, batch_generator, describe_ranks,
-                                    gather_result, shard_batches)
+from onnxdual.certify.shards import agree, describe_ranks, gather_result, shard_batches
 from onnxdual.distributed import DistInfo, dist_info
 from onnxdual.engine.autodual import RELAXATIONS
-from onnxdual.engine.input_sets import make_input_set
-from onnxdual.engine.network import margin_matrix
 from onnxdual.errors import InvalidInputError
 from onnxdual.frontend.onnx_import import load
 from onnxdual.reports.meta import RunMeta, dual_layer_sources
@@ -132,6 +131,21 @@ class CertifyResult:
     adversarials: list[dict] = field(default_factory=list)
 
     @property
+    def examples(self) -> pd.DataFrame:
+        """One row per example and eps (:meth:`examples_frame`)."""
+        return self.examples_frame()
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Certified, PGD and clean accuracy per eps, and per stage of a cascade (:meth:`summary_frame`)."""
+        return self.summary_frame()
+
+    @property
+    def cascade(self) -> pd.DataFrame | None:
+        """Per stage of a cascade: what it certified, alone and cumulatively (``None``: one model)."""
+        return self.cascade_frame()
+
+    @property
     def violations(self) -> list[dict]:
         return [r for r in self.stage_records if r["soundness_violation"]]
 
@@ -161,6 +175,19 @@ class CertifyResult:
         """``index, eps, outcome, pgd_margin, input, adversarial`` (numpy arrays of one example's shape)."""
         return pd.DataFrame.from_records(self.adversarials, columns=[
             "index", "eps", "outcome", "pgd_margin", "input", "adversarial"])
+
+    def add_batch(self, batch: BatchResult) -> None:
+        """Add a batch's records (in run order); its thumbnails are picked now, or taken as a journal saved
+        them (``batch.adversarials``, the same pick)."""
+        self.records.extend(batch.records)
+        self.stage_records.extend(batch.stage_records)
+        if batch.adversarials is None:
+            before = len(self.adversarials)
+            for record, (x, adversarial) in zip(batch.records, batch.points):
+                self.keep_adversarial(record, x, adversarial)
+            batch.adversarials = self.adversarials[before:]
+        else:
+            self.adversarials.extend(batch.adversarials)
 
     def keep_adversarial(self, record: dict, x: Tensor, adversarial: Tensor) -> None:
         """Keep ``record``'s clean input and PGD point when it is undecided or broken and its kind, at its eps,
@@ -238,8 +265,6 @@ def check_domain(x: Tensor, clip: tuple[float, float] | None) -> None:
                                 "give the data's own range with --clip, or --clip none")
 
 
-#: examples the automatic choice times each relaxation on
-PROBE_EXAMPLES = 8
 #: undecided (and, apart, broken) examples per eps whose PGD adversarial a result keeps for the report
 SHOWN_ADVERSARIALS = 12
 
@@ -270,14 +295,9 @@ def choose_relaxation(net: nn.Module, x: Tensor, settings: CertifySettings, num_
     return chosen, f"auto: tightest within {budget:g} s per example (measured per example: {measured})"
 
 
-def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
-            progress: Callable[[int], None] | None = None, world: DistInfo | None = None) -> CertifyResult:
-    """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch. In a
-    process group (``world``, default: the initialised one) each rank certifies its shard of the batches and
-    every rank returns the whole run's result, equal to a one-process run's (:mod:`onnxdual.certify.shards`).
-    """
-    world = dist_info() if world is None else world
-    t_run = time.perf_counter()
+def check_inputs(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings) -> int:
+    """The number of classes, once the data fits every stage, the labels fit the model and the inputs
+    lie in the data domain; raises :class:`InvalidInputError` otherwise."""
     if x.shape[0] != y.shape[0]:
         raise InvalidInputError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
     with torch.no_grad():
@@ -297,58 +317,52 @@ def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings
         raise InvalidInputError(f"labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "
                                 f"outputs; found {int(y.min())}..{int(y.max())}")
     check_domain(x, settings.clip if settings.norm == "linf" else None)
+    return num_classes
+
+
+def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
+            progress: Callable[[int], None] | None = None, world: DistInfo | None = None, *,
+            journal: Journal | None = None, on_plan: Callable[[RunPlan], None] | None = None) -> CertifyResult:
+    """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch. In a
+    process group (``world``, default: the initialised one) each rank certifies its shard of the batches and
+    every rank returns the whole run's result, equal to a one-process run's (:mod:`onnxdual.certify.shards`).
+
+    With a ``journal`` (:class:`~onnxdual.certify.journal.Journal`) every finished batch is saved as the run
+    goes, and the batches an interrupted run of the same problem saved are taken from it instead of being
+    certified again: a batch's records depend only on its examples, eps and first index
+    (:mod:`onnxdual.certify.batch`), so the continued run's result equals an uninterrupted one's.
+    ``on_plan(plan)`` is called once before the first batch is certified, with the estimate of what is left
+    (:func:`onnxdual.certify.estimate.plan_run`).
+    """
+    world = dist_info() if world is None else world
+    t_run = time.perf_counter()
+    num_classes = check_inputs(stages, x, y, settings)
     result = CertifyResult(stages, settings)
-    result.relaxation, result.relaxation_choice = agree(
+    nets = [stage.net for stage in stages]
+    saved = journal.open(run_fingerprint(nets, x, y, settings, world.world_size)) if journal else None
+    result.relaxation, result.relaxation_choice = saved or agree(
         lambda: choose_relaxation(stages[0].net, x, settings, num_classes), world)
-    for eps_index, eps in enumerate(settings.eps):
-        bound_seconds = 0.0
-        for start in shard_batches(x.shape[0], settings.batch_size, world):
-            # a batch's own random streams: the same whichever rank runs it (onnxdual.certify.shards)
-            generator = batch_generator(settings.seed, PGD_STREAM, eps_index, start)
-            projections = batch_generator(settings.seed, PROJECTION_STREAM, eps_index, start)
-            xb, yb = x[start:start + settings.batch_size], y[start:start + settings.batch_size]
-            decided: Tensor = torch.zeros_like(yb)  # 0 = no stage certified yet
-            preds, margins, attacks, points = [], [], [], []
-            # the attack's objective and set are the same for every stage: f_y - f_j over the eps-ball
-            c = margin_matrix(yb, num_classes).to(xb.dtype)
-            mask = torch.ones_like(c[:, :, 0], dtype=torch.bool)
-            mask[torch.arange(yb.shape[0]), yb] = False
-            ball = make_input_set(xb, eps, settings.norm, settings.clip)
-            for i, stage in enumerate(stages, 1):
-                t0 = time.perf_counter()
-                pred, margin = worst_margins(stage.net, xb, eps, settings.norm, settings.clip, settings.probable,
-                                             settings.projections, num_classes, projections, result.relaxation)
-                bound_seconds += time.perf_counter() - t0
-                found = pgd(stage.net, ball, c, steps=settings.pgd_steps, restarts=settings.pgd_restarts,
-                            mask=mask, generator=generator)
-                attack = found.value.detach()
-                certified = margin > 0
-                decided = torch.where((decided == 0) & certified, torch.full_like(decided, i), decided)
-                correct = pred == yb
-                # a bound around the true label that an attack undercuts is unsound
-                violation = correct & (attack < margin - 1e-4 * (1 + margin.abs()))
-                for k in range(yb.shape[0]):
-                    result.stage_records.append({
-                        "index": start + k, "eps": eps, "stage": i, "prediction": int(pred[k]),
-                        "correct": bool(correct[k]), "certified": bool(certified[k]),
-                        "robust": bool(certified[k] and correct[k]), "margin_lower_bound": float(margin[k]),
-                        "pgd_success": bool(attack[k] <= 0), "pgd_margin": float(attack[k]),
-                        "soundness_violation": bool(violation[k])})
-                preds.append(pred)
-                margins.append(margin)
-                attacks.append(attack)
-                points.append(found.x)
-            for k in range(yb.shape[0]):
-                stage_idx = int(decided[k]) - 1 if decided[k] > 0 else 0
-                pred = int(preds[stage_idx][k])
-                result.records.append({
-                    "index": start + k, "eps": eps, "label": int(yb[k]), "prediction": pred,
-                    "certified": bool(decided[k] > 0 and pred == int(yb[k])),
-                    "margin_lower_bound": float(margins[stage_idx][k]),
-                    "stage": int(decided[k]) if decided[k] > 0 else None,
-                    "pgd_success": bool(attacks[stage_idx][k] <= 0), "pgd_margin": float(attacks[stage_idx][k])})
-                result.keep_adversarial(result.records[-1], xb[k], points[stage_idx][k])
-            if progress is not None:
-                progress(yb.shape[0])
-        result.seconds[eps] = bound_seconds
-    return gather_result(result, world, time.perf_counter() - t_run, str(x.device))
+    if journal is not None:
+        journal.start(result.relaxation, result.relaxation_choice)
+    batches = [(i, eps, start) for i, eps in enumerate(settings.eps)
+               for start in shard_batches(x.shape[0], settings.batch_size, world)]
+    if on_plan is not None:
+        todo = [start for i, _, start in batches if journal is None or not journal.has(i, start)]
+        pairs = sum(min(settings.batch_size, x.shape[0] - start) for start in todo)
+        on_plan(plan_run(nets, x, y, settings, result.relaxation, num_classes, pairs, len(todo)))
+    result.seconds = {eps: 0.0 for eps in settings.eps}
+    for eps_index, eps, start in batches:
+        batch = journal.saved(eps_index, start) if journal is not None else None
+        if batch is None:
+            rows = slice(start, start + settings.batch_size)
+            batch = certify_batch(nets, x[rows], y[rows], eps, eps_index, start, settings, result.relaxation,
+                                  num_classes)
+            result.add_batch(batch)
+            if journal is not None:
+                journal.save(eps_index, start, batch)
+        else:
+            result.add_batch(batch)
+        result.seconds[eps] += batch.seconds
+        if progress is not None:
+            progress(batch.size)
+    return gather_result(result, world, time.perf_counter() - t_run, str(x.device), keep=SHOWN_ADVERSARIALS)

@@ -94,8 +94,26 @@ def examples_per_pass(built: BuiltDual, input_columns: tuple[int, int], n_exampl
     ``input_columns``: the fewest and the most input columns a pass over some of the examples can have."""
     batch = max(1, n_examples)
     while batch > 1:
-        need = TERM_COPIES * forward_elements(built, input_columns, batch) * element_size
+        need = forward_bytes(built, input_columns, batch, element_size)
         if need <= memory_budget:
             break
         batch = max(1, min(batch - 1, int(batch * memory_budget / need)))
     return batch
+
+
+def forward_bytes(built: BuiltDual, input_columns: tuple[int, int], batch: int, element_size: int) -> int:
+    """Bytes of the largest forward state of the exact pass for ``batch`` examples (what chunks are sized by)."""
+    return TERM_COPIES * forward_elements(built, input_columns, batch) * element_size
+
+
+def pass_bytes(built: BuiltDual, input_columns: tuple[int, int], n_examples: int, element_size: int,
+               memory_budget: int) -> tuple[int, int]:
+    """The examples of one exact pass over ``n_examples`` (:func:`examples_per_pass`) and the most bytes it
+    holds at once: its forward phase's largest state, or its backward rows' (as many as fit
+    ``memory_budget``, at least one, at most an activation's units). Estimates a run before it starts."""
+    batch = examples_per_pass(built, input_columns, n_examples, element_size, memory_budget)
+    units = max([math.prod(s.input_shapes[0]) for s in built.steps if isinstance(s.layer, ActivationDual)],
+                default=0)
+    rows = min(units, backward_rows(batch, built.largest_value, element_size, memory_budget))
+    backward = TERM_COPIES * rows * batch * built.largest_value * element_size
+    return batch, max(forward_bytes(built, input_columns, batch, element_size), backward)

@@ -15,9 +15,8 @@ def software_versions() -> dict[str, str]:
     """Versions of the packages a result depends on (recorded in reports and manifests)."""
     import torch
 
-    import onnxdual
-
-    versions = {"onnxdual": onnxdual.__version__, "torch": torch.__version__}
+    # from the metadata, not onnxdual.__version__: the package imports the certify run, which imports this
+    versions = {"onnxdual": package_version("onnxdual"), "torch": torch.__version__}
     for package in ("onnx", "onnx2torch", "onnxruntime"):
         versions[package] = package_version(package)
     versions["python"] = platform.python_version()

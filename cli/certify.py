@@ -15,6 +15,7 @@ import torch
 
 import onnxdual
 from onnxdual.certify import CertifySettings, certify, load_stages
+from onnxdual.certify.journal import Journal, progress_path
 from onnxdual.certify.shards import shard_batches
 from onnxdual.distributed import join_torchrun, shutdown_distributed
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
@@ -95,13 +96,17 @@ class _Progress:
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=defaults.TIME_BUDGET,
               show_default=True,
               help="Seconds per example the automatic --relaxation may spend (measured on the first examples).")
+@click.option("--resume/--no-resume", default=None,
+              help="Continue the interrupted run whose progress --out holds (every finished batch is saved to "
+                   "certify-progress.jsonl as the run goes; same model, data and options); --no-resume "
+                   "discards it. [default: refuse to overwrite an interrupted run's progress]")
 @click.option("--allow-stages-outside", is_flag=True,
               help="Accept cascade stage files outside the manifest's folder (refused by default).")
 @threads_option("torch's default (all cores)")
 @user_errors
 def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_size, device, out, seed,
                     pgd_steps, pgd_restarts, delta, projections_text, quiet, as_json, relaxation, time_budget,
-                    allow_stages_outside, threads_text):
+                    resume, allow_stages_outside, threads_text):
     """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
 
     Without MODEL, the robust MNIST model shipped with onnxdual is used."""
@@ -131,11 +136,28 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     x, y = dataset.x.to(dev), dataset.y.to(dev)
     mine = sum(min(batch_size, x.shape[0] - s) for s in shard_batches(x.shape[0], batch_size, world))
     progress = _Progress(len(eps) * mine, enabled=not quiet and world.main and sys.stderr.isatty())
+    journal = Journal(progress_path(out, world.rank, world.world_size), resume)
+    plans = []
+
+    def on_plan(plan) -> None:
+        plans.append(plan)
+        if plan.probable is not None and plan.probable.slower and world.main:
+            warn(plan.probable.describe())
+        if plan.estimate is not None and plan.estimate.large and world.main and not quiet:
+            click.echo(f"onnxdual: estimate: {plan.estimate.describe()}", err=True)
+
     try:
-        result = certify(stages, x, y, settings, progress)
+        with journal:
+            result = certify(stages, x, y, settings, progress, journal=journal, on_plan=on_plan)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"onnxdual: interrupted: {journal.saved_examples} example-eps results are saved in "
+                   f"{journal.path}; run the same command with --resume to continue", err=True)
+        sys.exit(130)
     finally:
         progress.close()
     if not world.main:  # every rank holds the whole result; rank 0 alone writes and reports it
+        journal.discard()
         shutdown_distributed()
         return
     shutdown_distributed()
@@ -144,11 +166,13 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
         dataset=f"{dataset.name} ({x.shape[0]} examples)",
         device=str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
         started=started, seconds=time.perf_counter() - t0,
-        command="onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:])).to_dict()
+        command="onnxdual " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        extra={"estimate": plans[0].estimate.to_dict()} if plans and plans[0].estimate else None).to_dict()
     summary = result.summary_frame()
     paths = write_certify_report(out, result.examples_frame(), summary, meta, result.cascade_frame(),
                                  adversarials=result.adversarials_frame())
     paths["config"] = write_resolved(out)
+    journal.discard()  # the report holds every result now
     if paths.replaced and not quiet:
         click.echo(f"onnxdual: replaced the previous report in {out}", err=True)
     overall = summary[summary.stage == "all"]

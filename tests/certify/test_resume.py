@@ -142,3 +142,46 @@ def test_the_python_api_continues_from_its_progress_file(problem, tmp_path, monk
     same_result(resumed, whole)
     monkeypatch.setattr(run_module, "certify_batch", None)  # a finished file: nothing is certified again
     same_result(onnxdual.certify(stages[0].net, x, y, progress_file=path, **kwargs), whole)
+
+
+def test_certify_resume_on_the_command_line(tmp_path, monkeypatch):
+    import onnx
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from onnxdual_cli.main import cli
+
+    onnx.save(random_dense(np.random.default_rng(0), 6, [10, 10], 4).onnx_model, str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(1).uniform(0, 1, size=(14, 6)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(14) % 4)
+
+    def run(out, *more):
+        return CliRunner().invoke(cli, ["certify", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.npz"),
+                                        "--eps", "0.02,0.2", "--batch-size", "4", "--pgd-steps", "3",
+                                        "--relaxation", "adaptive", "--out", str(out), "--quiet", *more],
+                                  catch_exceptions=False)
+
+    assert run(tmp_path / "whole").exit_code == 0
+    real, calls = run_module.certify_batch, []
+
+    def ctrl_c_at_the_fifth_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "certify_batch", ctrl_c_at_the_fifth_batch)
+    stopped = run(tmp_path / "r")
+    assert stopped.exit_code == 130
+    message = [line for line in stopped.output.splitlines() if line.startswith("onnxdual:")]
+    assert len(message) == 1 and "14 example-eps results are saved" in message[0] and "--resume" in message[0]
+    assert not (tmp_path / "r" / "examples.csv").exists()
+    monkeypatch.setattr(run_module, "certify_batch", real)
+    refused = run(tmp_path / "r")  # neither --resume nor --no-resume: the saved work is not thrown away
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    resumed = run(tmp_path / "r", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r" / "examples.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "examples.csv"))
+    assert not (tmp_path / "r" / "certify-progress.jsonl").exists()
+    assert run(tmp_path / "r", "--resume").exit_code == 0  # nothing to resume: a fresh run

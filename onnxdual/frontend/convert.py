@@ -66,8 +66,10 @@ class OnnxNodeInfo:
 
 def versions() -> dict[str, str]:
     """Versions of the ONNX packages onnxdual reads and converts with."""
-    onnx2torch = import_onnx2torch()
-    return {"onnx": onnx.__version__, "onnx2torch": getattr(onnx2torch, "__version__", "?")}
+    from importlib import metadata
+
+    # onnx2torch has no ``__version__``: its distribution's metadata knows the version
+    return {"onnx": onnx.__version__, "onnx2torch": metadata.version("onnx2torch")}
 
 
 def convert(model: onnx.ModelProto) -> fx.GraphModule:

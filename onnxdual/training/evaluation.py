@@ -89,7 +89,7 @@ def evaluate(model_path: str | os.PathLike[str], test_data: TrainData, *, eps: f
                                    seconds=time.perf_counter() - t0, command=command, extra=extra,
                                    extra_violations=len(broken))
         paths = write_certify_report(Path(report_dir), examples, summary, run_meta.to_dict(),
-                                     result.cascade_frame())
+                                     result.cascade_frame(), adversarials=result.adversarials_frame())
     if result.violations or len(broken) or \
             (overall.certified_accuracy > overall.pgd_accuracy + 1e-12).any():
         first = result.violations[0]["index"] if result.violations else \

@@ -78,10 +78,10 @@ class _Bar:
 @device_option()
 @threads_option("1 (timings comparable between runs and with --baseline)")
 @click.option("--workers", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
-              help="Worker processes deciding instances at once, one thread and one instance each, every instance "
-                   "with its own time limit (as VNN-COMP runs a verifier); a worker that crashes or overruns makes "
-                   "its instance an error or a timeout. Under torchrun: per rank, the instances dealt out over "
-                   "the ranks.")
+              help="Worker processes deciding instances at once, one thread and one instance each, every "
+                   "instance with its own time limit (as VNN-COMP runs a verifier); a worker that crashes or "
+                   "overruns makes its instance an error or a timeout. Under torchrun: per rank, the "
+                   "instances dealt out over the ranks.")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")

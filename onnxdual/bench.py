@@ -146,8 +146,10 @@ def empty_row(inst: Instance, timeout: float, answer: str = "error", note: str =
             "best_margin": math.nan, "boxes": 0, "note": note}
 
 
-def decide_instance(inst: Instance, options: DecideOptions, networks: dict[str, object]) -> dict:
-    """One instance's row; ``networks`` caches the loaded networks (a load error included) by file."""
+def decide_instance(inst: Instance, options: DecideOptions, networks: dict[str, object],
+                    started: Callable[[], None] | None = None) -> dict:
+    """One instance's row; ``networks`` caches the loaded networks (a load error included) by file.
+    ``started()`` is called when the instance's time starts to count (its network loaded)."""
     import torch
 
     from onnxdual.specs import check_io_sizes, parse_vnnlib
@@ -171,6 +173,8 @@ def decide_instance(inst: Instance, options: DecideOptions, networks: dict[str, 
         if isinstance(network, Exception):
             raise network
         deadline = Deadline(timeout)
+        if started is not None:
+            started()
         prop = _parse_property(parse_vnnlib, inst)
         check_io_sizes(prop, network.n_inputs, network.n_outputs, inst.onnx)
         verifier = Verifier.for_network(network, strict=options.strict, device=device,
@@ -201,7 +205,8 @@ def run_benchmark(instances: list[Instance], *, max_timeout: float | None = None
     process group (``world``, default: the initialised one) each rank decides its share of the instances
     (:func:`shard_instances`) and every rank returns all rows, in the order of ``instances``."""
     world = dist_info() if world is None else world
-    options = DecideOptions(max_timeout, strict, None if device is None else str(device), seed, verifier_options)
+    options = DecideOptions(max_timeout, strict, None if device is None else str(device), seed,
+                            verifier_options)
     mine = shard_instances(instances, world)
     if workers > 1:
         from onnxdual.bench_workers import GRACE, decide_in_pool

@@ -3,9 +3,10 @@ VNN-COMP runs a verifier: every instance gets its own time limit, and no instanc
 failure.
 
 The parent deals instances to idle workers and collects one row per instance. A worker reports when it
-starts an instance; the instance's own deadline (the verifier's) is the honest limit, and a worker still on
-it ``timeout + grace`` seconds after its start (``grace`` covers the network's first load, which the timeout
-does not limit) is killed: the instance is a ``timeout``. A worker that dies mid-instance (a crash, a kill
+starts an instance's clock (its network loaded, as in one process: the load is not part of the timeout);
+the instance's own deadline (the verifier's) is the honest limit, and a worker still on it ``grace`` seconds
+past it is killed: the instance is a ``timeout`` (a worker that takes :data:`STARTUP` seconds to start and
+load the network is killed too). A worker that dies mid-instance (a crash, a kill
 from outside, running out of memory) makes that instance an ``error`` saying so; either way a fresh worker
 takes the next instance, and the run ends with a row for every instance.
 
@@ -29,8 +30,10 @@ Decide = Callable[[Any, Any, dict], dict]
 #: ``fail_row(instance, timeout, answer, note) -> row`` (:func:`onnxdual.bench.empty_row`)
 FailRow = Callable[..., dict]
 FAULT_VARIABLE = "ONNXDUAL_BENCH_FAULT"
-#: seconds past its timeout (after it started) an instance may run before its worker is killed
+#: seconds past its timeout (counted from its start) an instance may run before its worker is killed
 GRACE = 60.0
+#: seconds a worker may take to start and to load an instance's network before the instance's own time counts
+STARTUP = 600.0
 
 
 def _fault(name: str) -> None:
@@ -47,6 +50,9 @@ def _work(conn: Connection, decide: Decide, options: Any) -> None:
     """A worker: decide what the parent sends, one instance at a time, until it sends ``None``."""
     import torch
 
+    import onnxdual.specs  # noqa: F401  (imported before the first instance: not on its clock)
+    import onnxdual.verify  # noqa: F401
+
     torch.set_num_threads(1)
     networks: dict = {}
     while True:
@@ -54,10 +60,13 @@ def _work(conn: Connection, decide: Decide, options: Any) -> None:
         if item is None:
             return
         index, inst = item
-        conn.send(("start", index, None))
-        _fault(inst.name)
+
+        def started() -> None:
+            conn.send(("start", index, None))
+            _fault(inst.name)
+
         try:
-            conn.send(("done", index, decide(inst, options, networks)))
+            conn.send(("done", index, decide(inst, options, networks, started)))
         except Exception as exc:  # a bug in deciding one instance must not lose the others
             first = str(exc).splitlines()[0] if str(exc) else ""
             conn.send(("failed", index, f"internal error: {type(exc).__name__}: {first}"))
@@ -68,7 +77,9 @@ class _Worker:
     process: Any
     conn: Connection
     index: int | None = None  # the instance it is on
-    started: float | None = None  # when it reported the start (monotonic)
+    limit: float | None = None  # when it is killed (monotonic): STARTUP after the instance was sent, then
+    # timeout + grace after the instance's time started
+    counting: bool = False  # the instance's time has started
 
 
 def decide_in_pool(decide: Decide, fail_row: FailRow, instances: list, options: Any, workers: int,
@@ -90,7 +101,8 @@ def decide_in_pool(decide: Decide, fail_row: FailRow, instances: list, options: 
         rows[w.index] = row
         if progress is not None:
             progress(instances[w.index], row)
-        w.index = w.started = None
+        w.index = w.limit = None
+        w.counting = False
 
     def replace(w: _Worker, answer: str, note: str) -> None:
         inst = instances[w.index]
@@ -106,10 +118,10 @@ def decide_in_pool(decide: Decide, fail_row: FailRow, instances: list, options: 
             for w in pool:
                 if w.index is None and pending:
                     w.index, inst = pending.popleft()
+                    w.limit = time.monotonic() + STARTUP
                     w.conn.send((w.index, inst))
             busy = [w for w in pool if w.index is not None]
-            limits = [w.started + options.timeout(instances[w.index]) + grace for w in busy if w.started]
-            timeout = max(0.0, min(limits) - time.monotonic()) if limits else None
+            timeout = max(0.0, min(w.limit for w in busy) - time.monotonic())
             ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
             for w in busy:
                 if w.conn in ready:
@@ -118,7 +130,8 @@ def decide_in_pool(decide: Decide, fail_row: FailRow, instances: list, options: 
                     except (EOFError, OSError):
                         kind = "died"
                     if kind == "start":
-                        w.started = time.monotonic()
+                        w.limit = time.monotonic() + options.timeout(instances[w.index]) + grace
+                        w.counting = True
                         continue
                     if kind == "done":
                         finish(w, value)
@@ -130,10 +143,11 @@ def decide_in_pool(decide: Decide, fail_row: FailRow, instances: list, options: 
                 if w.process.sentinel in ready or (w.conn in ready and not w.process.is_alive()):
                     w.process.join()
                     replace(w, "error", f"the worker deciding it died (exit code {w.process.exitcode})")
-                elif w.started is not None:
+                elif time.monotonic() > w.limit:
                     limit = options.timeout(instances[w.index])
-                    if time.monotonic() > w.started + limit + grace:
-                        replace(w, "timeout", f"killed: still running {grace:g} s after its {limit:g} s limit")
+                    late = f"killed: still running {grace:g} s after its {limit:g} s limit"
+                    slow = f"killed: its worker took over {STARTUP:g} s to start and load the network"
+                    replace(w, "timeout", late if w.counting else slow)
         for w in pool:
             try:
                 w.conn.send(None)

@@ -140,6 +140,6 @@ def host() -> str:
     return socket.gethostname()
 
 
-__all__ = ["DistInfo", "dist_info", "torchrun_world_size", "resolve_device", "init_distributed", "join_torchrun",
-           "shutdown_distributed", "backend", "all_reduce_sum", "gather_objects", "broadcast_object", "barrier",
-           "host"]
+__all__ = ["DistInfo", "dist_info", "torchrun_world_size", "resolve_device", "init_distributed",
+           "join_torchrun", "shutdown_distributed", "backend", "all_reduce_sum", "gather_objects",
+           "broadcast_object", "barrier", "host"]

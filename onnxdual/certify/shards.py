@@ -67,8 +67,8 @@ def gather_result(result: CertifyResult, world: DistInfo, seconds: float, device
                   keep: int | None = None) -> CertifyResult:
     """The whole run's result on every rank: the ranks' records in the one-process order, each eps's bound
     time the slowest rank's (the ranks work at once) and :attr:`CertifyResult.ranks` the per-rank entries.
-    Thumbnails (``result.adversarials``): the first ``keep`` of each (eps, outcome), as one process keeps them.
-    A single process gets its own result back, unchanged."""
+    Thumbnails (``result.adversarials``): the first ``keep`` of each (eps, outcome), as one process keeps
+    them. A single process gets its own result back, unchanged."""
     if not world.active:
         return result
     kept = getattr(result, "adversarials", None)

@@ -9,9 +9,9 @@
 The rooms: :mod:`.config` (settings, eps ramp and learning-rate schedule), :mod:`.interfaces` (data,
 callbacks, results), :mod:`.source` (the model source turned into the ONNX template the run trains),
 :mod:`.loop` (the training loop), :mod:`.checkpoint` (the run directory's files, RNG state, resume),
-:mod:`.distributed` (data-parallel collectives over the ``torchrun`` group of :mod:`onnxdual.distributed`), :mod:`.evaluation` (exact certification + PGD
-of the result), :mod:`.cascade` (Alg. 2) and :mod:`.architectures` (the built-in networks of App. G). The
-ONNX export and the write-back of trained parameters live in :mod:`onnxdual.frontend.export`.
+:mod:`.distributed` (data-parallel collectives over the ``torchrun`` group of :mod:`onnxdual.distributed`),
+:mod:`.evaluation` (exact certification + PGD of the result), :mod:`.cascade` (Alg. 2) and
+:mod:`.architectures` (the built-in networks of App. G). The ONNX export and the write-back of trained parameters live in :mod:`onnxdual.frontend.export`.
 """
 
 from onnxdual.distributed import init_distributed

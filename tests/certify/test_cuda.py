@@ -90,9 +90,9 @@ def test_a_rank_joins_with_nccl_on_its_own_gpu():
             "print(dev, world.rank, world.world_size, backend())\n"
             "shutdown_distributed()\n")
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "--no-python", sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, "--no-python", sys.executable, "-c", code], env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     n = torch.cuda.device_count()
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("cuda"))

@@ -25,7 +25,8 @@ ARGS = ("certify", "--limit", "10", "--batch-size", "4", "--eps", "0.05,0.1", "-
 TIMINGS = ["examples_per_second", "seconds"]
 
 
-@pytest.mark.parametrize("n,batch,world", [(10, 4, 2), (10, 4, 3), (3, 4, 2), (0, 4, 2), (100, 7, 5), (9, 3, 9)])
+@pytest.mark.parametrize("n,batch,world",
+                         [(10, 4, 2), (10, 4, 3), (3, 4, 2), (0, 4, 2), (100, 7, 5), (9, 3, 9)])
 def test_the_shards_are_the_one_process_batches_once_each_in_rank_order(n, batch, world):
     shards = [list(shard_batches(n, batch, DistInfo(r, world))) for r in range(world)]
     assert [s for shard in shards for s in shard] == list(range(0, n, batch))

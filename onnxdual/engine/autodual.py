@@ -254,6 +254,8 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     batch = input_set.center.shape[0]
     max_rows = backward_rows(built, input_set, memory_budget)
     next_units = cost.units_ahead(built)
+    if proj is None and not faces:
+        next_units = _patch_units(built, input_set, next_units)
     intervals = IntervalPass(built, input_set) if faces else None
     limits: dict[str, tuple[Tensor, Tensor]] = {}
     for i, step in enumerate(built.steps[: last + 1]):
@@ -309,7 +311,24 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     return PassResult(relaxations, bounds, proj is not None, empty, limits if faces else None)
 
 
-def _turn_backward(units: int, state: _State, batch: int) -> bool:
+def _patch_units(built: BuiltDual, input_set: InputSet, units: list[int]) -> list[float]:
+    """``units`` of the next activation at each step, in dense-row equivalents: where that activation's
+    input is bounded through patches (:mod:`onnxdual.engine.patches`), a row costs its window, not an image
+    (the largest value of the network, what a dense row is sized by)."""
+    scale: dict[str, float] = {}
+    for step in built.steps[: built.last_activation + 1]:
+        if isinstance(step.layer, ActivationDual):
+            plan = patches.plan(built, step.variable_inputs[0], input_set)
+            scale[step.node.name] = 1.0 if plan is None else plan.largest / built.largest_value
+    out, factor = [], 1.0
+    for i in range(len(units) - 1, -1, -1):
+        step = built.steps[i]
+        factor = scale.get(step.node.name, factor)
+        out.append(units[i] * factor)
+    return out[::-1]
+
+
+def _turn_backward(units: float, state: _State, batch: int) -> bool:
     """Whether bounding ``units`` backwards is cheaper than carrying this state's forward columns on
     (:mod:`onnxdual.engine.cost`)."""
     return cost.turns_backward(units, cost.column_cost(((t.shape[0], t.shape[1]) for t in state.terms.values()),

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, Faces, ParametricFaces
+from onnxdual.engine import patches
 from onnxdual.engine.autodual import PassResult, dual_parts
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
@@ -284,9 +285,19 @@ def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[s
             target = by_name[name]
             relax = {s.node.name: _faces(s, current[s.node.name], params.get((name, s.node.name)))
                      for s in steps[:i]}
-            linear, spread = dual_parts(built, input_set, relax, target.rows, start=target.value, offsets=offsets)
-            value = linear - spread
             k = target.index.shape[1]
+            plan = patches.plan(built, target.value, input_set)
+            if plan is not None and patches.supported(plan, relax):
+                # the same rows as windows; padded rows (the dummy unit) get sign 0 at unit 0
+                real = target.index < math.prod(target.shape)
+                units = torch.cat([target.index, target.index], 1).masked_fill(~real.repeat(1, 2), 0)
+                real = real.to(target.rows.dtype)
+                signs = torch.cat([real, -real], 1)
+                linear, spread = patches.parts(plan, built, input_set, relax, units, signs, offsets)
+            else:
+                linear, spread = dual_parts(built, input_set, relax, target.rows, start=target.value,
+                                            offsets=offsets)
+            value = linear - spread
             new_lo, new_hi = value[:, :k], -value[:, k:]
             if name in limits:
                 lim_lo, lim_hi = (torch.gather(_with_dummy(v), 1, target.index) for v in limits[name])

@@ -25,6 +25,7 @@ with windows smaller than the images they sit on; anything else takes the dense 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -138,13 +139,14 @@ class _Windows:
         (kh, kw), (sh, sw) = self.geo.size, self.geo.stride
         bu, r = self.py.shape
         if t.dim() == 4:
-            cols = F.unfold(F.pad(t, self.pads), (kh, kw), stride=(sh, sw))  # (Bt, C*K*K, L)
+            # (Bt, L, C*K*K): every window position once (few), then one row per unit (many)
+            cols = F.unfold(F.pad(t, self.pads), (kh, kw), stride=(sh, sw)).transpose(1, 2)
             where = self.py * self.across + self.px  # (Bu, R)
             if bu == 1:
-                out = cols[:, :, where[0]]
+                out = cols.index_select(1, where[0])
             else:
-                out = torch.gather(cols.expand(batch, -1, -1), 2, where.unsqueeze(1).expand(-1, cols.shape[1], -1))
-            return out.transpose(1, 2).reshape(out.shape[0], r, c, kh, kw)
+                out = torch.gather(cols.expand(batch, -1, -1), 1, where.unsqueeze(-1).expand(-1, -1, cols.shape[2]))
+            return out.reshape(out.shape[0], r, c, kh, kw)
         hp, wp = self.padded
         base = (torch.arange(c, device=t.device).view(c, 1, 1) * (hp * wp)
                 + torch.arange(kh, device=t.device).view(1, kh, 1) * wp
@@ -194,6 +196,40 @@ def _per_row(t: Tensor, rows: int) -> Tensor:
     return t
 
 
+def _times(x: Tensor, factor: Tensor | None) -> Tensor:
+    return torch.zeros_like(x) if factor is None else x * factor
+
+
+#: per layer, the window-to-window maps already built (keyed weakly: they go with the network)
+_MAPS: "weakref.WeakKeyDictionary[AffineDual, dict]" = weakref.WeakKeyDictionary()
+#: the largest window-to-window map kept as a dense matrix (elements); larger ones use the convolution
+MAP_ELEMENTS = 1 << 23
+
+
+def _transpose(layer: AffineDual, out_geo: _Geometry, in_geo: _Geometry, nu: Tensor) -> Tensor:
+    """``nu`` ``(Bu, R, C_out, K, K)`` on the convolution's output windows, carried to its input windows.
+    Every window moves by the same linear map (the transposed kernel is translation invariant), so where
+    that map is small it is one matrix product -- several times faster than a transposed convolution of
+    many tiny images -- and otherwise the transposed convolution itself."""
+    kernel = layer.local_kernel()
+    lead, shape = nu.shape[:2], nu.shape[2:]
+    size = shape.numel()
+    out_size = (kernel.weight.shape[1] * kernel.groups) * math.prod(in_geo.size)
+    weight = kernel.weight.to(nu.dtype)
+    if size * out_size <= MAP_ELEMENTS:
+        maps = _MAPS.setdefault(layer, {})
+        key = (out_geo, nu.dtype, nu.device)
+        if key not in maps:
+            eye = torch.eye(size, dtype=nu.dtype, device=nu.device).reshape(size, *shape)
+            maps[key] = F.conv_transpose2d(eye, weight, stride=kernel.stride, dilation=kernel.dilation,
+                                           groups=kernel.groups).reshape(size, out_size)
+        moved = nu.reshape(-1, size) @ maps[key]
+        return moved.reshape(*lead, -1, *in_geo.size)
+    moved = F.conv_transpose2d(nu.flatten(0, 1), weight, stride=kernel.stride, dilation=kernel.dilation,
+                               groups=kernel.groups)
+    return moved.reshape(*lead, *moved.shape[1:])
+
+
 def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: Tensor, signs: Tensor,
           offsets: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """The two parts of the dual objective (as :func:`~onnxdual.engine.autodual.dual_parts`) of the rows
@@ -224,28 +260,30 @@ def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: T
             if step.node.name not in offsets:
                 offsets[step.node.name] = step.layer.offset().to(nu.dtype)
             offset = offsets[step.node.name].expand(-1, *step.output_shape)
-            linear = linear + (nu * out.read(offset, batch)).flatten(2).sum(-1)
-            kernel = step.layer.local_kernel()
-            lead = nu.shape[:2]
-            moved = F.conv_transpose2d(nu.flatten(0, 1), kernel.weight.to(nu.dtype), stride=kernel.stride,
-                                       dilation=kernel.dilation, groups=kernel.groups)
-            nu = moved.reshape(*lead, *moved.shape[1:])
+            if offset.any():
+                linear = linear + (nu * out.read(offset, batch)).flatten(2).sum(-1)
+            nu = _transpose(step.layer, p.geometries[i - 1], p.geometries[i], nu)
         elif isinstance(step.layer, ActivationDual):
             rel = _elementwise(relaxations[step.node.name])
             if rel is None:
                 raise ValueError(f"{step.node.name} has no element-wise relaxation: patches do not apply")
-            read = [windows.read(_per_row(t, r), batch) for t in rel]
+            # zero tensors (ReLU's lower offset, stable layers' gaps) are neither read nor multiplied
+            read = [windows.read(_per_row(t, r), batch) if t.any() else None for t in rel]
             if len(read) == 3:  # the paper's relaxation: linear in nu (eq. 10 in same-slope form)
                 slope, mid, half = read
-                linear = linear + (nu * mid).flatten(2).sum(-1)
-                spread = spread + (nu.abs() * half).flatten(2).sum(-1)
-                nu = nu * slope
+                if mid is not None:
+                    linear = linear + (nu * mid).flatten(2).sum(-1)
+                if half is not None:
+                    spread = spread + (nu.abs() * half).flatten(2).sum(-1)
+                nu = nu * slope if slope is not None else torch.zeros_like(nu)
             else:  # separate faces: positive entries take the lower face, negative ones the upper
                 lo_slope, lo_off, up_slope, up_off = read
                 pos = nu.clamp(min=0)
                 neg = nu - pos
-                linear = linear + (pos * lo_off + neg * up_off).flatten(2).sum(-1)
-                nu = pos * lo_slope + neg * up_slope
+                for part, off in ((pos, lo_off), (neg, up_off)):
+                    if off is not None:
+                        linear = linear + (part * off).flatten(2).sum(-1)
+                nu = _times(pos, lo_slope) + _times(neg, up_slope)
     last = _Windows(p.geometries[-1], built.input_shape, p.grid, py, px)
     nu = nu * last.mask().to(nu.dtype)
     linear = linear + (nu * last.read(input_set.center, batch)).flatten(2).sum(-1)

@@ -83,6 +83,7 @@ def cactus(results: pd.DataFrame) -> str:
             ax.text(0.5, 0.5, "no instance solved", ha="center", va="center", color=MUTED,
                     transform=ax.transAxes)
         floor = max(float(times[times > 0].min()) if (times > 0).any() else 1e-3, 1e-4)
+        ceiling = max(float(times.max()) * 1.25 if times.size else 1.0, floor * 10)
         for i, (name, frame) in enumerate(groups):
             t = np.sort(pd.to_numeric(frame["seconds"], errors="coerce").dropna().to_numpy(dtype=float))
             if not t.size:
@@ -90,7 +91,8 @@ def cactus(results: pd.DataFrame) -> str:
             t = np.maximum(t, floor)
             counts = np.arange(1, t.size + 1)
             overall = name == "all"
-            ax.step(np.concatenate([[floor], t]), np.concatenate([[0], counts]), where="post",
+            # from the fastest solve to the slowest of any group, so every line ends at the right edge
+            ax.step(np.concatenate([[floor], t, [ceiling]]), np.concatenate([[0], counts, [t.size]]), where="post",
                     color=INK if overall else STAGE_COLORS[i % len(STAGE_COLORS)],
                     linewidth=2.2 if overall else 1.5, label=mpl_text(f"{name} ({t.size})"))
         if times.size:

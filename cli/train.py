@@ -388,8 +388,7 @@ def train_command(**options: Any) -> None:
     Data parallel on N processes: torchrun --nproc_per_node N --no-python onnxdual train ..."""
     import json
 
-    from onnxdual.distributed import (dist_info, init_distributed, resolve_device, shutdown_distributed,
-                                      torchrun_world_size)
+    from onnxdual.distributed import join_torchrun, shutdown_distributed
     from onnxdual_cli.config import write_resolved
 
     config, opts = parse_options(options)
@@ -400,10 +399,8 @@ def train_command(**options: Any) -> None:
 
         torch.set_num_threads(opts.threads)
     out = _prepare_out(opts)
-    distributed = torchrun_world_size() > 1
-    dev = init_distributed(opts.device) if distributed else resolve_device(opts.device)
+    dev, world = join_torchrun(opts.device)  # under torchrun: this rank's device and place
     config = replace(config, device=str(dev))
-    world = dist_info()
     show = not opts.quiet and not opts.as_json and world.main
     summary: dict[str, Any] = {"config": config.to_dict(), "files": {}}
     if world.main:  # the options as resolved (config file, then command line), before any work
@@ -422,8 +419,7 @@ def train_command(**options: Any) -> None:
         click.echo(f"model: {trained_path}")
     if world.main:
         summary["files"]["training_report"] = str(_training_report(opts, config, out, trained_path, show))
-    if distributed:
-        shutdown_distributed()
+    shutdown_distributed()
     if not opts.no_eval and world.main:
         _evaluate(opts, config, trained_path, out, progress, show, summary)
     if opts.as_json and world.main:

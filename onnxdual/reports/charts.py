@@ -405,6 +405,6 @@ def margin_scatter(examples: pd.DataFrame, max_panels: int = 3) -> str:
             fig.supxlabel("certified margin lower bound", fontsize=9.5, color=INK)
             fig.supylabel("margin reached by PGD", fontsize=9.5, color=INK)
             if shown:
-                fig.legend(list(shown.values()), [OUTCOME_STYLE[k][1] for k in shown], loc="outside upper right",
-                           ncol=len(shown), markerscale=1.6)
+                fig.legend(list(shown.values()), [OUTCOME_STYLE[k][1] for k in shown],
+                           loc="outside upper right", ncol=len(shown), markerscale=1.6)
         return to_svg(fig, "chart-scatter", "Certified margin lower bound against PGD margin, per example")

@@ -92,7 +92,8 @@ def cactus(results: pd.DataFrame) -> str:
             counts = np.arange(1, t.size + 1)
             overall = name == "all"
             # from the fastest solve to the slowest of any group, so every line ends at the right edge
-            ax.step(np.concatenate([[floor], t, [ceiling]]), np.concatenate([[0], counts, [t.size]]), where="post",
+            ax.step(np.concatenate([[floor], t, [ceiling]]), np.concatenate([[0], counts, [t.size]]),
+                    where="post",
                     color=INK if overall else STAGE_COLORS[i % len(STAGE_COLORS)],
                     linewidth=2.2 if overall else 1.5, label=mpl_text(f"{name} ({t.size})"))
         if times.size:

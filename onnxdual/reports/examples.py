@@ -70,12 +70,14 @@ def example_rows(examples: pd.DataFrame, outcome: pd.Series, limit: int) -> list
                 "index": {"text": _plain(row["index"]), "sort": _sort_value(row["index"])},
                 "eps": {"text": fmt_eps(row["eps"]), "sort": _sort_value(row["eps"])},
                 "label": {"text": _plain(row.get("label")), "sort": _sort_value(row.get("label"))},
-                "prediction": {"text": _plain(row.get("prediction")), "sort": _sort_value(row.get("prediction"))},
+                "prediction": {"text": _plain(row.get("prediction")),
+                               "sort": _sort_value(row.get("prediction"))},
                 "margin": {"text": fmt_num(margin), "sort": _sort_value(margin)},
                 "stage": {"text": str(k) if k is not None else MISSING, "sort": "" if k is None else repr(k)},
                 "pgd_success": {"text": MISSING if is_missing(pgd) else ("yes" if bool(pgd) else "no"),
                                 "sort": "" if is_missing(pgd) else str(int(bool(pgd)))},
-                "pgd_margin": {"text": fmt_num(row.get("pgd_margin")), "sort": _sort_value(row.get("pgd_margin"))},
+                "pgd_margin": {"text": fmt_num(row.get("pgd_margin")),
+                               "sort": _sort_value(row.get("pgd_margin"))},
             },
         })
     return rows

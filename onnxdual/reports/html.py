@@ -407,11 +407,13 @@ def render_html(examples: pd.DataFrame, summary: pd.DataFrame, meta: Mapping[str
                                   "cascade's cumulative count (certified accuracy in brackets).",
                        "svg": Markup(cascade_stages(cascade, labels))})
     outcome = outcomes(examples)
-    if "pgd_margin" in examples.columns and pd.to_numeric(examples["pgd_margin"], errors="coerce").notna().any():
+    attacked = "pgd_margin" in examples.columns
+    if attacked and pd.to_numeric(examples["pgd_margin"], errors="coerce").notna().any():
         scatter = {"title": "Certified bound against attack, per example",
-                   "caption": "x: the certified lower bound on the margin; y: the margin PGD's best point still "
-                              "has. The true worst margin lies between them, so points sit on or above the "
-                              "dotted diagonal. Right of 0: certified; below 0: broken; in between: undecided.",
+                   "caption": "x: the certified lower bound on the margin; y: the margin PGD's best point "
+                              "still has. The true worst margin lies between them, so points sit on or above "
+                              "the dotted diagonal. Right of 0: certified; below 0: broken; in between: "
+                              "undecided.",
                    "svg": Markup(margin_scatter(examples.assign(outcome=outcome.to_numpy())))}
     else:
         scatter = None

@@ -28,8 +28,8 @@ TRAINING_REPORT = "training.html"
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """``metrics.csv`` of a run directory, or the ``stageK/metrics.csv`` of a cascade's stages with a ``stage``
-    column (stage order). Raises :class:`InvalidInputError` when there is none."""
+    """``metrics.csv`` of a run directory, or the ``stageK/metrics.csv`` of a cascade's stages with a
+    ``stage`` column (stage order). Raises :class:`InvalidInputError` when there is none."""
     root = Path(run_dir)
     stages = sorted(root.glob("stage*/metrics.csv"), key=lambda p: (len(p.parent.name), p.parent.name))
     if (root / "metrics.csv").is_file() and not stages:
@@ -46,12 +46,14 @@ def render_training_html(metrics: pd.DataFrame, meta: Mapping[str, Any]) -> str:
     ``config`` (a mapping), ``certify_report`` (a relative link to the certification report) and any other
     facts, shown as details."""
     if not isinstance(metrics, pd.DataFrame):
-        raise InvalidInputError(f"training report: metrics must be a pandas DataFrame, got {type(metrics).__name__}")
+        raise InvalidInputError("training report: metrics must be a pandas DataFrame, got "
+                                f"{type(metrics).__name__}")
     missing = [c for c in METRICS_REQUIRED if c not in metrics.columns]
     if missing:
         raise InvalidInputError(f"training report: metrics is missing column(s) {', '.join(missing)}")
     cascade = "stage" in metrics.columns and metrics["stage"].nunique() > 1
-    rows = [{"stage": str(r.get("stage", "")), "epoch": str(int(r["epoch"])), "loss": fmt_num(r["robust_loss"]),
+    rows = [{"stage": str(r.get("stage", "")), "epoch": str(int(r["epoch"])),
+             "loss": fmt_num(r["robust_loss"]),
              "robust_err": fmt_pct(r["robust_err_estimate"]), "clean_err": fmt_pct(r["clean_err"]),
              "eps": fmt_eps(r["eps"]), "lr": fmt_num(r.get("lr")), "seconds": fmt_seconds(r.get("seconds"))}
             for r in metrics.to_dict(orient="records")]
@@ -78,7 +80,8 @@ def render_training_html(metrics: pd.DataFrame, meta: Mapping[str, Any]) -> str:
     return template_environment().get_template("training_report.html.j2").render(**context)
 
 
-def write_training_report(path: str | os.PathLike[str], metrics: pd.DataFrame, meta: Mapping[str, Any]) -> Path:
+def write_training_report(path: str | os.PathLike[str], metrics: pd.DataFrame,
+                          meta: Mapping[str, Any]) -> Path:
     """Render and write the training report to ``path`` in one atomic replace; returns the path."""
     html = render_training_html(metrics, meta)
     target = Path(path)

@@ -137,7 +137,8 @@ def test_report_renders_in_chromium(browser, tmp_path, probabilistic):
         return browser.execute_script(
             "return Array.from(document.querySelectorAll('#examples-table tbody tr'))"
             ".filter(function (r) { return r.getClientRects().length > 0; })"
-            ".map(function (r) { return {eps: r.getAttribute('data-eps'), margin: r.cells[5].getAttribute('data-sort')}; });")
+            ".map(function (r) { return {eps: r.getAttribute('data-eps'),"
+            " margin: r.cells[5].getAttribute('data-sort')}; });")
 
     assert len(visible()) == len(examples)
 

@@ -30,14 +30,15 @@ def device_option(default: str = "auto"):
 
 
 def pick_device(name: str):
-    """The torch device for ``--device NAME``; ``cuda`` without a CUDA device is a user error."""
-    import torch
+    """The torch device for ``--device NAME`` (:func:`onnxdual.distributed.resolve_device`, the one rule);
+    ``cuda`` without a CUDA device is a user error."""
+    from onnxdual.distributed import resolve_device
+    from onnxdual.errors import InvalidInputError
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but no CUDA device is available")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except InvalidInputError as exc:
+        raise UserError(f"--device {name}: {exc}") from None
 
 
 def warn(message: str) -> None:

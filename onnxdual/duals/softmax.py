@@ -111,13 +111,59 @@ class SoftmaxDual(ActivationDual):
         low, high = torch.where(keep, t_lo, i_lo), torch.where(keep, t_hi, i_hi)
         return self._map(jac, keep.to(jac.dtype), low, torch.maximum(low, high))
 
+    def _composed(self, lo: Tensor, hi: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Softmax's faces as ``h(g)`` with ``h(t) = 1 / (1 + t)`` (convex, decreasing) and
+        ``g = sum_{j != i} exp(x_j - x_i)`` (convex, each term convex in ``d_j = x_j - x_i``): above, the chord of
+        ``h`` on ``[g_min, g_max]`` at ``g``'s tangent plane at the centre (``g >=`` tangent, the chord's slope
+        is negative); below, ``h``'s tangent at the centre's value of the upper plane ``U`` of ``g`` made of
+        each term's chord (``g <= U``, ``h' < 0``). Valid on the whole box, wide ones too; ``(matrix, offset)``
+        per side, non-finite where an exponential overflows (the caller then keeps another enclosure)."""
+        off = ~torch.eye(self.n, dtype=torch.bool, device=lo.device)
+        c = (lo + hi) / 2
+        dl, du, dc = (a.unsqueeze(-2) - b.unsqueeze(-1) for a, b in ((lo, hi), (hi, lo), (c, c)))  # [.., i, j]
+        zero = torch.zeros_like(dl)
+        e_l, e_u, e_c = (torch.where(off, d.exp(), zero) for d in (dl, du, dc))
+        g_min, g_max = e_l.sum(-1), e_u.sum(-1)
+        h = lambda t: 1.0 / (1.0 + t)
+        width = g_max - g_min
+        wide = width > 1e-6 * (1 + g_min)
+        a = torch.where(wide, (h(g_max) - h(g_min)) / torch.where(wide, width, torch.ones_like(width)),
+                        -h(g_min) ** 2)
+        b = h(g_min) - a * g_min
+        upper = self._plane(a.unsqueeze(-1) * e_c, b + a * (e_c * (1 - dc)).sum(-1))
+        span = du - dl
+        chord = torch.where(span > 1e-6, (e_u - e_l) / torch.where(span > 1e-6, span, torch.ones_like(span)), e_l)
+        chord = torch.where(off, chord, zero)
+        t0 = (torch.where(off, e_l - chord * dl, zero)).sum(-1) + (chord * dc).sum(-1)  # U at the centre
+        slope = -h(t0) ** 2
+        lower = self._plane(slope.unsqueeze(-1) * chord,
+                            h(t0) + slope * ((torch.where(off, e_l - chord * dl, zero)).sum(-1) - t0))
+        return lower, upper
+
+    @staticmethod
+    def _plane(coef: Tensor, offset: Tensor) -> tuple[Tensor, Tensor]:
+        """``sum_{j != i} coef_ij (x_j - x_i) + offset_i`` as a matrix (the diagonal takes minus the row sum)."""
+        return coef - torch.diag_embed(coef.sum(-1)), offset
+
     def faces(self, lower: Tensor, upper: Tensor) -> Faces:
         jac, (t_lo, t_hi), (i_lo, i_hi) = self._enclosures(lower, upper)
         c = self.grouped((lower + upper) / 2, 1)
         at_c = (jac @ c.unsqueeze(-1)).squeeze(-1)  # the Taylor faces' linear part at the centre
-        keep_lo, keep_hi = at_c + t_lo > i_lo, at_c + t_hi < i_hi
-        low = self._map(jac, keep_lo.to(jac.dtype), torch.where(keep_lo, t_lo, i_lo), torch.zeros_like(c))
-        high = self._map(jac, keep_hi.to(jac.dtype), torch.zeros_like(c), torch.where(keep_hi, t_hi, i_hi))
+        # per side, the enclosure best at the centre: Taylor, the interval (a zero row) or (Softmax) h(g)
+        lo_rows, lo_off = jac * (at_c + t_lo > i_lo).unsqueeze(-1), torch.where(at_c + t_lo > i_lo, t_lo, i_lo)
+        hi_rows, hi_off = jac * (at_c + t_hi < i_hi).unsqueeze(-1), torch.where(at_c + t_hi < i_hi, t_hi, i_hi)
+        if not self.log:
+            (m_lo, o_lo), (m_hi, o_hi) = self._composed(self.grouped(lower, 1), self.grouped(upper, 1))
+            best_lo = torch.maximum(at_c + t_lo, i_lo)
+            best_hi = torch.minimum(at_c + t_hi, i_hi)
+            v_lo, v_hi = (m_lo @ c.unsqueeze(-1)).squeeze(-1) + o_lo, (m_hi @ c.unsqueeze(-1)).squeeze(-1) + o_hi
+            use_lo = torch.isfinite(m_lo).all(-1) & torch.isfinite(o_lo) & (v_lo > best_lo)
+            use_hi = torch.isfinite(m_hi).all(-1) & torch.isfinite(o_hi) & (v_hi < best_hi)
+            lo_rows, lo_off = torch.where(use_lo.unsqueeze(-1), m_lo, lo_rows), torch.where(use_lo, o_lo, lo_off)
+            hi_rows, hi_off = torch.where(use_hi.unsqueeze(-1), m_hi, hi_rows), torch.where(use_hi, o_hi, hi_off)
+        zero = torch.zeros_like(c)
+        low = GroupMap(self, lo_rows, self.ungrouped(lo_off, 1), self.ungrouped(zero, 1))
+        high = GroupMap(self, hi_rows, self.ungrouped(zero, 1), self.ungrouped(hi_off, 1))
         return Faces(RelaxationFace(low, low.low), RelaxationFace(high, high.high))
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ computed for it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -172,7 +173,7 @@ def _gelu_tanh(x: Tensor) -> Tensor:
     return 0.5 * x * (1 + torch.tanh(_TANH_C * (x + 0.044715 * x ** 3)))
 
 
-def _gelu_tanh_derivative(x: Tensor) -> Tensor:
+def gelu_tanh_derivative(x: Tensor) -> Tensor:
     t = torch.tanh(_TANH_C * (x + 0.044715 * x ** 3))
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _TANH_C * (1 + 3 * 0.044715 * x * x)
 
@@ -190,12 +191,13 @@ def _inflection(derivative, lo: float, hi: float) -> float:
     return (lo + hi) / 2
 
 
-def _gelu_tanh_curve() -> Curve:
+@functools.lru_cache(maxsize=1)
+def gelu_tanh_curve() -> Curve:
     # the tanh approximation has the same shape as Gelu; its inflection points have no closed form, so they
     # are located once in float64 (f'' > 0 between them, < 0 outside)
-    right = _inflection(_gelu_tanh_derivative, 0.5, 3.0)
-    left = -_inflection(lambda x: -_gelu_tanh_derivative(-x), 0.5, 3.0)
-    return Curve(_gelu_tanh, _gelu_tanh_derivative, breaks=(left, right), convexity=(-1, 1, -1))
+    right = _inflection(gelu_tanh_derivative, 0.5, 3.0)
+    left = -_inflection(lambda x: -gelu_tanh_derivative(-x), 0.5, 3.0)
+    return Curve(_gelu_tanh, gelu_tanh_derivative, breaks=(left, right), convexity=(-1, 1, -1))
 
 
 def gelu_dual(ctx: NodeContext) -> SmoothDual:
@@ -204,4 +206,4 @@ def gelu_dual(ctx: NodeContext) -> SmoothDual:
     approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
     if approximate not in ("none", "tanh"):
         raise ctx.unsupported(f"approximate={approximate!r} (ONNX defines 'none' and 'tanh')")
-    return smooth_dual(ctx, GELU if approximate == "none" else _gelu_tanh_curve())
+    return smooth_dual(ctx, GELU if approximate == "none" else gelu_tanh_curve())

@@ -60,10 +60,10 @@ def test_prelu_per_channel_slopes(dual_check, onnx_model):
 
 
 def test_gelu_tanh_inflection_points_are_where_the_curvature_changes():
-    from onnxdual.duals.rectifiers import _gelu_tanh_curve, _gelu_tanh_derivative
+    from onnxdual.duals.rectifiers import gelu_tanh_curve, gelu_tanh_derivative
 
-    left, right = _gelu_tanh_curve().breaks
+    left, right = gelu_tanh_curve().breaks
     for point, side in ((left, -1), (right, 1)):
         x = torch.tensor([point - 1e-6, point + 1e-6], dtype=torch.float64, requires_grad=True)
-        second = torch.autograd.grad(_gelu_tanh_derivative(x).sum(), x)[0]
+        second = torch.autograd.grad(gelu_tanh_derivative(x).sum(), x)[0]
         assert second[0] * second[1] < 0 and side * second[0] > 0

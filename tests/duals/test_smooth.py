@@ -24,7 +24,7 @@ TRIG = tuple(k * math.pi / 2 for k in range(-6, 7))
 #: converter) plus a few shapes the ops tests do not reach
 CURVES = {
     "gelu": (rectifiers.GELU, (-8.0, 8.0), (-math.sqrt(2), math.sqrt(2))),
-    "gelu-tanh": (rectifiers._gelu_tanh_curve(), (-8.0, 8.0), rectifiers._gelu_tanh_curve().breaks),
+    "gelu-tanh": (rectifiers.gelu_tanh_curve(), (-8.0, 8.0), rectifiers.gelu_tanh_curve().breaks),
     "hard-swish": (rectifiers.HARD_SWISH, (-1e3, 1e3), (-3.0, 3.0)),
     "softplus": (rectifiers.SOFTPLUS, (-60.0, 60.0), ()),
     "erf": (elementary.ERF, (-1e3, 1e3), (0.0,)),

@@ -18,7 +18,7 @@ def make_model(nodes, input_shape, output_shape, initializers=(), opset=17, inpu
         [numpy_helper.from_array(np.asarray(v), name=k) for k, v in dict(initializers).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
+    model.ir_version = 8 if opset <= 18 else 9  # opsets 19-20 (Gelu) need IR 9
     onnx.checker.check_model(model)
     return model
 

@@ -182,8 +182,9 @@ def _inflection(derivative, lo: float, hi: float) -> float:
     """The zero of ``f''`` in ``[lo, hi]`` (``f''(lo) > 0 > f''(hi)``), by bisection in float64 on ``f''``
     from automatic differentiation of ``f'``: located to the last bit, so no piece is misclassified."""
     def second(x: float) -> float:
-        t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        return float(torch.autograd.grad(derivative(t), t)[0])
+        with torch.enable_grad():  # layers are built under no_grad
+            t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+            return float(torch.autograd.grad(derivative(t), t)[0])
 
     for _ in range(100):
         mid = (lo + hi) / 2

@@ -72,10 +72,38 @@ def versions() -> dict[str, str]:
     return {"onnx": onnx.__version__, "onnx2torch": metadata.version("onnx2torch")}
 
 
+class _Gelu(nn.Module):
+    """Gelu-20 as ONNX defines it (``approximate``: ``"none"``, the erf form, or ``"tanh"``)."""
+
+    def __init__(self, approximate: str):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.gelu(x, approximate=self.approximate)
+
+
+def _add_missing_converters() -> None:
+    """Converters onnx2torch lacks, added through its public registry once: Gelu-20 (the dual layer reads
+    the ONNX node; the module only computes it)."""
+    from onnx2torch.node_converters.registry import add_converter, get_converter
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    try:
+        get_converter("Gelu", 20)
+    except NotImplementedError:
+        @add_converter(operation_type="Gelu", version=20)
+        def _gelu(node, graph):  # noqa: ARG001 - onnx2torch's converter signature
+            approximate = node.attributes.get("approximate", "none")
+            approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
+            return OperationConverterResult(torch_module=_Gelu(approximate), onnx_mapping=onnx_mapping_from_node(node))
+
+
 def convert(model: onnx.ModelProto) -> fx.GraphModule:
     """onnx2torch's conversion (its exceptions pass through: ``NotImplementedError`` for a missing
     converter)."""
     onnx2torch = import_onnx2torch()
+    _add_missing_converters()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -28,6 +28,8 @@ CASES = [
     OpCase("Celu", opsets=(12,), points=(0.0,)),
     OpCase("Softplus", opsets=(7,), domain=(-60.0, 60.0)),
     OpCase("HardSwish", opsets=(14,), points=(-3.0, 3.0)),
+    OpCase("Gelu", opsets=(20,), points=(-2 ** 0.5, 2 ** 0.5)),
+    OpCase("Gelu", {"approximate": "tanh"}, opsets=(20,), points=(-1.4185, 1.4185)),
 ]
 
 

@@ -123,3 +123,25 @@ def test_the_plugin_guides_new_function_example_runs_as_written(onnx_model):
     for mode in ("paper", "adaptive", "optimized"):
         bound = onnxdual.DualNetwork(net, x, 0.8, relaxation=mode).lower_bound(c).detach()
         assert (values >= bound - 1e-5 * (1 + values.abs())).all(), mode
+
+
+ELEMENTWISE_OPS = ["LeakyRelu", "PRelu", "Abs", "HardSigmoid", "Elu", "Selu", "Celu", "Softplus", "HardSwish",
+                   "Gelu", "Exp", "Log", "Reciprocal", "Sqrt", "Pow", "Erf", "Softsign", "Sin", "Cos", "Sign",
+                   "Floor", "Ceil", "Round"]
+
+
+def test_ops_and_supports_list_the_elementwise_operators_as_builtins():
+    from click.testing import CliRunner
+
+    from onnxdual_cli.main import cli
+
+    def run(*args):
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    rows = {line.split()[0]: line for line in run("ops").splitlines() if line.strip()}
+    for op in ELEMENTWISE_OPS:
+        assert op in rows and rows[op].split()[-2] == "onnxdual", op
+    listed = set(run("supports", "--onnx-operators").replace(",", " ").split())
+    assert set(ELEMENTWISE_OPS) <= listed

@@ -66,3 +66,34 @@ def test_two_ranks_write_what_one_process_writes(tmp_path):
     assert ranks_line.startswith("2 ranks (gloo) on cpu") and "rank 1 6 examples" in ranks_line, ranks_line
     assert "ranks" not in json.loads((one / "summary.json").read_text())["meta"]
     assert "2 ranks (gloo)" in (two / "report.html").read_text()
+
+
+def test_the_gather_puts_a_cascade_and_its_thumbnails_in_the_one_process_order(monkeypatch):
+    """Two ranks' parts, made in one process (the collectives replaced by what they would return), merge
+    into the one-process result: records, per-stage records (two stages), bound times, thumbnails."""
+    from onnxdual.certify import CertifySettings, certify, load_stages, shards
+    from onnxdual.data import load_dataset
+    from onnxdual_cli.certify import default_model
+
+    data = load_dataset(None, limit=10)
+    stages = load_stages(default_model()) * 2  # a two-stage cascade
+    settings = CertifySettings(eps=(0.05, 0.3), batch_size=4, pgd_steps=3, relaxation="paper")
+    alone = certify(stages, data.x, data.y, settings)
+    parts = {}
+    # rank 0's decision, as the broadcast would deliver it to rank 1
+    decided = ("paper", "chosen (--relaxation)")
+    monkeypatch.setattr(shards, "broadcast_object", lambda obj, world: obj or decided)
+    for rank in (1, 0):  # rank 1's part first, then rank 0 gathers both
+        def gather(obj, world, rank=rank):
+            parts[rank] = obj
+            return [parts.get(r, obj) for r in range(world.world_size)]
+
+        monkeypatch.setattr(shards, "gather_objects", gather)
+        merged = certify(stages, data.x, data.y, settings, world=DistInfo(rank, 2))
+    assert merged.records == alone.records and merged.stage_records == alone.stage_records
+    assert [r["examples"] for r in merged.ranks] == [4, 6] and set(merged.seconds) == set(alone.seconds)
+    assert alone.adversarials, "the case must keep thumbnails (undecided examples at eps 0.3)"
+    key = [(a["index"], a["eps"], a["outcome"]) for a in alone.adversarials]
+    assert [(a["index"], a["eps"], a["outcome"]) for a in merged.adversarials] == key
+    assert all((a["adversarial"] == b["adversarial"]).all() for a, b in zip(merged.adversarials,
+                                                                            alone.adversarials))

@@ -55,8 +55,9 @@ def _tensor(value: Any, what: str, dtype: torch.dtype) -> Tensor:
         raise InvalidInputError(f"{what} must be a tensor or an array: {exc}") from None
 
 
-def certify_model(model: ModelLike | Sequence[ModelLike], x: Any, y: Any, eps: float | Sequence[float] = defaults.EPS,
-                  *, norm: str = defaults.NORM, clip: tuple[float, float] | None = defaults.CLIP,
+def certify_model(model: ModelLike | Sequence[ModelLike], x: Any, y: Any,
+                  eps: float | Sequence[float] = defaults.EPS, *, norm: str = defaults.NORM,
+                  clip: tuple[float, float] | None = defaults.CLIP,
                   batch_size: int = defaults.CERTIFY_BATCH_SIZE, pgd_steps: int = defaults.PGD_STEPS,
                   pgd_restarts: int = defaults.PGD_RESTARTS, seed: int = defaults.SEED,
                   probable: float | None = None, projections: tuple[int, int] = defaults.PROJECTIONS,
@@ -64,8 +65,8 @@ def certify_model(model: ModelLike | Sequence[ModelLike], x: Any, y: Any, eps: f
                   progress: Callable[[int], None] | None = None,
                   progress_file: str | os.PathLike[str] | None = None,
                   on_plan: Callable[[RunPlan], None] | None = None) -> CertifyResult:
-    """Certify ``model`` on inputs ``x`` (``(N, *input_shape)``, on the device to compute on) with labels ``y``
-    at every ``eps``; the same run, options and defaults as ``onnxdual certify``.
+    """Certify ``model`` on inputs ``x`` (``(N, *input_shape)``, on the device to compute on) with labels
+    ``y`` at every ``eps``; the same run, options and defaults as ``onnxdual certify``.
 
     Args:
         model: an ONNX file, a cascade manifest (``.json``), a network from :func:`onnxdual.load`, a torch
@@ -94,9 +95,9 @@ def certify_model(model: ModelLike | Sequence[ModelLike], x: Any, y: Any, eps: f
         raise InvalidInputError("x must have shape (examples, *input_shape)")
     eps_list = tuple(float(e) for e in eps) if isinstance(eps, (list, tuple)) else (eps,)
     settings = CertifySettings(eps=eps_list, norm=norm, clip=clip if norm == "linf" else None,
-                               batch_size=batch_size, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
-                               probable=probable, projections=tuple(projections), relaxation=relaxation,
-                               time_budget=time_budget)
+                               batch_size=batch_size, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts,
+                               seed=seed, probable=probable, projections=tuple(projections),
+                               relaxation=relaxation, time_budget=time_budget)
     stages = _stages(model, xt)
     if progress_file is None:
         return certify(stages, xt, yt, settings, progress, on_plan=on_plan)

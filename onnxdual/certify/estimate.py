@@ -1,6 +1,6 @@
-"""What a certification run will cost, told before it starts: its time (measured on a probe of a few examples),
-the memory of its exact pass (the one cost model, :func:`onnxdual.engine.cost.pass_bytes`), and whether
-``--probable`` is slower than exact bounds for the model at hand.
+"""What a certification run will cost, told before it starts: its time (measured on a probe of a few
+examples), the memory of its exact pass (the one cost model, :func:`onnxdual.engine.cost.pass_bytes`), and
+whether ``--probable`` is slower than exact bounds for the model at hand.
 
 * Time: the first examples certified as batches of the run (:func:`~onnxdual.certify.batch.certify_batch`:
   bounds and PGD, every stage) at the largest eps, whose unstable units make it the costliest: after one
@@ -97,8 +97,8 @@ class ProbableCheck:
 
     def describe(self) -> str:
         return (f"--probable is slower than exact bounds for this model ({self.probable_seconds:.3g} s vs "
-                f"{self.exact_seconds:.3g} s per example, measured): exact bounds are a proof and faster here; "
-                "drop --probable")
+                f"{self.exact_seconds:.3g} s per example, measured): exact bounds are a proof and faster "
+                "here; drop --probable")
 
 
 @dataclass(frozen=True)
@@ -138,21 +138,21 @@ def plan_run(nets: list[nn.Module], x: Tensor, y: Tensor, settings: Any, relaxat
         return clock() - t0
 
     timed(1)  # builds the dual networks, which the run does once
-    half = max(1, n // 2)
-    t_half, t_full = timed(half), timed(n)
-    # a batch costs a + b * examples: a fixed part (the calls, PGD's steps) and a part per example
-    per_example = max(0.0, (t_full - t_half) / (n - half)) if n > half else t_full / n
-    per_batch = max(0.0, t_full - per_example * n)
     estimate = None
     if pairs_left > 2 * n:
+        half = max(1, n // 2)
+        t_half, t_full = timed(half), timed(n)
+        # a batch costs a + b * examples: a fixed part (the calls, PGD's steps) and a part per example
+        per_example = max(0.0, (t_full - t_half) / (n - half)) if n > half else t_full / n
+        per_batch = max(0.0, t_full - per_example * n)
         peak = None if probable else exact_pass_bytes(nets, x, settings, eps)
         estimate = RunEstimate(per_batch * batches_left + per_example * pairs_left, pairs_left, half + n, eps,
                                peak, min(settings.batch_size, x.shape[0]))
     check = None
-    if probable:  # the probe above built the dual network: neither timing below pays for that
+    if probable:  # the first example above built the dual network: neither timing below pays for that
         t0 = clock()
-        worst_margins(nets[0], x[:n], eps, settings.norm, settings.clip, settings.probable, settings.projections,
-                      num_classes)
+        worst_margins(nets[0], x[:n], eps, settings.norm, settings.clip, settings.probable,
+                      settings.projections, num_classes)
         t_probable = (clock() - t0) / n
 
         def exact(k: int) -> float:
@@ -167,5 +167,5 @@ def plan_run(nets: list[nn.Module], x: Tensor, y: Tensor, settings: Any, relaxat
     return RunPlan(estimate, check)
 
 
-__all__ = ["EXACT_PROBE_FACTOR", "LARGE_BYTES", "LARGE_SECONDS", "PROBE_EXAMPLES", "ProbableCheck", "RunEstimate", "RunPlan",
-           "exact_pass_bytes", "plan_run"]
+__all__ = ["EXACT_PROBE_FACTOR", "LARGE_BYTES", "LARGE_SECONDS", "PROBE_EXAMPLES", "ProbableCheck",
+           "RunEstimate", "RunPlan", "exact_pass_bytes", "plan_run"]

@@ -322,7 +322,8 @@ def check_inputs(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySet
 
 def certify(stages: list[Stage], x: Tensor, y: Tensor, settings: CertifySettings,
             progress: Callable[[int], None] | None = None, world: DistInfo | None = None, *,
-            journal: Journal | None = None, on_plan: Callable[[RunPlan], None] | None = None) -> CertifyResult:
+            journal: Journal | None = None,
+            on_plan: Callable[[RunPlan], None] | None = None) -> CertifyResult:
     """Certify every example of ``(x, y)`` at every eps; ``progress(n)`` is called after each batch. In a
     process group (``world``, default: the initialised one) each rank certifies its shard of the batches and
     every rank returns the whole run's result, equal to a one-process run's (:mod:`onnxdual.certify.shards`).

@@ -102,7 +102,8 @@ def examples_per_pass(built: BuiltDual, input_columns: tuple[int, int], n_exampl
 
 
 def forward_bytes(built: BuiltDual, input_columns: tuple[int, int], batch: int, element_size: int) -> int:
-    """Bytes of the largest forward state of the exact pass for ``batch`` examples (what chunks are sized by)."""
+    """Bytes of the largest forward state of the exact pass for ``batch`` examples (what chunks are sized
+    by)."""
     return TERM_COPIES * forward_elements(built, input_columns, batch) * element_size
 
 

@@ -302,8 +302,8 @@ def as_network(net: nn.Module, example: Tensor) -> fx.GraphModule:
     changed: the export works on a copy. The loaded network holds the module's own parameters and
     buffers wherever the export keeps them as they are (Conv, Linear, BatchNorm weights), so gradients of
     a bound reach the module; ``network.onnxdual_untied`` names the module's parameters it holds copies
-    of instead (folded or fused by the exporter). The loaded network is kept for the module (per input shape and device) and made again when
-    the module's tensors were replaced or a copied one changed value.
+    of instead (folded or fused by the exporter). The loaded network is kept for the module (per input
+    shape and device) and made again when the module's tensors were replaced or a copied one changed value.
     """
     if is_loaded(net):
         return net

@@ -68,7 +68,8 @@ def test_the_api_and_the_command_line_agree_with_their_defaults(model_and_data):
     api = onnxdual.certify(path, x, y, relaxation="adaptive")  # every other option at its default
     assert api.settings.eps == (defaults.EPS,)
     cli_examples = pd.read_csv(out / "examples.csv")
-    pd.testing.assert_frame_equal(api.examples.astype({"stage": float}), cli_examples.astype({"stage": float}),
+    pd.testing.assert_frame_equal(api.examples.astype({"stage": float}),
+                                  cli_examples.astype({"stage": float}),
                                   check_dtype=False)
 
 

@@ -1,6 +1,6 @@
-"""A run's estimate before it starts: the time model fitted to the probe (a virtual clock that advances by what
-each call would cost, so the numbers are the same on any machine), the memory from the one cost model, the
-probable-vs-exact check, and what ``onnxdual certify`` prints from them (one line each)."""
+"""A run's estimate before it starts: the time model fitted to the probe (a virtual clock that advances by
+what each call would cost, so the numbers are the same on any machine), the memory from the one cost model,
+the probable-vs-exact check, and what ``onnxdual certify`` prints from them (one line each)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,8 @@ def test_certify_prints_the_estimate_and_one_warning_line(tiny_files, tmp_path, 
     model, data = tiny_files
     big = RunEstimate(seconds=7200.0, pairs=12, probe=12, eps=0.1, peak_bytes=3 << 30, batch=4)
     monkeypatch.setattr(run_module, "plan_run", lambda *a, **k: RunPlan(big, ProbableCheck(2.0, 1.0)))
-    result = CliRunner().invoke(cli, ["certify", str(model), "--data", str(data), "--out", str(tmp_path / "r"),
+    result = CliRunner().invoke(cli, ["certify", str(model), "--data", str(data),
+                                      "--out", str(tmp_path / "r"),
                                       "--probable", "0.01", "--pgd-steps", "2", "--batch-size", "4"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -156,7 +156,8 @@ def test_certify_resume_on_the_command_line(tmp_path, monkeypatch):
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(14) % 4)
 
     def run(out, *more):
-        return CliRunner().invoke(cli, ["certify", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.npz"),
+        return CliRunner().invoke(cli, ["certify", str(tmp_path / "m.onnx"),
+                                        "--data", str(tmp_path / "d.npz"),
                                         "--eps", "0.02,0.2", "--batch-size", "4", "--pgd-steps", "3",
                                         "--relaxation", "adaptive", "--out", str(out), "--quiet", *more],
                                   catch_exceptions=False)

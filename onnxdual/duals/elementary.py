@@ -29,36 +29,15 @@ COS = Curve(torch.cos, lambda x: -torch.sin(x), breaks=(math.pi / 2, 3 * math.pi
             period=2 * math.pi, value_range=(-1.0, 1.0))
 
 
-def exp_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, EXP)
+def _factory(curve: Curve):
+    """The registered factory of a fixed curve (one variable input)."""
+    def factory(ctx: NodeContext) -> SmoothDual:
+        return smooth_dual(ctx, curve)
+    return factory
 
 
-def log_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, LOG)
-
-
-def reciprocal_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, RECIPROCAL)
-
-
-def sqrt_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, SQRT)
-
-
-def erf_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, ERF)
-
-
-def softsign_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, SOFTSIGN)
-
-
-def sin_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, SIN)
-
-
-def cos_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, COS)
+exp_dual, log_dual, reciprocal_dual, sqrt_dual = (_factory(c) for c in (EXP, LOG, RECIPROCAL, SQRT))
+erf_dual, softsign_dual, sin_dual, cos_dual = (_factory(c) for c in (ERF, SOFTSIGN, SIN, COS))
 
 
 def power_curve(p: float) -> Curve:

@@ -105,11 +105,13 @@ def _exponential_linear(scale: float, alpha: float, inner: float) -> Curve:
         return scale * torch.where(x > 0, x, alpha * torch.expm1(torch.clamp(x, max=0.0) / inner))
 
     def derivative(x: Tensor) -> Tensor:
-        return scale * torch.where(x > 0, torch.ones_like(x), alpha / inner * torch.exp(torch.clamp(x, max=0.0) / inner))
+        inside = alpha / inner * torch.exp(torch.clamp(x, max=0.0) / inner)
+        return scale * torch.where(x > 0, torch.ones_like(x), inside)
 
     curvature = 0 if alpha == 0 else int(math.copysign(1, scale * alpha / inner))
     kink = int(math.copysign(1, scale - scale * alpha / inner)) if scale != scale * alpha / inner else 0
-    shape = 1 if min(curvature, kink) >= 0 else (-1 if max(curvature, kink) <= 0 else 0)  # f' rises at the kink
+    # globally convex: the exponential piece convex and f' rising at the kink (concave: both the other way)
+    shape = 1 if min(curvature, kink) >= 0 else (-1 if max(curvature, kink) <= 0 else 0)
     return Curve(fn, derivative, breaks=(0.0,), convexity=(curvature, 0), shape=shape)
 
 
@@ -118,8 +120,8 @@ def elu_dual(ctx: NodeContext) -> SmoothDual:
 
 
 def selu_dual(ctx: NodeContext) -> SmoothDual:
-    return smooth_dual(ctx, _exponential_linear(_float(ctx, "gamma", SELU_GAMMA), _float(ctx, "alpha", SELU_ALPHA),
-                                                1.0))
+    gamma, alpha = _float(ctx, "gamma", SELU_GAMMA), _float(ctx, "alpha", SELU_ALPHA)
+    return smooth_dual(ctx, _exponential_linear(gamma, alpha, 1.0))
 
 
 def celu_dual(ctx: NodeContext) -> SmoothDual:

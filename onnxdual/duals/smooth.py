@@ -104,19 +104,21 @@ def _pieces(curve: Curve, lower: Tensor, upper: Tensor) -> tuple[list[tuple[Tens
     n, period, first = len(curve.breaks), float(curve.period), float(curve.breaks[0])
     base = torch.floor((lower.detach() - first) / period) * period  # the period whose first break is <= l
     starts = [base + (float(curve.breaks[k % n]) + (k // n) * period) for k in range(_PERIODIC_PIECES + 1)]
-    pieces = [(_clamp(starts[k], lower, upper), _clamp(starts[k + 1], lower, upper), int(curve.convexity[k % n]))
-              for k in range(_PERIODIC_PIECES)]
+    pieces = [(_clamp(starts[k], lower, upper), _clamp(starts[k + 1], lower, upper),
+               int(curve.convexity[k % n])) for k in range(_PERIODIC_PIECES)]
     return pieces, upper <= starts[-1]
 
 
 def _convex_minimum(curve: Curve, sign: int, slope: Tensor, p: Tensor, q: Tensor) -> Tensor:
-    """A sound lower bound of the minimum of ``h = sign * (f - slope x)`` on ``[p, q]``, where ``h`` is convex.
+    """A sound lower bound of the minimum of ``h = sign * (f - slope x)`` on ``[p, q]``, where ``h`` is
+    convex.
 
-    Bisection on the sign of ``h'`` keeps the minimiser in ``[lo, hi]`` (``h' < 0`` left of ``lo``'s side,
-    ``>= 0`` right of ``hi``'s); on the bracket, the tangent at its midpoint ``m`` lies below ``h`` (convexity),
-    so ``h(m) - |h'(m)| (hi - lo) / 2`` is a bound whatever the bisection's accuracy. The bracket is kept as
-    fractions of ``[p, q]`` (no gradient): the bound then follows ``p``, ``q`` and ``slope`` with the
-    derivatives of the extreme (envelope theorem), which the optimiser uses."""
+    Bisection on the sign of ``h'`` keeps the minimiser in ``[lo, hi]`` (``h' < 0`` at ``lo`` unless it is
+    ``p``, ``h' >= 0`` at ``hi`` unless it is ``q``; outside the bracket ``h`` only grows). On the bracket the
+    tangent at its midpoint ``m`` lies below ``h`` (convexity), so ``h(m) - |h'(m)| (hi - lo) / 2`` is a
+    bound whatever the bisection's accuracy. The bracket is kept as fractions of ``[p, q]`` (no gradient):
+    the bound then follows ``p``, ``q`` and ``slope`` with the derivatives of the extreme (envelope theorem),
+    which the optimiser uses."""
     width = q - p
     with torch.no_grad():
         w = width.detach()
@@ -193,15 +195,16 @@ class SmoothDual(ActivationDual):
         for pole in self.curve.poles:
             bad |= (lower <= pole) & (pole <= upper)
         if bool(bad.any()):
-            where = bad.nonzero()[0].tolist()
-            raise _refuse(self.ctx, f"{self.name} is not finite on the input bounds "
-                          f"[{float(lower[tuple(where)]):.6g}, {float(upper[tuple(where)]):.6g}] (defined on "
-                          f"[{lo:g}, {hi:g}]{' without ' + ', '.join(f'{p:g}' for p in self.curve.poles) if self.curve.poles else ''}); "
-                          "no finite linear bound encloses it there")
+            where = tuple(bad.nonzero()[0].tolist())
+            poles = (" without " + ", ".join(f"{p:g}" for p in self.curve.poles)) if self.curve.poles else ""
+            box = f"[{float(lower[where]):.6g}, {float(upper[where]):.6g}]"
+            raise _refuse(self.ctx, f"{self.name} is not finite on the input bounds {box} (defined on "
+                          f"[{lo:g}, {hi:g}]{poles}); no finite linear bound encloses it there")
         ends = torch.stack([self.curve.fn(lower.detach()), self.curve.fn(upper.detach())])
         if not bool(torch.isfinite(ends).all()):
-            raise _refuse(self.ctx, f"{self.name} overflows {str(lower.dtype).removeprefix('torch.')} on the input "
-                          "bounds; no finite linear bound encloses it there")
+            dtype = str(lower.dtype).removeprefix("torch.")
+            raise _refuse(self.ctx, f"{self.name} overflows {dtype} on the input bounds; no finite linear "
+                          "bound encloses it there")
 
     # -- the contract ----------------------------------------------------------------------------------------
     def gaps(self, slope: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
@@ -227,8 +230,8 @@ class SmoothDual(ActivationDual):
         shape = torch.zeros_like(lower)
         pieces, covered = _pieces(self.curve, lower, upper)
         for p, q, sign in pieces:  # [l, u] inside one piece: that piece's convexity
-            shape = torch.where((p <= lower) & (q >= upper) & (lower < upper), torch.full_like(lower, float(sign)),
-                                shape)
+            inside = (p <= lower) & (q >= upper) & (lower < upper)
+            shape = torch.where(inside, torch.full_like(lower, float(sign)), shape)
         return torch.where(covered, shape, torch.zeros_like(shape))
 
     def faces(self, lower: Tensor, upper: Tensor) -> SlopeFaces:
@@ -241,7 +244,8 @@ class SmoothDual(ActivationDual):
         lower_slope = torch.where(shape > 0, tangent, chord)  # convex: a tangent lies below
         upper_slope = torch.where(shape < 0, tangent, chord)  # concave: a tangent lies above
         free = {1: ("lower",), -1: ("upper",)}.get(self.curve.shape, ("lower", "upper"))
-        return SlopeFaces(self.gaps, lower, upper, lower_slope, upper_slope, free=free, slope_range=(d_low, d_high))
+        return SlopeFaces(self.gaps, lower, upper, lower_slope, upper_slope, free=free,
+                          slope_range=(d_low, d_high))
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         self._check(lower, upper)

@@ -96,7 +96,8 @@ def _add_missing_converters() -> None:
         def _gelu(node, graph):  # noqa: ARG001 - onnx2torch's converter signature
             approximate = node.attributes.get("approximate", "none")
             approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
-            return OperationConverterResult(torch_module=_Gelu(approximate), onnx_mapping=onnx_mapping_from_node(node))
+            return OperationConverterResult(torch_module=_Gelu(approximate),
+                                            onnx_mapping=onnx_mapping_from_node(node))
 
 
 def convert(model: onnx.ModelProto) -> fx.GraphModule:

@@ -44,7 +44,8 @@ def grid(lower: torch.Tensor, upper: torch.Tensor, points=(), steps: int = 1001)
     given points where they fall inside."""
     t = torch.linspace(0, 1, steps, dtype=lower.dtype).reshape(-1, *([1] * lower.dim()))
     extra = [torch.minimum(torch.maximum(torch.full_like(lower, p), lower), upper) for p in points]
-    inner = torch.minimum(torch.maximum(lower + t * (upper - lower), lower), upper)  # l + (u - l) may round past u
+    # l + (u - l) may round past u
+    inner = torch.minimum(torch.maximum(lower + t * (upper - lower), lower), upper)
     return torch.cat([inner, *(e.unsqueeze(0) for e in extra)])
 
 
@@ -213,3 +214,30 @@ def network(case: OpCase, rng: np.random.Generator):
              helper.make_node(case.op, inputs, ["a"], **case.attrs),
              helper.make_node("MatMul", ["a", "W2"], ["output"])]
     return make_model(nodes, [4], [3], inits, opset=max(17, case.opsets[-1]))
+
+
+def op_tests(cases: list[OpCase], rng: np.random.Generator, relaxations=("paper", "adaptive", "optimized")):
+    """The three tests every table of operator uses gets (assign them to ``test_*`` names in the module):
+    onnxruntime parity at every opset, dense-grid soundness in float32 and float64, network soundness in
+    every relaxation."""
+    import pytest
+
+    ids = lambda c: c.id if isinstance(c, OpCase) else None  # noqa: E731
+
+    @pytest.mark.parametrize("case", cases, ids=ids)
+    def one_node(case):
+        for opset in case.opsets:
+            check_one_node(case, opset, rng)
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+    @pytest.mark.parametrize("case", cases, ids=ids)
+    def dense_grid(case, dtype):
+        check_dense_grid(case, dtype, rng)
+
+    @pytest.mark.parametrize("relaxation", list(relaxations))
+    @pytest.mark.parametrize("case", cases, ids=ids)
+    def network_sound(case, relaxation):
+        x = rng.normal(size=(2, 4)).astype(np.float32)
+        assert_network_sound(network(case, rng), x, 0.4, relaxation, rng)
+
+    return one_node, dense_grid, network_sound

@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from onnxdual.errors import UnsupportedNodeError
-from tests.duals.elementwise_checks import (OpCase, assert_network_sound, check_dense_grid, check_one_node,
-                                            layer_of, network)
+from tests.duals.elementwise_checks import OpCase, layer_of, op_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only contend
 rng = np.random.default_rng(22)
-RELAXATIONS = ["paper", "adaptive", "optimized"]
 POSITIVE = {"domain": (1e-3, 1e3), "scale": 0.2, "shift": 2.0}
 TRIG_POINTS = tuple(k * math.pi / 2 for k in range(-8, 9))
 
@@ -37,7 +35,8 @@ CASES = [
     OpCase("Pow", inits=_exp(2.5), opsets=(13,), domain=(0.0, 1e2), scale=0.2, shift=2.0),
     OpCase("Pow", inits=_exp(-1.0), opsets=(13,), **POSITIVE),
     OpCase("Pow", inits=_exp(-2.0), opsets=(13,), domain=(-1e3, -1e-2), scale=0.2, shift=-2.0),
-    OpCase("Pow", inits={"b": np.array(2.0, np.float32)}, inputs=("b", "input"), opsets=(13,), domain=(-40.0, 20.0)),
+    OpCase("Pow", inits={"b": np.array(2.0, np.float32)}, inputs=("b", "input"), opsets=(13,),
+           domain=(-40.0, 20.0)),
     OpCase("Erf", opsets=(9, 13), points=(0.0,)),
     OpCase("Softsign", opsets=(7,), domain=(-1e3, 1e3), points=(0.0,)),
     OpCase("Sin", opsets=(7,), domain=(-1e3, 1e3), points=TRIG_POINTS, scale=2.0),
@@ -45,22 +44,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_one_node_matches_onnxruntime_at_every_opset(case):
-    for opset in case.opsets:
-        check_one_node(case, opset, rng)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_every_face_encloses_the_function_on_a_dense_grid(case, dtype):
-    check_dense_grid(case, dtype, rng)
-
-
-@pytest.mark.parametrize("relaxation", RELAXATIONS)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_network_bounds_are_sound(case, relaxation):
-    assert_network_sound(network(case, rng), rng.normal(size=(2, 4)).astype(np.float32), 0.4, relaxation, rng)
+# onnxruntime parity at every opset, dense grids in float32 and float64, networks in every relaxation
+(test_one_node_matches_onnxruntime_at_every_opset, test_every_face_encloses_the_function_on_a_dense_grid,
+ test_network_bounds_are_sound) = op_tests(CASES, rng)
 
 
 @pytest.mark.parametrize("op,inits,lower,upper", [
@@ -68,7 +54,8 @@ def test_network_bounds_are_sound(case, relaxation):
     ("Pow", _exp(0.5), -1.0, 1.0), ("Pow", _exp(-1.0), -2.0, 0.0), ("Exp", {}, 0.0, 200.0),
 ])
 def test_bounds_outside_the_domain_are_refused(op, inits, lower, upper):
-    """No finite linear face encloses ``log`` near 0 or ``1/x`` across 0: one typed error, never a non-bound."""
+    """No finite linear face encloses ``log`` near 0 or ``1/x`` across 0: one typed error, never a
+    non-bound."""
     layer = layer_of(OpCase(op, inits=inits).model())
     lo, hi = torch.tensor([[1.0, lower]]), torch.tensor([[2.0, upper]])
     for method in (layer.relax, layer.faces, layer.interval):

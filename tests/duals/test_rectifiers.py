@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.duals.elementwise_checks import OpCase, assert_network_sound, check_dense_grid, check_one_node, network
+from tests.duals.elementwise_checks import OpCase, op_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only contend
 rng = np.random.default_rng(21)
@@ -33,29 +33,17 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_one_node_matches_onnxruntime_at_every_opset(case):
-    for opset in case.opsets:
-        check_one_node(case, opset, rng)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_every_face_encloses_the_function_on_a_dense_grid(case, dtype):
-    check_dense_grid(case, dtype, rng)
-
-
-@pytest.mark.parametrize("relaxation", RELAXATIONS)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_network_bounds_are_sound(case, relaxation):
-    assert_network_sound(network(case, rng), rng.normal(size=(2, 4)).astype(np.float32), 0.4, relaxation, rng)
+# onnxruntime parity at every opset, dense grids in float32 and float64, networks in every relaxation
+(test_one_node_matches_onnxruntime_at_every_opset, test_every_face_encloses_the_function_on_a_dense_grid,
+ test_network_bounds_are_sound) = op_tests(CASES, rng)
 
 
 def test_prelu_per_channel_slopes(dual_check, onnx_model):
     from onnx import helper
 
     slope = np.array([[0.2], [-0.4], [1.5]], np.float32)  # (C, 1) against (N, C, W)
-    model = onnx_model([helper.make_node("PRelu", ["input", "slope"], ["output"])], [3, 4], [3, 4], {"slope": slope})
+    node = helper.make_node("PRelu", ["input", "slope"], ["output"])
+    model = onnx_model([node], [3, 4], [3, 4], {"slope": slope})
     dual_check(model, rng.normal(size=(2, 3, 4)), eps=0.8)
     for relaxation in RELAXATIONS:
         dual_check(model, rng.normal(size=(2, 3, 4)), eps=0.8, relaxation=relaxation)

@@ -103,23 +103,24 @@ def test_the_plugin_guides_new_function_example_runs_as_written(onnx_model):
 
     guide = (resources.files("onnxdual") / "assets" / "plugin_guide.md").read_text()
     code = re.search(r"New function in a few lines.*?```python\n(.*?)```", guide, re.S).group(1)
-    readme = re.search(r"complete plugin for `Atan`.*?```python\n(.*?)```", (REPO / "plugins" / "README.md").read_text(),
-                       re.S).group(1)
+    readme_text = (REPO / "plugins" / "README.md").read_text()
+    readme = re.search(r"complete plugin for `Atan`.*?```python\n(.*?)```", readme_text, re.S).group(1)
     strip = lambda text: [line.split("  #")[0].rstrip() for line in text.splitlines()]  # noqa: E731
     assert strip(readme) == strip(code)  # the README shows the same plugin
     namespace: dict = {}
     exec(compile(code, "plugin_guide.md", "exec"), namespace)
     reg = registry.default().with_overrides({"Atan": namespace["atan_dual"]})
     w = rng.normal(size=(4, 6)).astype(np.float32) * 2
-    model = onnx_model([helper.make_node("MatMul", ["input", "W"], ["h"]), helper.make_node("Atan", ["h"], ["a"]),
-                        helper.make_node("MatMul", ["a", "V"], ["output"])], [4], [3],
+    nodes = [helper.make_node("MatMul", ["input", "W"], ["h"]), helper.make_node("Atan", ["h"], ["a"]),
+             helper.make_node("MatMul", ["a", "V"], ["output"])]
+    model = onnx_model(nodes, [4], [3],
                        {"W": w, "V": rng.normal(size=(6, 3)).astype(np.float32)})
     net = onnxdual.load(model, registry=reg)
     x, c = torch.randn(3, 4), torch.randn(3, 5, 3)
     np.testing.assert_allclose(net(x).detach().numpy(), run_ort(model, x.numpy()), rtol=1e-5, atol=1e-5)
     box = onnxdual.Box(x - 0.8, x + 0.8)
-    values = torch.einsum("sbo,bmo->sbm", net(box.sample(2000, torch.Generator().manual_seed(0)).flatten(0, 1))
-                          .reshape(2000, 3, 3), c).detach()
+    points = box.sample(2000, torch.Generator().manual_seed(0)).flatten(0, 1)
+    values = torch.einsum("sbo,bmo->sbm", net(points).reshape(2000, 3, 3), c).detach()
     for mode in ("paper", "adaptive", "optimized"):
         bound = onnxdual.DualNetwork(net, x, 0.8, relaxation=mode).lower_bound(c).detach()
         assert (values >= bound - 1e-5 * (1 + values.abs())).all(), mode

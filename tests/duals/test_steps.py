@@ -5,31 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from tests.duals.elementwise_checks import (OpCase, assert_network_sound, check_dense_grid, check_one_node,
-                                            layer_of, network)
+from tests.duals.elementwise_checks import OpCase, layer_of, op_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only contend
 rng = np.random.default_rng(23)
-CASES = [OpCase("Sign", opsets=(9, 13), points=(0.0,)), OpCase("Floor", opsets=(6, 13), points=(-1.0, 0.0, 1.0)),
-         OpCase("Ceil", opsets=(6, 13), points=(-1.0, 0.0, 1.0)), OpCase("Round", opsets=(11,), points=(-0.5, 0.5, 1.5))]
+CASES = [OpCase("Sign", opsets=(9, 13), points=(0.0,)),
+         OpCase("Floor", opsets=(6, 13), points=(-1.0, 0.0, 1.0)),
+         OpCase("Ceil", opsets=(6, 13), points=(-1.0, 0.0, 1.0)),
+         OpCase("Round", opsets=(11,), points=(-0.5, 0.5, 1.5))]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_one_node_matches_onnxruntime_at_every_opset(case):
-    for opset in case.opsets:
-        check_one_node(case, opset, rng)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_interval_relaxation_encloses_the_step(case, dtype):
-    check_dense_grid(case, dtype, rng)
-
-
-@pytest.mark.parametrize("relaxation", ["paper", "adaptive", "optimized"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_network_bounds_are_sound(case, relaxation):
-    assert_network_sound(network(case, rng), rng.normal(size=(2, 4)).astype(np.float32), 0.4, relaxation, rng)
+# onnxruntime parity at every opset, dense grids in float32 and float64, networks in every relaxation
+(test_one_node_matches_onnxruntime_at_every_opset, test_every_face_encloses_the_function_on_a_dense_grid,
+ test_network_bounds_are_sound) = op_tests(CASES, rng)
 
 
 def test_a_unit_without_a_jump_is_exact_and_needs_no_bounds():

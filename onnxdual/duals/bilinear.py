@@ -154,12 +154,28 @@ class MatMulRelaxation(PackedRelaxation):
 
     def apply_inputs(self, xs: tuple[Tensor, ...]) -> Tensor:
         x, y = xs
-        return x @ self.yc.unsqueeze(1) + self.xc.unsqueeze(1) @ y
+        return rows_times(x, self.yc, True) + rows_times(y, self.xc, False)
 
     def transpose_inputs(self, nu: Tensor) -> tuple[Tensor, ...]:
         sx, sy = self.packing.shapes
-        return (reduce_to(nu @ self.yc.unsqueeze(1).transpose(-1, -2), sx, 2),
-                reduce_to(self.xc.unsqueeze(1).transpose(-1, -2) @ nu, sy, 2))
+        return (reduce_to(rows_times(nu, self.yc.transpose(-1, -2), True), sx, 2),
+                reduce_to(rows_times(nu, self.xc.transpose(-1, -2), False), sy, 2))
+
+
+def rows_times(rows: Tensor, matrix: Tensor, right: bool) -> Tensor:
+    """``rows @ matrix`` (``right``) or ``matrix @ rows`` for dual rows ``(B or 1, K, *lead, a, b)`` and one
+    matrix per example ``(B, *lead, ., .)``: with equal leading dimensions the ``K`` rows are folded into one
+    GEMM per example and leading index (instead of ``K`` small products); otherwise plain broadcasting."""
+    if tuple(rows.shape[2:-2]) != tuple(matrix.shape[1:-2]):
+        return rows @ matrix.unsqueeze(1) if right else matrix.unsqueeze(1) @ rows
+    batch = max(rows.shape[0], matrix.shape[0])
+    rows = rows.expand(batch, *rows.shape[1:])
+    k, (a, b) = rows.shape[1], rows.shape[-2:]
+    if right:  # (B, *lead, K a, b) @ (B, *lead, b, c)
+        out = rows.movedim(1, -3).reshape(batch, *rows.shape[2:-2], k * a, b) @ matrix
+        return out.reshape(batch, *rows.shape[2:-2], k, a, -1).movedim(-3, 1)
+    out = matrix @ rows.movedim(1, -2).reshape(batch, *rows.shape[2:-2], a, k * b)  # (B, *lead, c, K b)
+    return out.reshape(batch, *rows.shape[2:-2], -1, k, b).movedim(-2, 1)
 
 
 class BilinearMatMulDual(MultiInputActivation):

@@ -35,13 +35,17 @@ class GroupMap(LinearRelaxation):
         self.layer, self.matrix, self.low, self.high = layer, matrix, low, high
 
     def apply(self, x: Tensor) -> Tensor:
-        g = self.layer.grouped(x, 2)  # (Bx, K, G, n)
-        out = (g.unsqueeze(-2) @ self.matrix.unsqueeze(1).transpose(-1, -2)).squeeze(-2)
-        return self.layer.ungrouped(out, 2)
+        return self._times(x, self.matrix.transpose(-1, -2))
 
     def transpose(self, nu: Tensor) -> Tensor:
-        g = self.layer.grouped(nu, 2)
-        return self.layer.ungrouped((g.unsqueeze(-2) @ self.matrix.unsqueeze(1)).squeeze(-2), 2)
+        return self._times(nu, self.matrix)
+
+    def _times(self, rows: Tensor, matrix: Tensor) -> Tensor:
+        """``rows @ matrix`` per group: rows ``(Bx, K, *shape)`` as ``(B, G, K, n)``, one GEMM per example
+        and group (not ``K`` vector products)."""
+        g = self.layer.grouped(rows, 2).transpose(1, 2)  # (Bx, G, K, n)
+        out = (g @ matrix).transpose(1, 2)  # (B, K, G, n)
+        return self.layer.ungrouped(out, 2)
 
 
 class SoftmaxDual(ActivationDual):

@@ -444,8 +444,8 @@ def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str
     plan = patches.plan(built, name, input_set)
     if plan is not None and not patches.supported(plan, relaxations):
         plan = None
-    if plan is not None:  # windows instead of images: as many more rows fit as the images are larger
-        max_rows = max(1, max_rows * built.largest_value // plan.largest)
+    if plan is not None:  # windows instead of images: more rows fit, as the images are larger than windows
+        max_rows = max(1, max_rows * built.largest_value // (patches.COPIES_PER_TERM * plan.largest))
     step = max(1, max_rows // 2) if two_sided else max_rows
     for r0 in range(0, wanted.numel(), step):
         rows = wanted[r0: r0 + step]

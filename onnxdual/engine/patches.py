@@ -200,6 +200,10 @@ def _times(x: Tensor, factor: Tensor | None) -> Tensor:
     return torch.zeros_like(x) if factor is None else x * factor
 
 
+#: live window tensors per term copy of the dense pass (nu, its two signed parts, the faces read at the
+#: windows and their products): how many fewer rows than ``largest_value / window`` fit the same budget
+COPIES_PER_TERM = 3
+
 #: per layer, the window-to-window maps already built (keyed weakly: they go with the network)
 _MAPS: "weakref.WeakKeyDictionary[AffineDual, dict]" = weakref.WeakKeyDictionary()
 #: the largest window-to-window map kept as a dense matrix (elements); larger ones use the convolution

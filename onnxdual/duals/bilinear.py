@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals import linear
-from onnxdual.duals.base import AffineDual, Faces, NodeContext, ParametricFaces
-from onnxdual.duals.multi import (Bounds, MultiInputActivation, PackedRelaxation, Plane, PlanesFace,
+from onnxdual.duals.base import AffineDual, Face, Faces, NodeContext, ParametricFaces
+from onnxdual.duals.multi import (Bounds, MultiInputActivation, Packing, PackedRelaxation, Plane, PlanesFace,
                                   parallelogram, reduce_to, rows)
 
 
@@ -192,11 +192,69 @@ class BilinearMatMulDual(MultiInputActivation):
         base, spread = -(xc @ yc), rx @ ry
         return MatMulRelaxation(self, xc, yc, base - spread, base + spread)
 
+    def faces_inputs(self, lowers: Bounds, uppers: Bounds) -> Faces | ParametricFaces:
+        (lx, ly), (ux, uy) = lowers, uppers
+        products = lx.shape[-2] * lx.shape[-1] * ly.shape[-1] * max(lx[0, ..., 0, 0].numel(), 1)
+        if products > PARAMETRIC_PRODUCTS or lx.shape[1:-2] != ly.shape[1:-2]:  # too many, or broadcast: fixed
+            return Faces.of(self.relax_inputs(lowers, uppers))
+        return MatMulFaces(self, lowers, uppers)
+
     def interval_inputs(self, lowers: Bounds, uppers: Bounds) -> tuple[Tensor, Tensor]:
         (lx, ly), (ux, uy) = lowers, uppers
         xc, yc, rx, ry = (lx + ux) / 2, (ly + uy) / 2, (ux - lx) / 2, (uy - ly) / 2
         center, radius = xc @ yc, xc.abs() @ ry + rx @ yc.abs() + rx @ ry
         return center - radius, center + radius
+
+
+#: the most products ``x_ip y_pj`` per example whose McCormick weights the optimiser moves (per dual row)
+PARAMETRIC_PRODUCTS = 20_000
+
+
+class MatMulPlanes(Face):
+    """``z_ij`` against ``sum_p ax_ipj x_ip + ay_ipj y_pj + c_ipj``: one McCormick plane per product; the
+    tensors are ``(B, *lead, n, k, m)`` or per row ``(B, K, *lead, n, k, m)``."""
+
+    def __init__(self, packing: Packing, ax: Tensor, ay: Tensor, c: Tensor):
+        self.packing, self.ax, self.ay, self.c = packing, ax, ay, c
+
+    def _aligned(self, t: Tensor, nu: Tensor) -> Tensor:
+        return t if t.dim() == nu.dim() + 1 else t.unsqueeze(1)
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        sx, sy = self.packing.shapes
+        wide = nu.unsqueeze(-2)  # (.., n, 1, m)
+        nu_x = (wide * self._aligned(self.ax, nu)).sum(-1)
+        nu_y = (wide * self._aligned(self.ay, nu)).sum(-3)
+        return self.packing.pack((reduce_to(nu_x, sx, 2), reduce_to(nu_y, sy, 2)), 2)
+
+    def offset_term(self, nu: Tensor) -> Tensor:
+        return (nu * self._aligned(self.c, nu).sum(-2)).flatten(2).sum(-1)
+
+
+class MatMulFaces(ParametricFaces):
+    """Faces of ``x @ y`` with one pair of McCormick weights ``(alpha, beta)`` in ``[0, 1]`` per product (as
+    for ``Mul``); the adaptive choice ``1/2`` is the relaxation's own map (the same faces, one GEMM)."""
+
+    def __init__(self, layer: "BilinearMatMulDual", lowers: Bounds, uppers: Bounds):
+        self.layer, self.lowers, self.uppers = layer, lowers, uppers
+        (lx, ly), (ux, uy) = lowers, uppers
+        self.bounds = (lx.unsqueeze(-1), ux.unsqueeze(-1), ly.unsqueeze(-3), uy.unsqueeze(-3))  # (.., n, k, m)
+        half = torch.full(torch.broadcast_shapes(self.bounds[0].shape, self.bounds[2].shape), 0.5,
+                          dtype=lx.dtype, device=lx.device)
+        self.start = (half, half.clone())
+
+    def initial(self) -> tuple[Tensor, ...]:
+        return self.start
+
+    def faces(self, theta: tuple[Tensor, ...]) -> Faces:
+        if theta is self.start:
+            return Faces.of(self.layer.relax_inputs(self.lowers, self.uppers))
+        lower, upper = mccormick(*self.bounds, *theta)
+        packing = self.layer.packing
+        return Faces(MatMulPlanes(packing, *lower[0], lower[1]), MatMulPlanes(packing, *upper[0], upper[1]))
+
+    def project(self, theta: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return tuple(t.clamp(0.0, 1.0) for t in theta)
 
 
 def product_dual(ctx: NodeContext) -> MultiInputActivation:

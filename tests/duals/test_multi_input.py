@@ -275,3 +275,41 @@ def test_reduce_faces_on_dense_grid(op, onnx_model):
         for faces in (layer.faces(lower, upper), Faces.of(layer.relax(lower, upper))):
             low, high = face_values(faces.lower, points, (1,)), face_values(faces.upper, points, (1,))
             assert (low <= true + 1e-6).all() and (high >= true - 1e-6).all()
+
+
+def test_matmul_faces_at_vertices_and_samples():
+    """x @ y of (2, 3) and (3, 2) variables: every face (McCormick weights 0, 1, random per product, and the
+    adaptive ones) holds at all 2^12 vertices of random boxes and at random points inside."""
+    rng = np.random.default_rng(10)
+    w = rng.normal(size=(2, 12)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["input", "W"], ["h"]),
+             helper.make_node("Slice", ["h", "s0", "e0", "ax"], ["a0"]), helper.make_node("Slice", ["h", "e0", "e1", "ax"], ["b0"]),
+             helper.make_node("Reshape", ["a0", "sa"], ["a"]), helper.make_node("Reshape", ["b0", "sb"], ["b"]),
+             helper.make_node("MatMul", ["a", "b"], ["output"])]
+    inits = {"W": w, "s0": np.array([0]), "e0": np.array([6]), "e1": np.array([12]), "ax": np.array([1]),
+             "sa": np.array([-1, 2, 3]), "sb": np.array([-1, 3, 2])}
+    model = make_model(nodes, [2], [2, 2], inits)
+    _, step = layer_of(model, torch.zeros(1, 2))
+    layer = step.layer
+    corners = torch.tensor(np.array(np.meshgrid(*[[0.0, 1.0]] * 12, indexing="ij")).reshape(12, -1).T,
+                           dtype=torch.float32)
+    inside = torch.rand((2000, 12), generator=torch.Generator().manual_seed(0))
+    for scale in (0.01, 1.0, 20.0):
+        centre = torch.tensor(rng.normal(size=(1, 12)), dtype=torch.float32)
+        radius = torch.tensor(rng.uniform(0, scale, size=(1, 12)), dtype=torch.float32)
+        lower, upper = centre - radius, centre + radius
+        points = lower + (upper - lower) * torch.cat([corners, inside])
+        xs, ys = layer.packing.unpack(points, 1)
+        true = (xs @ ys).reshape(len(points), 4)
+        faces = layer.faces(lower, upper)
+        init = faces.initial()
+        candidates = [faces.faces(init), Faces.of(layer.relax(lower, upper))]
+        for value in (0.0, 1.0, None):
+            theta = tuple(torch.rand(t.shape, generator=torch.Generator().manual_seed(1)) if value is None
+                          else torch.full_like(t, value) for t in init)
+            candidates.append(faces.faces(theta))
+        tol = 1e-4 * (1 + true.abs())
+        for f in candidates:
+            low, high = face_values(f.lower, points, (2, 2)), face_values(f.upper, points, (2, 2))
+            assert (low <= true + tol).all(), f"lower face above by {(low - true).max()}"
+            assert (high >= true - tol).all(), f"upper face below by {(true - high).max()}"

@@ -5,7 +5,9 @@ they are; each rewrite computes the same function (the ONNX definition, step by 
 * ``SpaceToDepth`` and ``DepthToSpace`` in ``DCR`` mode -> ``Reshape``, ``Transpose``, ``Reshape``
   (onnx2torch converts neither; the reshapes copy the batch dimension, ``0``);
 * negative constant ``GatherElements`` indices -> the same indices counted from the front (onnx2torch's
-  module passes them to ``torch.gather``, which refuses them).
+  module passes them to ``torch.gather``, which refuses them);
+* ``Transpose(C @ Transpose(X))`` of a batch of rows ``X`` and a constant ``C`` -> ``X @ C^T`` (exporters
+  write ``(W x^T)^T``; as written, two nodes move the batch axis, which no per-example dual layer can).
 
 A node whose sizes cannot be known (shape inference fails) is left as it is.
 """
@@ -19,7 +21,7 @@ from onnx import helper, numpy_helper
 
 def lower_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every lowering of this module (the caller owns ``model``; returns it rewritten)."""
-    return non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model)))
+    return transposed_matmuls(non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model))))
 
 
 def constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -174,4 +176,45 @@ def non_negative_gather_indices(model: onnx.ModelProto) -> onnx.ModelProto:
         fixed = np.where(indices < 0, indices + shape[axis], indices).astype(indices.dtype)
         model.graph.initializer.append(numpy_helper.from_array(fixed, name))
         node.input[1] = name
+    return model
+
+
+def _is_swap(node: onnx.NodeProto) -> bool:
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    return node.op_type == "Transpose" and node.domain in ("", "ai.onnx") and perm == [1, 0]
+
+
+def transposed_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each ``Transpose[1, 0](MatMul(C, Transpose[1, 0](X)))`` with a constant 2-D ``C`` whose inner values
+    feed nothing else, as ``MatMul(X, C^T)``: the same values (``(C X^T)^T = X C^T``)."""
+    if not any(_is_swap(n) for n in model.graph.node):
+        return model
+    constants = constant_tensors(model)
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    fused: dict[int, onnx.NodeProto] = {}  # first Transpose -> the MatMul replacing the three nodes
+    dropped: set[int] = set()
+    for first in model.graph.node:
+        inner = users.get(first.output[0], []) if _is_swap(first) else []
+        if len(inner) != 1 or inner[0].op_type != "MatMul" or list(inner[0].input[1:]) != [first.output[0]]:
+            continue
+        matmul, last = inner[0], users.get(inner[0].output[0], [])
+        weight = constants.get(matmul.input[0])
+        if (len(last) != 1 or not _is_swap(last[0]) or weight is None or len(weight.dims) != 2
+                or {first.output[0], matmul.output[0]} & outputs):
+            continue
+        name = f"{matmul.input[0]}__onnxdual_transposed_{matmul.name or matmul.output[0]}"
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(weight).T), name))
+        fused[id(first)] = helper.make_node("MatMul", [first.input[0], name], [last[0].output[0]],
+                                            name=f"{matmul.name or matmul.output[0]}__onnxdual_fused")
+        dropped |= {id(first), id(matmul), id(last[0])}
+    if not fused:
+        return model
+    nodes = [fused.get(id(n), n) for n in model.graph.node if id(n) in fused or id(n) not in dropped]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     return model

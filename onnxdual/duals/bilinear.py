@@ -88,9 +88,11 @@ class MulDual(ElementwiseBinary):
         half = torch.full_like(lx, 0.5)
         return parallelogram(self.packing, *mccormick(lx, ux, ly, uy, half, half), (lx, ly), (ux, uy))
 
-    def faces_inputs(self, lowers: Bounds, uppers: Bounds) -> McCormickFaces:
+    def faces_inputs(self, lowers: Bounds, uppers: Bounds) -> Faces | McCormickFaces:
         lx, ly = self.broadcast(lowers)
         ux, uy = self.broadcast(uppers)
+        if lx[0].numel() > 2 * self.packing.size:  # an outer-product broadcast: weights would outgrow the
+            return Faces.of(self.relax_inputs(lowers, uppers))  # optimiser's budget (sized by the input)
         return McCormickFaces(self, (lx, ly), (ux, uy))
 
     def interval_inputs(self, lowers: Bounds, uppers: Bounds) -> tuple[Tensor, Tensor]:
@@ -195,7 +197,10 @@ class BilinearMatMulDual(MultiInputActivation):
     def faces_inputs(self, lowers: Bounds, uppers: Bounds) -> Faces | ParametricFaces:
         (lx, ly), (ux, uy) = lowers, uppers
         products = lx.shape[-2] * lx.shape[-1] * ly.shape[-1] * max(lx[0, ..., 0, 0].numel(), 1)
-        if products > PARAMETRIC_PRODUCTS or lx.shape[1:-2] != ly.shape[1:-2]:  # too many, or broadcast: fixed
+        # the optimiser sizes its per-row parameters by the activation's input (the packed x and y): weights
+        # per product are kept to twice that, else (and for broadcast leading dimensions) the faces are fixed
+        if (products > min(PARAMETRIC_PRODUCTS, 2 * self.packing.size)
+                or lx.shape[1:-2] != ly.shape[1:-2]):
             return Faces.of(self.relax_inputs(lowers, uppers))
         return MatMulFaces(self, lowers, uppers)
 
@@ -206,7 +211,8 @@ class BilinearMatMulDual(MultiInputActivation):
         return center - radius, center + radius
 
 
-#: the most products ``x_ip y_pj`` per example whose McCormick weights the optimiser moves (per dual row)
+#: the most products ``x_ip y_pj`` per example whose McCormick weights the optimiser moves (per dual row;
+#: also at most twice the packed input, see ``faces_inputs``)
 PARAMETRIC_PRODUCTS = 20_000
 
 

@@ -36,7 +36,7 @@ MODES = ("paper", "adaptive", "optimized")
 HERE = Path(__file__).resolve().parent
 
 
-def reference_rows(shared: Path, models, eps_list, n: int) -> list[dict]:
+def reference_rows(shared: Path, models, eps_list, n: int, modes=MODES) -> list[dict]:
     rows = []
     x_all = torch.load(shared / "reference" / "models" / "inputs_1x28x28.pt")[:n]
     for model in models:
@@ -46,7 +46,7 @@ def reference_rows(shared: Path, models, eps_list, n: int) -> list[dict]:
         eye = torch.eye(10)
         c = torch.stack([torch.stack([eye[y[b]] - eye[j] for j in range(10) if j != y[b]]) for b in range(n)])
         for eps in eps_list:
-            for mode in MODES:
+            for mode in modes:
                 onnxdual.DualNetwork(net, x_all[:2], eps, relaxation=mode).lower_bound(c[:2])  # warm-up
                 t0 = time.perf_counter()
                 lb = onnxdual.DualNetwork(net, x_all, eps, relaxation=mode).lower_bound(c).detach()
@@ -59,9 +59,9 @@ def reference_rows(shared: Path, models, eps_list, n: int) -> list[dict]:
 def peer_rows(args, models, eps_list) -> list[dict]:
     python = args.peer_python or os.environ.get("ONNXDUAL_PEER_PYTHON")
     if python:
-        out = args.out / "peer_autolirpa.json"
+        out = args.out / ("peer_autolirpa.json" if args.name == "relaxations" else f"{args.name}_peer.json")
         cmd = [python, str(HERE / "peer_autolirpa.py"), "--models", ",".join(models), "--eps",
-               ",".join(str(e) for e in eps_list), "--n", str(args.n), "--methods", "CROWN,alpha-CROWN",
+               ",".join(str(e) for e in eps_list), "--n", str(args.n), "--methods", args.peer_methods,
                "--alpha-iterations", "20", "--shared", str(args.shared), "--json", str(out)]
         subprocess.run(cmd, check=True)
         data = json.loads(out.read_text())
@@ -109,12 +109,17 @@ def main(argv=None) -> int:
     parser.add_argument("--certify-n", type=int, default=100)
     parser.add_argument("--peer-python", default=None)
     parser.add_argument("--skip-certify", action="store_true")
+    parser.add_argument("--modes", default=",".join(MODES), help="our relaxations to time (comma-separated)")
+    parser.add_argument("--models", default="mnist_fc_256x2,mnist_small")
+    parser.add_argument("--name", default="relaxations", help="the table is written to OUT/NAME.md")
+    parser.add_argument("--peer-methods", default="CROWN-sameslope,CROWN,alpha-CROWN",
+                        help="auto_LiRPA methods to time in the same run (peer_autolirpa.py)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    models, eps_list = ["mnist_fc_256x2", "mnist_small"], [0.01, 0.1]
+    models, eps_list = args.models.split(","), [0.01, 0.1]
     load_before = os.getloadavg()[0]
-    ours = reference_rows(args.shared, models, eps_list, args.n)
+    ours = reference_rows(args.shared, models, eps_list, args.n, args.modes.split(","))
     peers = peer_rows(args, models, eps_list)
     lines = [f"# Relaxations vs auto_LiRPA (n={args.n}, one thread, load average {load_before:.2f} before, "
              f"{os.getloadavg()[0]:.2f} after)", "",
@@ -125,11 +130,14 @@ def main(argv=None) -> int:
             mine = {r["method"]: r for r in ours if r["model"] == model and r["eps"] == eps}
             theirs = {r["method"]: r for r in peers if r["model"] == model and r["eps"] == eps}
             alpha = next((r for k, r in theirs.items() if "alpha" in k), None)
-            crown = next((r for k, r in theirs.items() if "alpha" not in k), None)
+            crown = next((r for k, r in theirs.items() if k.endswith(" CROWN")), None)
+            same = next((r for k, r in theirs.items() if "sameslope" in k), None)
             for name, r in [*mine.items(), *theirs.items()]:
                 within = (f"{int((r['lb'] >= alpha['lb'] - 1e-3).sum())}/{r['lb'].numel()}"
                           if alpha is not None and r["lb"].shape == alpha["lb"].shape else "")
                 ratio = ""
+                if name == "paper" and same is not None and same["s_per_example"] == same["s_per_example"]:
+                    ratio = f"{r['s_per_example'] / same['s_per_example']:.2f}x same-slope CROWN's time"
                 if name == "adaptive" and crown is not None and crown["s_per_example"] == crown["s_per_example"]:
                     ratio = f"{r['s_per_example'] / crown['s_per_example']:.2f}x CROWN's time"
                 if name == "optimized" and alpha is not None and alpha["s_per_example"] == alpha["s_per_example"]:
@@ -144,7 +152,7 @@ def main(argv=None) -> int:
             lines.append(f"| {r['eps']} | {r['relaxation']} | {r['certified_accuracy']:.1%} | "
                          f"{r['s_per_example']:.3f} |")
     text = "\n".join(lines) + "\n"
-    (args.out / "relaxations.md").write_text(text)
+    (args.out / f"{args.name}.md").write_text(text)
     sys.stdout.write(text)
     return 0
 

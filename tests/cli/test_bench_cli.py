@@ -37,15 +37,15 @@ def folder(tmp_path) -> Path:
     gemm = helper.make_node("Gemm", ["input", "W"], ["h"], transB=1)
     nodes = [gemm, helper.make_node("Relu", ["h"], ["output"])]
     onnx.save(make_model(nodes, [2], [2], {"W": w}), str(tmp_path / "onnx" / "net.onnx"))
-    odd = [gemm, helper.make_node("Softmax", ["h"], ["output"])]
-    onnx.save(make_model(odd, [2], [2], {"W": w}), str(tmp_path / "onnx" / "softmax.onnx"))
+    odd = [gemm, helper.make_node("Tan", ["h"], ["output"])]
+    onnx.save(make_model(odd, [2], [2], {"W": w}), str(tmp_path / "onnx" / "tan.onnx"))
     (tmp_path / "vnnlib" / "unsat.vnnlib").write_text(vnnlib1(0.0, 1.0, 2.5))
     (tmp_path / "vnnlib" / "sat.vnnlib").write_text(vnnlib1(0.0, 1.0, 1.5))
     (tmp_path / "instances.csv").write_text("onnx/net.onnx,vnnlib/unsat.vnnlib,10\n"
                                             "onnx/net.onnx,vnnlib/sat.vnnlib,10\n"
-                                            "onnx/softmax.onnx,vnnlib/sat.vnnlib,10\n")
+                                            "onnx/tan.onnx,vnnlib/sat.vnnlib,10\n")
     (tmp_path / "expected.csv").write_text("onnx,vnnlib,expected\nonnx/net.onnx,vnnlib/unsat.vnnlib,unsat\n"
-                                           "onnx/net.onnx,vnnlib/sat.vnnlib,sat\nonnx/softmax.onnx,vnnlib/sat.vnnlib,sat\n")
+                                           "onnx/net.onnx,vnnlib/sat.vnnlib,sat\nonnx/tan.onnx,vnnlib/sat.vnnlib,sat\n")
     return tmp_path
 
 
@@ -62,7 +62,7 @@ def test_bench_writes_results_and_report(folder, tmp_path):
     res = pd.read_csv(out / "results.csv", keep_default_na=False)
     assert list(res.answer) == ["unsat", "sat", "unsupported"]
     assert list(res.verdict) == ["correct", "correct", "unsolved"]
-    assert "Softmax" in res.note[2]
+    assert "Tan" in res.note[2]
     assert {"instance", "answer", "seconds", "best_margin"} <= set(res.columns)
     assert float(res.best_margin[0]) > 0
     html = (out / "report.html").read_text()

@@ -160,7 +160,7 @@ def test_user_errors_give_one_line_and_exit_2(tiny, tmp_path, args, message):
     afile.write_text("x")
     unsupported = tmp_path / "soft.onnx"
     import onnx
-    onnx.save(make_model([helper.make_node("Softmax", ["input"], ["output"])], [10], [10]), str(unsupported))
+    onnx.save(make_model([helper.make_node("Tan", ["input"], ["output"])], [10], [10]), str(unsupported))
     subs = {"{model}": model, "{bad}": bad, "{wrong_shape}": wrong, "{bad_labels}": labels, "{data}": data,
             "{file}": afile, "{unsupported}": unsupported}
     argv = []

@@ -103,15 +103,14 @@ def test_random_values_are_never_folded():
 
 
 def test_vit_benchmark_folds_its_class_token_and_matches_onnxruntime(shared):
-    """VNN-COMP 2023 vit: after folding only Softmax lacks a dual layer (a stand-in factory, never built,
-    lets it load); the folded network computes onnxruntime's outputs at another batch size."""
-    from onnxdual import registry
+    """VNN-COMP 2023 vit: after folding every operator has a dual layer (Shape and ConstantOfShape are gone;
+    Softmax has its own dual); the folded network computes onnxruntime's outputs at another batch size."""
     from onnxdual.frontend.onnx_import import missing_duals
     from onnxdual.frontend.reader import read_model
 
     model = read_model(shared("benchmarks", "vnncomp", "vit_2023", "onnx", "pgd_2_3_16.onnx"))
-    assert {m.op_type for m in missing_duals(model)} == {"Softmax"}
-    net = onnxdual.load(model, registry=registry.default().with_overrides({"Softmax": lambda ctx: None}))
+    assert not missing_duals(model)
+    net = onnxdual.load(model)
     x = np.random.default_rng(0).uniform(0, 1, size=(3, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), run_ort(model, x), rtol=1e-4, atol=1e-5)

@@ -63,7 +63,12 @@ class LazyGroup(OneLineGroup):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in COMMANDS and cmd_name not in self.commands:
-            self.add_command(load_command(cmd_name), cmd_name)
+            try:
+                command = load_command(cmd_name)
+            except KeyboardInterrupt:  # Ctrl-C in the command's imports (torch): one line, not click's blank one
+                sys.stderr.write("onnxdual: interrupted\n")
+                raise SystemExit(130) from None
+            self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -90,7 +90,7 @@ def test_baseline_regressions(folder, tmp_path):
     lost.loc[2, "answer"] = "sat"
     lost.to_csv(tmp_path / "lost.csv", index=False)
     result = run(folder, "--baseline", tmp_path / "lost.csv", "--out", tmp_path / "o2", "--quiet")
-    assert result.exit_code == 4 and "lost" in result.stderr and "softmax" in result.stderr
+    assert result.exit_code == 4 and "lost" in result.stderr and "tan" in result.stderr
     # slower than the factor allows (a baseline of zero seconds and no slack)
     fast = baseline.copy()
     fast["seconds"] = 0.0
@@ -104,7 +104,7 @@ def test_baseline_regressions(folder, tmp_path):
 
 def test_instances_files_and_errors(folder, tmp_path):
     items = bench.read_instances(folder / "instances.csv")
-    assert [i.name for i in items] == ["net/unsat", "net/sat", "softmax/sat"]
+    assert [i.name for i in items] == ["net/unsat", "net/sat", "tan/sat"]
     assert items[0].onnx_path == (folder / "onnx" / "net.onnx").resolve()
     with_header = tmp_path / "h.csv"
     with_header.write_text("onnx,vnnlib,timeout\nonnx/net.onnx,vnnlib/sat.vnnlib,5\n")

@@ -91,7 +91,12 @@ class _Target:
     value: str  # the name of its input value (where the backward pass starts)
     shape: torch.Size
     index: Tensor  # (B, k) per example, the flat units whose bounds matter (n: padding, a dummy unit)
-    rows: Tensor  # (B, 2k, *shape): +e_j then -e_j (zero rows for padding)
+    # either the rows as windows (:mod:`onnxdual.engine.patches`): the plan, units (B, 2k) and signs (B, 2k),
+    # padded rows with sign 0 at unit 0; or dense rows (B, 2k, *shape): +e_j then -e_j (zero for padding)
+    plan: patches.Plan | None
+    units: Tensor | None
+    signs: Tensor | None
+    rows: Tensor | None
 
 
 def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: Tensor,
@@ -111,11 +116,12 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     with torch.no_grad():  # also caches every offset without a graph
         best = _value(built, input_set, base.relaxations, c_const, inner_const, offsets)
     batch = best.shape[0]
-    targets = _targets(steps, bounds, options, c.device, c.dtype) if options.intermediate else []
+    targets = (_targets(built, input_set, base.relaxations, steps, bounds, c.device, c.dtype)
+               if options.intermediate else [])
     target_names = {t.name for t in targets}
     # parameters: one set per (target, earlier activation) with free parameters
     params: dict[tuple[str, str], tuple[Tensor, ...]] = {}
-    row_counts = {t.name: t.rows.shape[1] for t in targets} | {"": c.shape[1]}
+    row_counts = {t.name: 2 * t.index.shape[1] for t in targets} | {"": c.shape[1]}
     per_row = _per_row_fits(steps, row_counts, bounds, batch, c.element_size(), options.memory_budget)
     order = [s.node.name for s in steps]
     by_name = {s.node.name: s for s in steps}
@@ -215,9 +221,11 @@ def _faces(step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None
     return faces.faces(faces.initial() if theta is None else theta)
 
 
-def _targets(steps, bounds, options: OptimizeOptions, device, dtype) -> list[_Target]:
+def _targets(built: BuiltDual, input_set: InputSet, relaxations: dict, steps, bounds, device, dtype,
+             ) -> list[_Target]:
     """Every activation after the first whose bounds matter somewhere in the batch; each example gets the
-    rows of its own such units (padded to the batch's most with rows aimed at a dummy unit ``n``)."""
+    rows of its own such units (padded to the batch's most with rows aimed at a dummy unit ``n``), as
+    windows where the patches apply to the adaptive ``relaxations`` (the optimised faces have their types)."""
     targets = []
     for step in steps[1:]:
         lower, upper = bounds[step.node.name]
@@ -230,11 +238,19 @@ def _targets(steps, bounds, options: OptimizeOptions, device, dtype) -> list[_Ta
         # per example: its units first (in order), then the dummy unit n
         order = torch.sort((~need).to(torch.int8), dim=1, stable=True).indices[:, :k]
         index = torch.where(torch.gather(need, 1, order), order, torch.full_like(order, n))
+        plan = patches.plan(built, step.variable_inputs[0], input_set)
+        if plan is not None and patches.supported(plan, relaxations):
+            real = index < n
+            units = torch.cat([index, index], 1).masked_fill(~real.repeat(1, 2), 0)
+            sign = real.to(dtype)
+            targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, plan, units,
+                                   torch.cat([sign, -sign], 1), None))
+            continue
         eye = torch.zeros((need.shape[0], k, n + 1), dtype=dtype, device=device)
         eye.scatter_(2, index.unsqueeze(-1), 1.0)
         eye = eye[:, :, :n]
         rows = torch.cat([eye, -eye], 1).reshape(need.shape[0], 2 * k, *shape)
-        targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, rows))
+        targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, None, None, None, rows))
     return targets
 
 
@@ -286,14 +302,9 @@ def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[s
             relax = {s.node.name: _faces(s, current[s.node.name], params.get((name, s.node.name)))
                      for s in steps[:i]}
             k = target.index.shape[1]
-            plan = patches.plan(built, target.value, input_set)
-            if plan is not None and patches.supported(plan, relax):
-                # the same rows as windows; padded rows (the dummy unit) get sign 0 at unit 0
-                real = target.index < math.prod(target.shape)
-                units = torch.cat([target.index, target.index], 1).masked_fill(~real.repeat(1, 2), 0)
-                real = real.to(target.rows.dtype)
-                signs = torch.cat([real, -real], 1)
-                linear, spread = patches.parts(plan, built, input_set, relax, units, signs, offsets)
+            if target.plan is not None:
+                linear, spread = patches.parts(target.plan, built, input_set, relax, target.units, target.signs,
+                                               offsets)
             else:
                 linear, spread = dual_parts(built, input_set, relax, target.rows, start=target.value,
                                             offsets=offsets)

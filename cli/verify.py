@@ -194,6 +194,10 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     if verbose:
         log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
             f"{result.attack_steps} attack steps, margin {result.best_margin})")
+        if result.witness_proof == "bounds":
+            log("the witness is a real input (the box has no float32 point): the dual bound proves that every "
+                "real input around it reaches the unsafe region; the output shown is onnxruntime's at the "
+                "nearest float32 input")
     ctx = click.get_current_context()
     if result.answer == "sat" and assignments_dir is not None:
         variables = assignment_variables(prop, declared)
@@ -208,6 +212,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
         click.echo(json.dumps({
             "answer": VERDICTS[result.answer], "seconds": round(result.seconds, 4), "boxes": result.boxes,
             "attack_steps": result.attack_steps, "best_margin": result.best_margin,
+            "witness_proof": result.witness_proof,
             "assignment": format_vnnlib2_assignment(assignment_variables(prop, declared), result.witness_x,
                                                     result.witness_y) if sat else None,
             "config": resolved_config(ctx)}, default=str))

@@ -81,13 +81,16 @@ def serialise_assignment(directory: str | os.PathLike, variables: list[DeclaredV
                          y: np.ndarray) -> list[Path]:
     """The standard's serialised format: ``DIR/NAME.pb``, a serialised ONNX ``TensorProto`` per variable with
     its declared shape (float32: the values are float32 inputs and onnxruntime's float32 outputs; ``Real``
-    variables are written as float32 too, exactly)."""
+    variables are written as float32 too, exactly, or as float64 when a value has no float32 form: a real
+    witness proven by bounds)."""
     from onnxdual.frontend.tensors import tensor_proto_bytes
 
     out = prepare_dir(directory, "assignment directory")
     paths = []
     for v, values in zip(variables, _split_values(variables, x, y)):
-        dtype = np.float64 if v.element_type == "float64" else np.float32
+        # a witness proven by bounds may be a real input float32 cannot represent: keep it exact in float64
+        exact32 = bool(np.all(values.astype(np.float32).astype(np.float64) == values))
+        dtype = np.float64 if v.element_type == "float64" or not exact32 else np.float32
         path = out / f"{v.name}.pb"
         try:
             atomic_write(path, tensor_proto_bytes(values.astype(dtype).reshape(v.shape), v.name))

@@ -17,7 +17,10 @@ of conjunctions ``A y <= b``. The property holds (``unsat``) when no input of an
   for CROWN).
 * **Counterexamples.** ``sat`` only for a float32 input inside the box (zero tolerance) whose output,
   recomputed by onnxruntime in float32, satisfies every row of a conjunction with zero tolerance. Candidates
-  come from box centres and from PGD (:mod:`onnxdual.attack`). Otherwise ``unknown`` or ``timeout``.
+  come from box centres and from PGD (:mod:`onnxdual.attack`). A box without float32 points (inputs fixed
+  at decimals float32 cannot represent) can only have a real witness: ``sat`` there needs a dual bound proving
+  that every real input around the box's centre reaches the unsafe region (``witness_proof="bounds"``).
+  Otherwise ``unknown`` or ``timeout``.
 * **Time.** The deadline (:class:`Deadline`) is checked inside every loop (attack steps, lambda steps,
   splitting batches); a run overruns it by at most one bound computation, and does not start one that its
   measured cost says cannot finish in time. Running out of time is :class:`onnxdual.errors.DeadlineExceeded`

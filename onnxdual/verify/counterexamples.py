@@ -5,6 +5,13 @@ float32 box, minimising the violation ``min_d max_i (a_i y - b_i)``). A candidat
 is a float32 input inside its case's box (zero tolerance) and the output that onnxruntime computes there in
 float32, replaying the ONNX model, satisfies every row of one of the case's conjunctions with zero
 tolerance: the torch network only proposes. A confirmed witness ends the search (:class:`WitnessFound`).
+
+A box without float32 points (inputs fixed at decimal values that float32 cannot represent) has no float32
+witness, but it can have a real one, and that can be *proven* instead of replayed
+(:meth:`Counterexamples.prove_real_points`): when the dual bound (Theorem 1 for the objectives ``-a_i``) shows
+that every real input of the float32 box around a real point ``p`` of the case's box meets every row of a
+conjunction, by more than a float32-rounding allowance, then ``p`` is a witness in real arithmetic (the
+semantics the proofs of ``unsat`` use too). Such a witness says so (``proven_by="bounds"``).
 """
 
 from __future__ import annotations
@@ -15,19 +22,26 @@ from torch import Tensor
 
 from onnxdual.attack import AttackResult, box_starts, cosine_steps, minimise
 from onnxdual.engine.input_sets import Box
+from onnxdual.engine.network import DualNetwork
 from onnxdual.errors import DeadlineExceeded
 from onnxdual.specs.model import InputRegion, Property
 from onnxdual.verify.problem import Model, Problem, batch_cases
 from onnxdual.verify.result import UNKNOWN, Deadline, SearchStats
 
 
-class WitnessFound(Exception):
-    """A confirmed counterexample: the flat float32 input ``x``, onnxruntime's output ``y`` there and the
-    index of its case in the property."""
+#: how a witness was confirmed: onnxruntime's float32 output at a float32 input (zero tolerance), or a dual
+#: bound proving that every real input around a real (float64) input reaches the unsafe region
+REPLAYED, PROVEN_BY_BOUNDS = "onnxruntime", "bounds"
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, case: int):
+
+class WitnessFound(Exception):
+    """A confirmed counterexample: the flat input ``x`` (float32 when replayed, float64 when proven by
+    bounds), onnxruntime's output ``y`` at ``x`` (at ``x`` rounded to float32 when proven by bounds), the
+    index of its case in the property and how it was confirmed (``proven_by``)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, case: int, proven_by: str = REPLAYED):
         super().__init__(f"counterexample in case {case}")
-        self.x, self.y, self.case = x, y, case
+        self.x, self.y, self.case, self.proven_by = x, y, case, proven_by
 
 
 class OnnxReplay:
@@ -96,6 +110,34 @@ class Counterexamples:
             if any(c.A.shape[0] == 0 for c in cs) and bool(cases.has_points[j]):
                 x = ((cases.inner_lo[j].double() + cases.inner_hi[j].double()) / 2).float()
                 self.confirm(x.numpy(), j)
+
+    def prove_real_points(self, deadline: Deadline, stats: SearchStats) -> None:
+        """For the cases whose boxes hold no float32 point: raise :class:`WitnessFound` (``proven_by``
+        bounds) with the box's real centre ``p`` when the adaptive dual bound on the float32 box around ``p``
+        proves, for every row ``a_i y <= b_i`` of one conjunction, ``ub(a_i y) = -lb(-a_i y) < b_i`` by
+        more than the rounding allowance of strict proofs (:meth:`Problem.rounding_allowance`): then every
+        real input there, ``p`` included, reaches the unsafe region."""
+        cases, model = self.problem.cases, self.problem.model
+        idx = (~cases.has_points).nonzero().squeeze(1)
+        if not idx.numel():
+            return
+        deadline.check()
+        p = (cases.lower[idx] + cases.upper[idx]) / 2  # float64, inside each (closed) box
+        p = torch.minimum(torch.maximum(p, cases.lower[idx]), cases.upper[idx])
+        _, center_t, radius_t = model.dual_inputs(p, p)
+        a, b, rows = cases.a[idx], cases.b[idx], cases.rows[idx]
+        n, d, k, n_out = a.shape
+        dual = DualNetwork(model.net, center_t, radius_t, relaxation="adaptive")
+        with torch.no_grad():
+            lb = dual.lower_bound((-a).reshape(n, d * k, n_out).to(model.device, torch.float32))
+        slack = lb.double().cpu().reshape(n, d, k) + b  # b_i - ub(a_i y), per row
+        allowance = self.problem.rounding_allowance(b, center_t, n_out).unsqueeze(-1)
+        met = ((slack > allowance) | ~rows).all(2) & cases.disjuncts[idx]  # a conjunction without rows too
+        stats.boxes += n
+        for i in met.any(1).nonzero().flatten().tolist():
+            x = p[i].numpy().copy()
+            y = self.replay(x.astype(np.float32))
+            raise WitnessFound(x, y.astype(np.float32), cases.index[int(idx[i])], proven_by=PROVEN_BY_BOUNDS)
 
     # -- attacks ---------------------------------------------------------------------------------------
     def attack(self, lo: Tensor, hi: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, restarts: int,
@@ -203,4 +245,4 @@ def tolerant_witness(model: Model, replay: OnnxReplay, prop: Property, tolerance
     return None
 
 
-__all__ = ["Counterexamples", "OnnxReplay", "WitnessFound", "outside_distance", "tolerant_witness", "widened"]
+__all__ = ["PROVEN_BY_BOUNDS", "REPLAYED", "Counterexamples", "OnnxReplay", "WitnessFound", "outside_distance", "tolerant_witness", "widened"]

@@ -175,6 +175,10 @@ class Problem:
         ``center`` (rows have unit norm)."""
         if not self.strict:
             return torch.zeros(b.shape[:2], dtype=torch.float64)
+        return self.rounding_allowance(b, center, n_out)
+
+    def rounding_allowance(self, b: Tensor, center: Tensor, n_out: int) -> Tensor:
+        """The float32-rounding allowance of strict proofs, per (box, conjunction) ``(N, D)``."""
         with torch.no_grad():
             y_scale = self.model.forward(center.reshape(center.shape[0], -1)).double().abs().amax(1).cpu()
         return 1e-5 * (1 + b.abs().amax(2) + y_scale.reshape(-1, 1) * math.sqrt(n_out))

@@ -36,12 +36,16 @@ class VerifyResult:
 
     answer: str
     seconds: float
-    witness_x: np.ndarray | None = None  # flat float32 input inside the box
-    witness_y: np.ndarray | None = None  # flat output computed by onnxruntime at witness_x
+    witness_x: np.ndarray | None = None  # flat input inside the box (float32; float64 when proven by bounds)
+    witness_y: np.ndarray | None = None  # flat output computed by onnxruntime at witness_x (in float32)
     best_margin: float | None = None
     boxes: int = 0  # sub-boxes bounded
     case: int | None = None  # index of the property case the witness belongs to
     attack_steps: int = 0
+    #: how the witness was confirmed: "onnxruntime" (replayed at a float32 input, zero tolerance) or
+    #: "bounds" (a real input whose whole float32 box provably reaches the unsafe region; its box has no
+    #: float32 point)
+    witness_proof: str | None = None
 
 
 @dataclass

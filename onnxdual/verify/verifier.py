@@ -2,7 +2,8 @@
 which the parts of the search run and what their outcomes answer.
 
 1. the property's cases, batched (:mod:`~onnxdual.verify.problem`); none left: ``unsat``;
-2. trivial witnesses and a quick attack (:mod:`~onnxdual.verify.counterexamples`);
+2. trivial witnesses and a quick attack (:mod:`~onnxdual.verify.counterexamples`); for boxes without
+   float32 points, a real witness proven by bounds;
 3. input splitting with dual bounds (:mod:`~onnxdual.verify.input_split`, :mod:`~onnxdual.verify.bounding`):
    every leaf proven: ``unsat``;
 4. otherwise stronger attacks, and where the inputs are too many to split, ReLU branching
@@ -102,6 +103,7 @@ class Verifier:
     def _search(self, problem: Problem, counterexamples: Counterexamples, deadline: Deadline,
                 stats: SearchStats, gen: torch.Generator) -> str:
         counterexamples.quick_attack(gen, deadline, stats)
+        counterexamples.prove_real_points(deadline, stats)
         if counterexamples.unwitnessable():
             return counterexamples.give_up(gen, deadline, stats)
         # input splitting bounds many small boxes quickly: adaptive faces there, root included (an optimised
@@ -129,7 +131,7 @@ def _result(answer: str, deadline: Deadline, stats: SearchStats,
             found: WitnessFound | None = None) -> VerifyResult:
     if found is not None:
         return VerifyResult(SAT, deadline.elapsed(), found.x, found.y, None, stats.boxes, found.case,
-                            stats.attack_steps)
+                            stats.attack_steps, found.proven_by)
     margin = None
     if answer == UNSAT:
         margin = stats.leaf_margin if math.isfinite(stats.leaf_margin) else None

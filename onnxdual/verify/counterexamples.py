@@ -111,19 +111,54 @@ class Counterexamples:
                 x = ((cases.inner_lo[j].double() + cases.inner_hi[j].double()) / 2).float()
                 self.confirm(x.numpy(), j)
 
-    def prove_real_points(self, deadline: Deadline, stats: SearchStats) -> None:
+    def prove_real_points(self, gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> None:
         """For the cases whose boxes hold no float32 point: raise :class:`WitnessFound` (``proven_by``
-        bounds) with the box's real centre ``p`` when the adaptive dual bound on the float32 box around ``p``
-        proves, for every row ``a_i y <= b_i`` of one conjunction, ``ub(a_i y) = -lb(-a_i y) < b_i`` by
+        bounds) with a real point ``p`` of the box when the adaptive dual bound on the float32 box around
+        ``p`` proves, for every row ``a_i y <= b_i`` of one conjunction, ``ub(a_i y) = -lb(-a_i y) < b_i`` by
         more than the rounding allowance of strict proofs (:meth:`Problem.rounding_allowance`): then every
-        real input there, ``p`` included, reaches the unsafe region."""
-        cases, model = self.problem.cases, self.problem.model
+        real input there, ``p`` included, reaches the unsafe region. The candidates: the box's real centre,
+        then the deepest point a short attack finds (on the float32 box of the coordinates that vary, the
+        fixed ones at their nearest float32 value), moved back onto the fixed coordinates' real values."""
+        cases = self.problem.cases
         idx = (~cases.has_points).nonzero().squeeze(1)
         if not idx.numel():
             return
         deadline.check()
-        p = (cases.lower[idx] + cases.upper[idx]) / 2  # float64, inside each (closed) box
-        p = torch.minimum(torch.maximum(p, cases.lower[idx]), cases.upper[idx])
+        lower, upper = cases.lower[idx], cases.upper[idx]
+        centre = torch.minimum(torch.maximum((lower + upper) / 2, lower), upper)  # float64, in the closed box
+        self._prove_points(idx, centre, stats)
+        fixed = lower == upper
+        if bool(fixed.all()):
+            return
+        lo32 = torch.where(fixed, lower.float(), cases.inner_lo[idx])
+        hi32 = torch.where(fixed, lower.float(), cases.inner_hi[idx])
+        varies = (lo32 <= hi32).all(1)  # a varying coordinate may itself hold no float32 value
+        if not bool(varies.any()):
+            return
+        idx, lower, fixed = idx[varies], lower[varies], fixed[varies]
+        found = self._deepest(lo32[varies], hi32[varies], idx, gen, deadline, stats)
+        self._prove_points(idx, torch.where(fixed, lower, found.double()), stats)
+
+    def _deepest(self, lo: Tensor, hi: Tensor, cidx: Tensor, gen: torch.Generator, deadline: Deadline,
+                 stats: SearchStats) -> Tensor:
+        """The points of float32 boxes ``lo <= x <= hi`` where a short PGD found the lowest violation."""
+        model, cases = self.problem.model, self.problem.cases
+        box = Box(lo.to(model.device), hi.to(model.device))
+        open_mask = cases.disjuncts[cidx]
+
+        def violation(x: Tensor) -> Tensor:
+            stats.attack_steps += 1
+            return cases.violation(model.forward(x), cidx, open_mask)
+
+        result = minimise(violation, box, steps=20, restarts=4, step_size=cosine_steps,
+                          scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",
+                          deadline=deadline)
+        return torch.minimum(torch.maximum(result.x.detach().cpu(), lo), hi)
+
+    def _prove_points(self, idx: Tensor, p: Tensor, stats: SearchStats) -> None:
+        """Raise :class:`WitnessFound` for the first real point ``p[i]`` (float64) of case ``idx[i]`` whose
+        float32 box provably meets a conjunction (see :meth:`prove_real_points`)."""
+        cases, model = self.problem.cases, self.problem.model
         _, center_t, radius_t = model.dual_inputs(p, p)
         a, b, rows = cases.a[idx], cases.b[idx], cases.rows[idx]
         n, d, k, n_out = a.shape
@@ -135,9 +170,11 @@ class Counterexamples:
         met = ((slack > allowance) | ~rows).all(2) & cases.disjuncts[idx]  # a conjunction without rows too
         stats.boxes += n
         for i in met.any(1).nonzero().flatten().tolist():
-            x = p[i].numpy().copy()
+            x, j = p[i].numpy().copy(), int(idx[i])
+            if not (np.all(cases.lower[j].numpy() <= x) and np.all(x <= cases.upper[j].numpy())):
+                continue  # cannot happen (the points are clamped to the box); never claim one outside it
             y = self.replay(x.astype(np.float32))
-            raise WitnessFound(x, y.astype(np.float32), cases.index[int(idx[i])], proven_by=PROVEN_BY_BOUNDS)
+            raise WitnessFound(x, y.astype(np.float32), cases.index[j], proven_by=PROVEN_BY_BOUNDS)
 
     # -- attacks ---------------------------------------------------------------------------------------
     def attack(self, lo: Tensor, hi: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, restarts: int,
@@ -245,4 +282,5 @@ def tolerant_witness(model: Model, replay: OnnxReplay, prop: Property, tolerance
     return None
 
 
-__all__ = ["PROVEN_BY_BOUNDS", "REPLAYED", "Counterexamples", "OnnxReplay", "WitnessFound", "outside_distance", "tolerant_witness", "widened"]
+__all__ = ["PROVEN_BY_BOUNDS", "REPLAYED", "Counterexamples", "OnnxReplay", "WitnessFound", "outside_distance",
+           "tolerant_witness", "widened"]

@@ -103,7 +103,7 @@ class Verifier:
     def _search(self, problem: Problem, counterexamples: Counterexamples, deadline: Deadline,
                 stats: SearchStats, gen: torch.Generator) -> str:
         counterexamples.quick_attack(gen, deadline, stats)
-        counterexamples.prove_real_points(deadline, stats)
+        counterexamples.prove_real_points(gen, deadline, stats)
         if counterexamples.unwitnessable():
             return counterexamples.give_up(gen, deadline, stats)
         # input splitting bounds many small boxes quickly: adaptive faces there, root included (an optimised

@@ -114,3 +114,17 @@ def test_the_cli_reports_and_serialises_a_real_witness_exactly(tmp_path):
     assert written.exit_code == 0 and written.stdout == "sat\n", written.output
     x = numpy_helper.to_array(onnx.load_tensor(str(out / "X_0.pb")))
     assert x.dtype == np.float64 and float(x) == 0.1  # not rounded to a float32 outside the box
+
+
+def test_a_box_whose_centre_misses_is_sat_through_a_deeper_point_an_attack_finds(mlp):
+    # x0 fixed without a float32 form; the region y0 >= t holds on part of the x1 range only, not at its centre
+    x0 = 0.1234567
+    grid = np.stack([np.full(201, x0), np.linspace(-1, 1, 201)], 1)
+    y0 = np.array([float64_output(mlp, g)[0] for g in grid])
+    centre = float64_output(mlp, np.array([x0, 0.0]))[0]
+    t = centre + 0.6 * (y0.max() - centre)  # above the centre's value, below the best one
+    prop = prop_of([([x0, -1.0], [x0, 1.0], [([-1.0, 0.0], [-t])])], 2, 2)
+    result = Verifier.for_network(mlp).decide(prop, Deadline(10))
+    assert result.answer == SAT and result.witness_proof == "bounds"
+    x = result.witness_x
+    assert x[0] == x0 and -1.0 <= x[1] <= 1.0 and float64_output(mlp, x)[0] >= t

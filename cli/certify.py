@@ -11,13 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 import click
-import torch
 
 import onnxdual
-from onnxdual.certify import CertifySettings, certify, load_stages
-from onnxdual.certify.journal import Journal, progress_path
-from onnxdual.certify.shards import shard_batches
-from onnxdual.distributed import join_torchrun, shutdown_distributed
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, USER_ERROR, user_errors
 from onnxdual import defaults
 from onnxdual_cli.config import config_option, write_resolved
@@ -110,7 +105,13 @@ def certify_command(model, eps_text, norm, clip_text, data, split, limit, batch_
     """Certify MODEL (an ONNX file or a cascade manifest .json) against perturbations of size --eps.
 
     Without MODEL, the robust MNIST model shipped with onnxdual is used."""
+    import torch  # here, not at the top: 'onnxdual certify --help' needs neither torch nor pandas
+
+    from onnxdual.certify import CertifySettings, certify, load_stages
+    from onnxdual.certify.journal import Journal, progress_path
+    from onnxdual.certify.shards import shard_batches
     from onnxdual.data import load_dataset
+    from onnxdual.distributed import join_torchrun, shutdown_distributed
     from onnxdual.reports import write_certify_report
 
     eps = parse_eps_list(eps_text)

@@ -13,7 +13,25 @@
 * :mod:`~onnxdual.frontend.torchvision_compat` -- lets onnx2torch import next to a broken torchvision.
 """
 
-from onnxdual.frontend.convert import versions
-from onnxdual.frontend.opset import supported_opsets
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: the package's names, imported on first use (PEP 562): ``import onnxdual.frontend.opset`` runs this file
+#: first, and ``onnxdual supports --onnx-opset-versions`` needs onnx but not torch and onnx2torch (convert)
+_NAMES = {"supported_opsets": "onnxdual.frontend.opset", "versions": "onnxdual.frontend.convert"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxdual.frontend' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from onnxdual.frontend.convert import versions
+    from onnxdual.frontend.opset import supported_opsets
 
 __all__ = ["supported_opsets", "versions"]

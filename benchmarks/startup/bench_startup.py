@@ -8,7 +8,13 @@ evicted from the page cache) and the median of the others (``warm``); and the sl
 end of the first dual bound of the search (``Verifier.decide``'s first ``DualNetwork.lower_bound``), where the
 process then ends. The verify rows are a tiny 2-2 ReLU network written here (always), and, with
 ``ONNXDUAL_SHARED`` set, test_2021's test_small and ACAS Xu 1_1 with property 1 from VNN-COMP. ``loaded`` is
-what ``verify --verbose`` reports: seconds from the process start until the network is loaded.
+what ``verify --verbose`` reports: seconds from the process start until the network is loaded;
+``search cpu`` the CPU seconds of the search before its first bound (trivial witnesses, the quick attack).
+
+``--bytecode`` runs with compiled bytecode, as an installed package does (site-packages holds ``.pyc``
+files; a development checkout run with ``PYTHONDONTWRITEBYTECODE=1`` compiles every onnxdual module at every
+start, ~0.2 s of CPU): a fresh ``PYTHONPYCACHEPREFIX`` per source tree, filled by one untimed run of each
+command first.
 
 ``--compare COMMIT`` (repeatable) runs the same commands from that commit's sources (``git archive``) next to
 the working tree's; ``--compare-site DIR`` puts DIR first on their ``PYTHONPATH`` (e.g. the earlier
@@ -113,8 +119,11 @@ def cold_paths(tree: Path | None) -> list[Path]:
     return out
 
 
-def environment(path: Path | None, site: Path | None) -> dict[str, str]:
+def environment(path: Path | None, site: Path | None, pycache: Path | None = None) -> dict[str, str]:
     env = dict(os.environ, ONNXDUAL_SLOW_EXIT="")
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     parts = [str(p) for p in (site, path) if p is not None]
     if parts:
         env["PYTHONPATH"] = os.pathsep.join(parts)
@@ -142,14 +151,17 @@ def run(args: list[str], env: dict[str, str]) -> dict[str, float]:
             if not marker.is_file():
                 raise SystemExit(f"{args}: no first bound was recorded (the hook did not fire)")
             first = json.loads(marker.read_text())
-            row = {"first bound wall": first["wall"], "first bound cpu": first["cpu"], **row}
+            row = {"first bound wall": first["wall"], "first bound cpu": first["cpu"], **row,
+                   "search cpu": first["cpu"] - first["decide_cpu"]}
             del row["wall"], row["cpu"]  # the process ends at the first bound: the same figures
         return row
 
 
-def measure(args: list[str], env: dict[str, str], repeat: int, cold: list[Path] | None
+def measure(args: list[str], env: dict[str, str], repeat: int, cold: list[Path] | None, prime: bool = False
             ) -> tuple[dict[str, float], dict[str, float]]:
-    """(the first run, the median of the others)."""
+    """(the first run, the median of the others); ``prime``: one untimed run before them."""
+    if prime:
+        run(args, env)
     if cold is not None:
         evict(cold)
     rows = [run(args, env) for _ in range(repeat)]
@@ -175,6 +187,8 @@ def main() -> None:
                         help="also run COMMIT's sources (the previous numbers); repeatable")
     parser.add_argument("--compare-site", metavar="DIR", type=Path,
                         help="first on PYTHONPATH for the --compare runs (the previous environment)")
+    parser.add_argument("--bytecode", action="store_true",
+                        help="run with compiled bytecode (a fresh PYTHONPYCACHEPREFIX per tree, primed)")
     parser.add_argument("--cold", action="store_true",
                         help="evict the package files from the page cache before each command's first run")
     args = parser.parse_args()
@@ -193,13 +207,17 @@ def main() -> None:
             old = Path(tmp) / f"old-{commit}"
             old.mkdir()
             trees[commit] = (sources_of(commit, old), args.compare_site)
+        caches = {tree: Path(tmp) / f"pycache-{tree}" if args.bytecode else None for tree in trees}
         load = os.getloadavg()
+        bytecode = ("compiled bytecode" if args.bytecode
+                    else f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}")
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.repeat} runs per command: the "
-              f"first{' (cold)' if args.cold else ''}, and the median of the others (warm); seconds")
+              f"first{' (cold)' if args.cold else ''}, and the median of the others (warm); seconds; {bytecode}")
         for label, cli_args in cases.items():
             for tree, (path, site) in trees.items():
                 cold = cold_paths(path) if args.cold else None
-                first, warm = measure(cli_args, environment(path, site), args.repeat, cold)
+                first, warm = measure(cli_args, environment(path, site, caches[tree]), args.repeat, cold,
+                                      prime=args.bytecode)
                 for kind, row in (("first", first), ("warm", warm)):
                     numbers = ", ".join(f"{k} {v:.2f}" for k, v in row.items())
                     print(f"{label:<40} {tree:>8} {kind:>5}: {numbers}", flush=True)
@@ -207,7 +225,7 @@ def main() -> None:
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
         print("slowest top-level imports of the tiny verify run, cumulative seconds (-X importtime inflates):")
         for tree, (path, site) in trees.items():
-            top = slowest_imports(cases["verify: tiny 2-2 net"], environment(path, site))
+            top = slowest_imports(cases["verify: tiny 2-2 net"], environment(path, site, caches[tree]))
             print(f"  {tree}: " + ", ".join(f"{name} {seconds:.2f}" for seconds, name in top))
 
 

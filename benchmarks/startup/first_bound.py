@@ -1,6 +1,8 @@
 """``python benchmarks/startup/first_bound.py OUT ARGS...``: run ``onnxdual ARGS`` (as ``python -m
 onnxdual_cli.main``) and write to OUT, as JSON, when the search's first dual bound was done: seconds since the
-process started (wall, from /proc) and CPU seconds (user + system) so far, then, with ``--exit``, end the
+process started (wall, from /proc) and CPU seconds (user + system) so far, the same when the search began
+(``decide_wall``, ``decide_cpu``: what comes before is start-up and loading, what comes after the search's own
+work before its first bound: trivial witnesses, the quick attack), then, with ``--exit``, end the
 process there (the rest of the search is not what the start-up benchmark measures).
 
 "The first bound" is the end of the first :meth:`onnxdual.DualNetwork.lower_bound` call made inside
@@ -59,10 +61,15 @@ def main() -> None:
         args = args[1:]
     state = {"inside": 0, "done": False}
 
-    def record():
+    def now() -> tuple[float, float]:
         times = os.times()
+        return process_seconds(), times.user + times.system
+
+    def record():
+        wall, cpu = now()
         with open(out, "w") as f:
-            json.dump({"wall": process_seconds(), "cpu": times.user + times.system}, f)
+            json.dump({"wall": wall, "cpu": cpu, "decide_wall": state["decide"][0],
+                       "decide_cpu": state["decide"][1]}, f)
         if stop:
             sys.stdout.flush()
             os._exit(0)
@@ -83,6 +90,7 @@ def main() -> None:
         original = module.Verifier.decide
 
         def decide(self, *a, **k):
+            state.setdefault("decide", now())
             state["inside"] += 1
             try:
                 return original(self, *a, **k)

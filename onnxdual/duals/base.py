@@ -199,6 +199,8 @@ class LinearRelaxation(ABC):
     low: Tensor
     high: Tensor
 
+    constant = False  #: ``A = 0`` (a step function): a backward pass stops here, nothing below matters
+
     @property
     def mid(self) -> Tensor:
         return (self.low + self.high) / 2
@@ -251,6 +253,7 @@ def _offset_term(nu: Tensor, offset: Tensor) -> Tensor:
 class Face(ABC):
     """One side of a relaxation: a linear function ``A x + b`` of the activation's input that stays below
     (a lower face) or above (an upper face) the activation on its input box."""
+    constant = False  #: ``A = 0``: the face is the constant ``b``
 
     @abstractmethod
     def transpose(self, nu: Tensor) -> Tensor:
@@ -298,6 +301,11 @@ class Faces:
 
     lower: Face
     upper: Face
+
+    @property
+    def constant(self) -> bool:
+        """Both faces are constants: the dual variable below the activation is zero."""
+        return self.lower.constant and self.upper.constant
 
     @staticmethod
     def of(relaxation: LinearRelaxation) -> "Faces":

@@ -133,6 +133,8 @@ class ConvDual(AffineDual):
         in_spatial = self._padded_shape()[1:]
         out_spatial = nu.shape[2:]
         kernel = self.weight.shape[2:]
+        if self._patchify(in_spatial, out_spatial):
+            return (self._unpatchify(nu),)
         output_padding = tuple(
             in_spatial[d] - ((out_spatial[d] - 1) * self.stride[d] - 2 * self.padding[d]
                              + self.dilation[d] * (kernel[d] - 1) + 1)
@@ -143,6 +145,23 @@ class ConvDual(AffineDual):
             dim = out.dim() - 1 - i
             out = out.narrow(dim, self.pads[2 * i], out.shape[dim] - self.pads[2 * i] - self.pads[2 * i + 1])
         return (out,)
+
+    def _patchify(self, in_spatial, out_spatial) -> bool:
+        """A 2-d convolution over non-overlapping windows that tile its input exactly (a vision
+        transformer's patch embedding: stride = kernel, no padding, dilation or groups)."""
+        kernel = tuple(self.weight.shape[2:])
+        return (self.dims == 2 and not self.pads and self.groups == 1 and self.stride == kernel
+                and all(p == 0 for p in self.padding) and all(d == 1 for d in self.dilation)
+                and tuple(in_spatial) == tuple(o * k for o, k in zip(out_spatial, kernel)))
+
+    def _unpatchify(self, nu: Tensor) -> Tensor:
+        """The transpose of a patch embedding as one matrix product ``nu^T W`` per window, folded back
+        into the image (several times faster than a transposed convolution on the CPU)."""
+        n, c_out, h, w = nu.shape
+        c_in, kh, kw = self.weight.shape[1:]
+        windows = nu.flatten(2).transpose(1, 2) @ self.weight.reshape(c_out, -1).to(nu.dtype)
+        image = windows.reshape(n, h, w, c_in, kh, kw).permute(0, 3, 1, 4, 2, 5)
+        return image.reshape(n, c_in, h * kh, w * kw)
 
     def abs_linear(self, r: Tensor) -> Tensor:
         if self.pads:

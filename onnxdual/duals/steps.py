@@ -2,16 +2,58 @@
 
 A step function has no useful linear face across a jump, so on ``[l, u]`` it is enclosed by the interval
 ``[f(l), f(u)]`` (slope 0), which is exact for the output's range because ``f`` does not decrease; units
-whose interval holds no jump are constant and exact."""
+whose interval holds no jump are constant and exact. The map is zero (:attr:`LinearRelaxation.constant`), so a
+backward pass stops at the step: nothing below it can move a bound through it (its dual variable is 0)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from onnxdual.duals.base import ActivationDual, NodeContext, Relaxation
+from onnxdual.duals.base import ActivationDual, Face, Faces, NodeContext, Relaxation
+
+
+@dataclass(frozen=True)
+class ConstantRelaxation(Relaxation):
+    """``0 x + low <= f(x) <= 0 x + high``: the slope is zero everywhere."""
+
+    constant = True
+
+
+@dataclass(frozen=True)
+class ConstantFace(Face):
+    """The face ``0 x + offset`` (``offset``: ``(B, *shape)``)."""
+
+    offset: Tensor
+    constant = True
+
+    def transpose(self, nu: Tensor) -> Tensor:
+        return torch.zeros((max(nu.shape[0], self.offset.shape[0]), *nu.shape[1:]), dtype=nu.dtype,
+                           device=nu.device)
+
+    def offset_term(self, nu: Tensor) -> Tensor:
+        return (nu.flatten(2) @ self.offset.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class ConstantFaces(Faces):
+    """``low <= f(x) <= high``: the term ``low . [nu]_+ + high . [nu]_- = mid . nu - half . |nu|`` (two
+    products, no copies of ``nu``'s parts); the dual variable below is zero (a stride-0 view: the engine does
+    not push it, see :attr:`Faces.constant`)."""
+
+    lower: ConstantFace
+    upper: ConstantFace
+
+    def backward(self, nu: Tensor) -> tuple[Tensor, Tensor]:
+        low, high = self.lower.offset.flatten(1), self.upper.offset.flatten(1)
+        flat = nu.flatten(2)
+        mid, half = ((low + high) / 2).unsqueeze(-1), ((high - low) / 2).unsqueeze(-1)
+        term = (flat @ mid - flat.abs() @ half).squeeze(-1)
+        batch = max(nu.shape[0], low.shape[0])
+        return nu.new_zeros(()).expand(batch, *nu.shape[1:]), term
 
 
 class StepDual(ActivationDual):
@@ -26,7 +68,11 @@ class StepDual(ActivationDual):
 
     def relax(self, lower: Tensor, upper: Tensor) -> Relaxation:
         low, high = self.interval(lower, upper)
-        return Relaxation(torch.zeros_like(lower), low, high)
+        return ConstantRelaxation(torch.zeros_like(lower), low, high)
+
+    def faces(self, lower: Tensor, upper: Tensor) -> Faces:
+        low, high = self.interval(lower, upper)
+        return ConstantFaces(ConstantFace(low), ConstantFace(high))
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         return self.fn(lower), self.fn(upper)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -215,7 +216,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
                  generator: torch.Generator | None = None, memory_budget: int = 2 * 1024**3,
                  splits: Splits | None = None, fixed: dict[str, AnyRelaxation] | None = None,
                  tail: TailBound | None = None, stop_at: str | None = None,
-                 relaxation: str = "paper") -> PassResult:
+                 relaxation: str = "paper", stop: Callable[[], bool] | None = None) -> PassResult:
     """Compute every activation's pre-activation bounds and relaxation in one layer-by-layer pass.
 
     With ``proj`` every bound is estimated in the forward direction (Alg. 1). Exact bounds start forward
@@ -231,7 +232,8 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
 
     ``relaxation="adaptive"`` (exact bounds only) gives every activation separate faces at the dual
     layer's adaptive choice; bounds after the first activation are then computed backwards on ``+/- e_j``
-    and intersected with interval bounds. ``"paper"`` is the paper's pass, unchanged."""
+    and intersected with interval bounds. ``"paper"`` is the paper's pass, unchanged. ``stop`` (a deadline):
+    asked before every step and chunk of backward rows; ``True`` raises ``DeadlineExceeded``."""
     if relaxation not in ("paper", "adaptive"):
         raise ValueError(f"a pass uses the 'paper' or the 'adaptive' relaxation, not {relaxation!r}")
     faces = relaxation == "adaptive"
@@ -259,6 +261,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
     intervals = IntervalPass(built, input_set) if faces else None
     limits: dict[str, tuple[Tensor, Tensor]] = {}
     for i, step in enumerate(built.steps[: last + 1]):
+        cost.check_stop(stop)
         if faces and relaxations and not backward:  # faces are not linear in nu: no forward columns
             backward = True
             states.clear()
@@ -279,10 +282,11 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
                     lower, upper = limits[step.node.name]
                     units = step.layer.needs_bounds(lower, upper).flatten(1).any(0).nonzero().squeeze(1)
                     lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows,
-                                                   offsets, two_sided=True, units=units, outside=(lower, upper))
+                                                   offsets, two_sided=True, units=units, outside=(lower, upper),
+                                                   stop=stop)
                 elif backward:
                     lower, upper = backward_bounds(built, input_set, relaxations, name, shape, max_rows,
-                                                   offsets)
+                                                   offsets, stop=stop)
                 else:
                     lower, upper = state_bounds(inputs[0], sources, tail)
                 if intervals is not None:
@@ -399,11 +403,13 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
             if isinstance(relax, Faces):
                 nu_in, term = relax.backward(nu)
                 linear = linear + term
-                push(step.variable_inputs[0], nu_in)
+                if not relax.constant:  # a zero map (a step): nothing below it adds to the bound
+                    push(step.variable_inputs[0], nu_in)
                 continue
             linear = linear + (flat @ relax.mid.flatten(1).unsqueeze(-1)).squeeze(-1)
             spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
-            push(step.variable_inputs[0], relax.transpose(nu))
+            if not relax.constant:
+                push(step.variable_inputs[0], relax.transpose(nu))
         else:
             if step.node.name not in offsets:  # a layer without parameters (a reshape) may give the default dtype
                 offsets[step.node.name] = layer.offset().to(c.dtype)
@@ -432,11 +438,12 @@ def objective(built: BuiltDual, input_set: InputSet, relaxations: dict[str, AnyR
 def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str, AnyRelaxation],
                     name: str, shape: torch.Size, max_rows: int, offsets: dict[str, Tensor],
                     two_sided: bool = False, units: Tensor | None = None,
-                    outside: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                    outside: tuple[Tensor, Tensor] | None = None, stop: Callable[[], bool] | None = None,
+                    ) -> tuple[Tensor, Tensor]:
     """Bounds of every unit of value ``name`` by the dual network run backwards from it on identity rows
-    (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows. ``two_sided``: the
-    relaxations have separate faces, so the rows ``-e_j`` get their own pass (half as many rows fit).
-    ``units``: only these flat units get rows; the others take their bounds from ``outside``."""
+    (Theorem 1 with ``c = +/- e_j``), in chunks of at most ``max_rows`` rows. ``two_sided``: the relaxations
+    have separate faces, so the rows ``-e_j`` get their own pass (half as many rows fit). ``units``: only these
+    flat units get rows; the others take their bounds from ``outside``. ``stop``: as in :func:`forward_pass`."""
     center = input_set.center
     n = math.prod(shape)
     wanted = torch.arange(n, device=center.device) if units is None else units
@@ -447,8 +454,7 @@ def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str
     if plan is not None:  # windows instead of images: more rows fit, as the images are larger than windows
         max_rows = max(1, max_rows * built.largest_value // (patches.COPIES_PER_TERM * plan.largest))
     step = max(1, max_rows // 2) if two_sided else max_rows
-    for r0 in range(0, wanted.numel(), step):
-        rows = wanted[r0: r0 + step]
+    for rows in cost.row_chunks(wanted, step, stop):
         k = rows.numel()
         if plan is not None:
             ones = torch.ones((1, k), dtype=center.dtype, device=center.device)

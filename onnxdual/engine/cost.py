@@ -1,5 +1,6 @@
 """The one cost model of the AutoDual pass: when the exact pass turns from forward columns to backward rows,
-how many examples one pass takes and how many backward rows fit a memory budget.
+how many examples one pass takes, how many backward rows fit a memory budget (and, with a deadline, how many
+rows a chunk takes).
 
 Forward (Alg. 3, App. F) the pass carries, for every value, the images of each source's columns: the input
 identity (shared by the batch until the first activation) and one identity per activation's relaxation gap
@@ -11,10 +12,14 @@ memory with the same rule the pass uses, so the budget is never under-counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.build import BuiltDual
+from onnxdual.errors import DeadlineExceeded
 
 #: backward when ``units * SWITCH_FACTOR`` < per-example forward columns (tuned on the reference models)
 SWITCH_FACTOR = 2.0
@@ -118,3 +123,32 @@ def pass_bytes(built: BuiltDual, input_columns: tuple[int, int], n_examples: int
     rows = min(units, backward_rows(batch, built.largest_value, element_size, memory_budget))
     backward = TERM_COPIES * rows * batch * built.largest_value * element_size
     return batch, max(forward_bytes(built, input_columns, batch, element_size), backward)
+
+
+#: with a deadline, a chunk of backward rows is sized to take about this long (measured on the chunks before
+#: it; the first is small), so that a pass never overruns its deadline by more than one short chunk
+CHUNK_SECONDS = 0.2
+FIRST_CHUNK = 16
+
+
+def check_stop(stop: Callable[[], bool] | None) -> None:
+    """Raise :class:`~onnxdual.errors.DeadlineExceeded` if ``stop`` (a deadline) says so."""
+    if stop is not None and stop():
+        raise DeadlineExceeded("the time limit was reached during a bound computation")
+
+
+def row_chunks(rows: Tensor, step: int, stop: Callable[[], bool] | None) -> Iterator[Tensor]:
+    """``rows`` in chunks of at most ``step``. With ``stop``: asked before every chunk (:func:`check_stop`),
+    and the chunks sized by the measured time per row (the caller's work between two chunks) to take about
+    :data:`CHUNK_SECONDS` -- small chunks cost no more per row, as every row is pushed on its own anyway."""
+    if stop is None:
+        yield from (rows[start: start + step] for start in range(0, rows.numel(), step))
+        return
+    start, size = 0, min(step, FIRST_CHUNK)
+    while start < rows.numel():
+        check_stop(stop)
+        began = time.perf_counter()
+        yield rows[start: start + size]
+        start += size
+        per_row = (time.perf_counter() - began) / size
+        size = max(1, min(step, int(CHUNK_SECONDS / max(per_row, 1e-9))))

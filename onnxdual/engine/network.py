@@ -158,7 +158,8 @@ class DualNetwork:
                 splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
                 self._passes.append((index, forward_pass(
                     built, self.input_set.chunk(index), self.proj, self.generator, self.memory_budget, splits,
-                    relaxation="paper" if self.relaxation == "paper" else "adaptive")))
+                    relaxation="paper" if self.relaxation == "paper" else "adaptive",
+                    stop=self.optimize.stop)))
         return self._passes
 
     def _check_c(self, c: Tensor) -> Tensor:
@@ -182,7 +183,7 @@ class DualNetwork:
                 if index != chunk:  # per-row parameters of the whole chunk would not fit: its own pass
                     splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
                     result = forward_pass(self.built, self.input_set.chunk(index), None, None, self.memory_budget,
-                                          splits, relaxation="adaptive")
+                                          splits, relaxation="adaptive", stop=self.optimize.stop)
                 ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
                 found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
                                         {name: v[index] for name, v in (inner or {}).items()})

@@ -53,6 +53,8 @@ def face_line(face) -> tuple[torch.Tensor, torch.Tensor]:
     """Slope and offset of an element-wise face."""
     if isinstance(face, ElementwiseFace):
         return face.slope, face.offset
+    if face.constant:  # a step function's face: the constant offset
+        return torch.zeros_like(face.offset), face.offset
     assert isinstance(face, RelaxationFace)
     return face.relaxation.slope, face.offset
 

@@ -74,3 +74,25 @@ def test_batchnorm(dual_check, onnx_model):
     model = onnx_model([helper.make_node("BatchNormalization", ["input", "s", "b", "m", "v"], ["output"],
                                          epsilon=1e-3)], [c, 4, 4], [c, 4, 4], params)
     dual_check(model, rng.normal(size=(2, c, 4, 4)), exact=True)
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (4, 2)])
+def test_patch_embedding_conv_transpose_is_the_transposed_convolution(dual_check, onnx_model, kernel):
+    """stride = kernel (a vision transformer's patches) takes the matrix-product transpose: exact bounds,
+    and the same A^T nu as the transposed convolution it replaces."""
+    import torch
+    import torch.nn.functional as F
+
+    import onnxdual
+    from onnxdual.engine.build import build_dual
+
+    w = rng.normal(size=(5, 3, *kernel)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    node = helper.make_node("Conv", ["input", "W", "B"], ["output"], strides=list(kernel),
+                            kernel_shape=list(kernel))
+    model = onnx_model([node], [3, 8, 6], [5, 8 // kernel[0], 6 // kernel[1]], {"W": w, "B": b})
+    dual_check(model, rng.normal(size=(2, 3, 8, 6)), exact=True)
+    layer = build_dual(onnxdual.load(model), torch.zeros(1, 3, 8, 6)).steps[0].layer
+    nu = torch.tensor(rng.normal(size=(7, 5, 8 // kernel[0], 6 // kernel[1])), dtype=torch.float64)
+    expected = F.conv_transpose2d(nu, torch.tensor(w, dtype=torch.float64), None, kernel)
+    torch.testing.assert_close(layer.transpose(nu)[0], expected, rtol=1e-12, atol=1e-12)

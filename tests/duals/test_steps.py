@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from onnxdual.duals.base import ElementwiseFace, Faces, Relaxation
 from tests.duals.elementwise_checks import OpCase, layer_of, op_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only contend
@@ -26,3 +27,50 @@ def test_a_unit_without_a_jump_is_exact_and_needs_no_bounds():
     relax = layer.relax(lower, upper)
     assert relax.low[0, 0] == relax.high[0, 0] == 0.0 and relax.low[0, 1] == -1 and relax.high[0, 1] == 0
     assert layer.needs_bounds(lower, upper).tolist() == [[False, True]]
+
+
+
+def _through(relax):
+    """The same enclosure, not marked constant: a pass goes on below it (with a zero dual variable)."""
+    if isinstance(relax, Faces):
+        return Faces(*(ElementwiseFace(torch.zeros_like(f.offset), f.offset) for f in (relax.lower, relax.upper)))
+    return Relaxation(relax.slope, relax.low, relax.high)
+
+
+@pytest.mark.parametrize("relaxation", ["paper", "adaptive"])
+def test_a_backward_pass_stops_at_a_step(relaxation, monkeypatch):
+    """Sign's map is zero: the backward pass never reaches the layers below it (their transposes are not
+    called), the bound equals that of a pass that goes through, and it is sound (sampled)."""
+    from onnx import helper
+
+    import onnxdual
+    from onnxdual.duals.linear import MatMulDual
+    from onnxdual.engine import autodual
+    from tests.onnx_builders import make_model
+
+    w1, w2 = (rng.normal(size=s).astype(np.float32) for s in ((6, 8), (8, 4)))
+    nodes = [helper.make_node("MatMul", ["input", "W1"], ["h"]), helper.make_node("Sign", ["h"], ["s"]),
+             helper.make_node("MatMul", ["s", "W2"], ["output"])]
+    model = make_model(nodes, [6], [4], {"W1": w1, "W2": w2})
+    net = onnxdual.load(model)
+    x = torch.tensor(rng.normal(size=(3, 6)), dtype=torch.float32)
+    c = torch.tensor(rng.normal(size=(3, 5, 4)), dtype=torch.float32)
+    dual = onnxdual.DualNetwork(net, x, 0.3, relaxation=relaxation)
+    with torch.no_grad():
+        lb = dual.lower_bound(c)
+        pts = dual.input_set.sample(2000, torch.Generator().manual_seed(0))
+        vals = torch.einsum("sbo,bmo->sbm", net(pts.flatten(0, 1)).reshape(2000, 3, 4), c)
+    assert (lb <= vals.min(0).values + 1e-5).all()
+    relaxations = autodual.forward_pass(dual.built, dual.input_set, relaxation=relaxation).relaxations
+    assert all(r.constant for r in relaxations.values())
+    calls = []
+    original = MatMulDual.transpose
+    monkeypatch.setattr(MatMulDual, "transpose", lambda self, nu: calls.append(1) or original(self, nu))
+    with torch.no_grad():
+        stopped = autodual.objective(dual.built, dual.input_set, relaxations, c)
+        assert len(calls) == 1  # only the MatMul above the Sign
+        full = autodual.objective(dual.built, dual.input_set, {k: _through(r) for k, r in relaxations.items()},
+                                  c)
+    assert len(calls) == 3
+    torch.testing.assert_close(stopped, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stopped, lb, rtol=1e-5, atol=1e-5)

@@ -19,6 +19,12 @@ descent directions of the l-inf and l2 norms), with restarts.
   included, by the forward pass that also gives its gradient (plus the last iterate);
 * a deadline checked before every step (:class:`onnxdual.errors.DeadlineExceeded`), and a hook called
   with the best points after every restart.
+
+Step functions (``Sign``, as in binarised networks) have a zero gradient almost everywhere, so the gradient
+is taken with a *straight-through* surrogate (:func:`straight_through`: the step's gradient is the identity,
+Bengio et al. 2013; BinaryNet's estimator). Only the direction of a step changes: every value the attack
+keeps is the network's own, and a verifier re-checks any candidate exactly (onnxruntime, zero tolerance), so
+the surrogate can propose points but never make a wrong claim.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Literal, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from onnxdual.engine.input_sets import Box, InputSet
 from onnxdual.errors import DeadlineExceeded
@@ -54,6 +61,37 @@ class AttackResult:
 
     x: Tensor
     value: Tensor
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``step(x)`` forward (exactly), the identity backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, step: Callable[[Tensor], Tensor]) -> Tensor:  # noqa: ARG004
+        return step(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ARG004
+        return grad, None
+
+
+#: the step functions whose gradient is zero almost everywhere (torch functions and Tensor methods)
+STEPS = {f: f for f in (torch.sign, torch.floor, torch.ceil, torch.round)} | {
+    torch.Tensor.sign: torch.sign, torch.Tensor.floor: torch.floor, torch.Tensor.ceil: torch.ceil,
+    torch.Tensor.round: torch.round}
+
+
+class straight_through(TorchFunctionMode):  # noqa: N801 (used as a context manager, like torch.no_grad)
+    """Within this context, step functions called on tensors that need a gradient (:data:`STEPS`, without
+    extra arguments) keep their exact value and pass the gradient straight through."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        step = STEPS.get(func)
+        if step is not None and len(args) == 1 and not kwargs and isinstance(args[0], Tensor) \
+                and args[0].requires_grad and args[0].is_floating_point():
+            return _StraightThrough.apply(args[0], step)
+        return func(*args, **kwargs)
 
 
 def row_minimum(net: nn.Module, c: Tensor, mask: Tensor | None = None) -> Objective:
@@ -138,7 +176,7 @@ def minimise(objective: Objective, input_set: InputSet, *, steps: int, restarts:
             grad = None
             if step < steps:
                 x = x.detach().requires_grad_(True)
-                with torch.enable_grad():
+                with torch.enable_grad(), straight_through():
                     value = objective(x)
                     (grad,) = torch.autograd.grad(value.sum(), x)
             else:  # the last iterate: no step follows

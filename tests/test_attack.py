@@ -158,3 +158,36 @@ def test_an_objective_without_finite_values_keeps_inf():
     result = minimise(lambda x: torch.full((x.shape[0],), math.inf) + 0 * x.sum(1), box, steps=2,
                       count="iterates", starts=box_starts(box))
     assert torch.all(torch.isinf(result.value))
+
+
+def test_step_functions_pass_a_straight_through_gradient_and_keep_their_exact_values():
+    """``sum sign(x + 0.3)`` has a zero gradient everywhere it has one: through Sign the attack steps along
+    the straight-through surrogate and reaches the minimum -6 from the centre (value 6), and every value it
+    keeps is the function's own at its point."""
+    box = Box(torch.full((1, 6), -1.0), torch.full((1, 6), 1.0))
+    objective = lambda x: torch.sign(x + 0.3).sum(1)  # noqa: E731
+    found = minimise(objective, box, steps=20, count="iterates", starts=lambda _r: box.center.clone())
+    assert float(found.value) == -6.0
+    assert torch.equal(found.value, objective(found.x))
+    assert bool(((found.x >= box.lower) & (found.x <= box.upper)).all())
+    net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 1))  # no step: the exact gradient
+    x = torch.randn(2, 6, requires_grad=True)
+    (exact,) = torch.autograd.grad(net(x).sum(), x)
+    from onnxdual.attack import straight_through
+
+    with straight_through():
+        (same,) = torch.autograd.grad(net(x).sum(), x)
+    assert torch.equal(exact, same)
+
+
+def test_without_a_gradient_the_straight_through_context_changes_nothing():
+    from onnxdual.attack import straight_through
+
+    x = torch.tensor([-1.5, 0.0, 2.5])
+    with straight_through():
+        assert torch.equal(torch.sign(x), torch.tensor([-1.0, 0.0, 1.0]))
+        y = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.sign(y).sum() + y.floor().sum(), y)
+    assert torch.equal(g, torch.full((3,), 2.0))
+    (g0,) = torch.autograd.grad(torch.sign(y).sum(), y)
+    assert torch.equal(g0, torch.zeros(3))

@@ -11,7 +11,7 @@ the chord slope with the exact extremes of ``relu(d) - s d`` (eq. 11 in ``d``).
 **ReduceMax** as a selection (the MaxPool plugin's argument): per output the input ``j*`` with the largest
 lower bound; ``x_j* <= max_i x_i <= x_j* + max(0, max_{i != j*} u_i - l_j*)``. Separate faces keep the
 selection below and take, per output, the better of ``x_j* + gap`` and the constant ``max_i u_i`` above.
-``ReduceMin`` is ``-ReduceMax(-x)``.
+``ReduceMin`` is ``-ReduceMax(-x)``; ``GlobalMaxPool`` is ``ReduceMax`` over the axes after the channels.
 """
 
 from __future__ import annotations
@@ -235,3 +235,11 @@ def reduce_max_dual(ctx: NodeContext) -> ReduceMaxDual:
     if 0 in axes:
         raise ctx.unsupported("reducing over the batch axis")
     return ReduceMaxDual(ctx, tuple(a - 1 for a in axes))
+
+
+def global_max_pool_dual(ctx: NodeContext) -> ReduceMaxDual:
+    """``GlobalMaxPool``: the maximum over every axis after the channels (the frontend writes it as that
+    ``ReduceMax`` before conversion, :func:`onnxdual.frontend.lowering.global_max_pools`)."""
+    if ctx.variable_positions != (0,) or len(ctx.input_shapes[0]) < 2:
+        raise ctx.unsupported("GlobalMaxPool needs one variable input with channels and spatial axes")
+    return ReduceMaxDual(ctx, tuple(range(1, len(ctx.input_shapes[0]))))

@@ -7,7 +7,9 @@ they are; each rewrite computes the same function (the ONNX definition, step by 
 * negative constant ``GatherElements`` indices -> the same indices counted from the front (onnx2torch's
   module passes them to ``torch.gather``, which refuses them);
 * ``Transpose(C @ Transpose(X))`` of a batch of rows ``X`` and a constant ``C`` -> ``X @ C^T`` (exporters
-  write ``(W x^T)^T``; as written, two nodes move the batch axis, which no per-example dual layer can).
+  write ``(W x^T)^T``; as written, two nodes move the batch axis, which no per-example dual layer can);
+* ``GlobalMaxPool`` -> ``ReduceMax`` over the spatial axes with ``keepdims=1`` (onnx2torch converts no
+  GlobalMaxPool; the ONNX definition is that maximum, axes ``2..rank-1``).
 
 A node whose sizes cannot be known (shape inference fails) is left as it is.
 """
@@ -21,7 +23,8 @@ from onnx import helper, numpy_helper
 
 def lower_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every lowering of this module (the caller owns ``model``; returns it rewritten)."""
-    return transposed_matmuls(non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model))))
+    return global_max_pools(
+        transposed_matmuls(non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model)))))
 
 
 def constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -217,4 +220,32 @@ def transposed_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes = [fused.get(id(n), n) for n in model.graph.node if id(n) in fused or id(n) not in dropped]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    return model
+
+
+def global_max_pools(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each ``GlobalMaxPool`` of an input of known rank as ``ReduceMax`` over axes ``2..rank-1`` with
+    ``keepdims=1``: the axes as an attribute below opset 18, a constant input from 18 on."""
+    if not any(n.op_type == "GlobalMaxPool" and n.domain in ("", "ai.onnx") for n in model.graph.node):
+        return model
+    shapes = inferred_shapes(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    out_nodes = []
+    for node in model.graph.node:
+        rank = len(shapes.get(node.input[0], [])) if node.input else 0
+        if node.op_type != "GlobalMaxPool" or node.domain not in ("", "ai.onnx") or rank < 3:
+            out_nodes.append(node)
+            continue
+        axes = list(range(2, rank))
+        label = f"{node.name or node.output[0]}__onnxdual_global_max"
+        if opset < 18:
+            out_nodes.append(helper.make_node("ReduceMax", [node.input[0]], [node.output[0]], name=label,
+                                              axes=axes, keepdims=1))
+        else:
+            axes_tensor = numpy_helper.from_array(np.array(axes, dtype=np.int64), f"{label}_axes")
+            model.graph.initializer.append(axes_tensor)
+            out_nodes.append(helper.make_node("ReduceMax", [node.input[0], f"{label}_axes"], [node.output[0]],
+                                              name=label, keepdims=1))
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
     return model

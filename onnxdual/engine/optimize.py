@@ -122,7 +122,10 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     # parameters: one set per (target, earlier activation) with free parameters
     params: dict[tuple[str, str], tuple[Tensor, ...]] = {}
     row_counts = {t.name: 2 * t.index.shape[1] for t in targets} | {"": c.shape[1]}
-    per_row = _per_row_fits(steps, row_counts, bounds, batch, c.element_size(), options.memory_budget)
+    windows = _windows(targets, steps, bounds, batch) if WINDOWED_PARAMETERS else {}
+    per_row = _per_row_fits(steps, row_counts, bounds, batch, c.element_size(), options.memory_budget,
+                            {key: math.prod(w.shape[2:]) for key, w in windows.items()})
+    windows = {key: w for key, w in windows.items() if per_row[key[0]]}  # shared sets stay whole images
     order = [s.node.name for s in steps]
     by_name = {s.node.name: s for s in steps}
     for target in [*(t.name for t in targets), ""]:
@@ -130,6 +133,10 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
         for name in earlier:
             step = by_name[name]
             lower, upper = bounds[name]
+            if (target, name) in windows:  # one set per row, in its window's coordinates
+                params[(target, name)] = tuple(t.detach().clone().requires_grad_(True)
+                                               for t in windows[(target, name)].initial)
+                continue
             faces = step.layer.faces(lower, upper)
             if isinstance(faces, ParametricFaces):
                 k = row_counts[target] if per_row[target] else 1
@@ -139,8 +146,13 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     best_bounds = {name: (lo.clone(), hi.clone()) for name, (lo, hi) in bounds.items()}
     done = 0
     if params and options.iterations > 0:
-        optimiser = torch.optim.Adam([p for group in params.values() for p in group], lr=options.lr)
-        schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, options.decay)
+        # one optimiser per target (Adam is element-wise, so this is the same as one for all): once the
+        # intermediate targets stop, their parameters stop costing steps and projections
+        optimisers = {}
+        for target in {t for t, _ in params}:
+            group_of = [p for (t, _), group in params.items() if t == target for p in group]
+            optimiser = torch.optim.Adam(group_of, lr=options.lr)
+            optimisers[target] = (optimiser, torch.optim.lr_scheduler.ExponentialLR(optimiser, options.decay))
         history: list[float] = []
         frame = bounds  # the bounds that intermediate targets start from and that shape the projection
         for it in range(options.iterations):
@@ -149,29 +161,37 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
             done += 1
             if targets and it == options.intermediate_iterations:  # from here on: the objective only
                 targets, target_names, frame = [], set(), best_bounds
+                optimisers = {t: o for t, o in optimisers.items() if t == ""}
             with torch.enable_grad():
                 current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
-                                  offsets)
+                                  offsets, windows)
                 faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
                          ((s.node.name, s) for s in steps)}
                 value = _value(built, input_set, faces, c_const, inner_const, offsets)
                 finite = torch.isfinite(value)
                 loss = -value.masked_fill(~finite, 0.0).sum()
-                leaves = [p for group in params.values() for p in group]
+                active = {k: group for k, group in params.items() if k[0] in optimisers}
+                leaves = [p for group in active.values() for p in group]
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
             for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
                 p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-            optimiser.step()
-            schedule.step()
+            for optimiser, schedule in optimisers.values():
+                optimiser.step()
+                schedule.step()
             with torch.no_grad():
                 for name, (lo, hi) in current.items():
                     old_lo, old_hi = best_bounds[name]
                     new_lo = torch.maximum(old_lo, lo.detach())
                     best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
                 best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
-                feasible = {name: by_name[name].layer.faces(*frame[name]) for name in {n for _, n in params}}
-                for (target, name), group in params.items():  # one feasible set per activation, not per group
-                    projected = feasible[name].project(group)
+                feasible = {name: by_name[name].layer.faces(*frame[name])
+                            for name in {n for key in active if key not in windows for _, n in [key]}}
+                for key, group in active.items():  # one feasible set per activation (and window)
+                    if key in windows:
+                        w = windows[key]
+                        projected = w.faces(by_name[key[1]], frame[key[1]]).project(group)
+                    else:
+                        projected = feasible[key[1]].project(group)
                     for p, q in zip(group, projected):
                         p.copy_(q)
             total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
@@ -273,21 +293,83 @@ def examples_per_optimization(built: BuiltDual, base: PassResult, rows: int, ele
 
 
 def _per_row_fits(steps, row_counts: dict[str, int], bounds, batch: int, element: int, budget: int,
-                  ) -> dict[str, bool]:
+                  window_sizes: dict[tuple[str, str], int] | None = None) -> dict[str, bool]:
     """Per target: whether one parameter set per row fits the budget (parameters, gradients and the
-    optimiser's two moments: four copies)."""
+    optimiser's two moments: four copies); ``window_sizes``: per (target, activation) kept at windows, the
+    elements of one row's window instead of the activation's."""
     order = [s.node.name for s in steps]
     sizes = {name: bounds[name][0][0].numel() for name in order}
+    window_sizes = window_sizes or {}
     fits = {}
     for target, rows in row_counts.items():
         earlier = order if target == "" else order[: order.index(target)]
-        need = 4 * batch * rows * sum(sizes[name] for name in earlier) * element
+        per_set = sum(window_sizes.get((target, name), sizes[name]) for name in earlier)
+        need = 4 * batch * rows * per_set * element
         fits[target] = need <= budget
     return fits
 
 
+#: keep the parameters of a patched target's rows at its windows (False: whole images, the same values)
+WINDOWED_PARAMETERS = True
+
+
+class _Windowed:
+    """The parameters of one (patched target, activation of its plan) pair at the rows' windows
+    (:class:`~onnxdual.engine.patches.RowWindows`): element-wise faces are computed on the bounds read at the
+    windows, so the optimiser moves ``C x K x K`` values per row instead of a whole image -- the only
+    entries of a row's parameters that can change its bound (the row's dual is zero elsewhere)."""
+
+    def __init__(self, rows: patches.RowWindows, initial: tuple[Tensor, ...]):
+        self.rows, self.initial = rows, initial
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.initial[0].shape
+
+    def faces(self, step, bounds: tuple[Tensor, Tensor]):
+        return step.layer.faces(self.rows.read(bounds[0]), self.rows.read(bounds[1]))
+
+    def window_faces(self, step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None):
+        faces = self.faces(step, bounds)
+        if theta is not None:
+            faces = faces.faces(theta)
+        elif isinstance(faces, ParametricFaces):
+            faces = faces.faces(faces.initial())
+        return patches.WindowFaces(faces, self.rows)
+
+
+def _windows(targets: list[_Target], steps, bounds, batch: int) -> dict[tuple[str, str], _Windowed]:
+    """The (target, activation) pairs whose per-row parameters can live at the target rows' windows: the
+    activation is on the target's patch plan and its faces, computed on the bounds read at the windows,
+    start exactly where the whole-image faces read at the windows do (element-wise faces; anything else,
+    e.g. a layer with whole-image constants, keeps whole-image parameters)."""
+    out = {}
+    for target in targets:
+        if target.plan is None:
+            continue
+        for index, step in enumerate(target.plan.steps):
+            if not isinstance(step.layer, ActivationDual) or step.node.name not in bounds:
+                continue
+            rows = patches.RowWindows(target.plan, index, target.units, batch)
+            lower, upper = bounds[step.node.name]
+            try:
+                whole, windowed = step.layer.faces(lower, upper), step.layer.faces(rows.read(lower),
+                                                                                   rows.read(upper))
+            except (RuntimeError, ValueError):  # shapes that do not broadcast at windows
+                continue
+            if not (isinstance(whole, ParametricFaces) and isinstance(windowed, ParametricFaces)):
+                continue
+            start = tuple(rows.read(t) for t in whole.initial())
+            initial = windowed.initial()
+            if len(start) == len(initial) and all(a.shape == b.shape and torch.equal(a, rows.read_masked(b))
+                                                  for a, b in zip(start, initial)):
+                out[(target.name, step.node.name)] = _Windowed(rows, tuple(rows.read_masked(t)
+                                                                           for t in initial))
+    return out
+
+
 def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[str], bounds, limits, params,
-            offsets) -> dict[str, tuple[Tensor, Tensor]]:
+            offsets, windows: dict[tuple[str, str], "_Windowed"]) -> dict[str, tuple[Tensor, Tensor]]:
     """Every activation's input bounds at the current parameters (the adaptive ones where not optimised),
     intersected with the constant ``limits`` (intervals and splits). Two sound bounds can only cross by
     rounding, so a crossing is closed, never read as an empty subdomain (only split limits prove that, in
@@ -299,8 +381,12 @@ def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[s
         lower, upper = bounds[name]
         if name in target_names:
             target = by_name[name]
-            relax = {s.node.name: _faces(s, current[s.node.name], params.get((name, s.node.name)))
-                     for s in steps[:i]}
+            relax = {}
+            for s in steps[:i]:
+                key, theta = (name, s.node.name), params.get((name, s.node.name))
+                bounds_s = current[s.node.name]
+                relax[s.node.name] = (windows[key].window_faces(s, bounds_s, theta) if key in windows
+                                      else _faces(s, bounds_s, theta))
             k = target.index.shape[1]
             if target.plan is not None:
                 linear, spread = patches.parts(target.plan, built, input_set, relax, target.units, target.signs,

@@ -166,9 +166,48 @@ class _Windows:
         return inside.unsqueeze(2)
 
 
+def _positions(p: Plan, units: Tensor) -> tuple[Tensor, Tensor]:
+    """The unit positions ``(py, px)`` on the plan's grid of flat unit indices ``units``."""
+    where = units % (p.grid[0] * p.grid[1])
+    return where // p.grid[1], where % p.grid[1]
+
+
+class RowWindows:
+    """The windows of the rows ``units`` ``(B, R)`` of a plan on the input value of its activation
+    ``p.steps[index]``: reads ``(B, *shape)`` tensors as ``(B, R, C, K, K)``, zero outside the image -- the
+    coordinates in which :func:`parts` meets that activation's faces. The optimised relaxation keeps the
+    free parameters of such a target's rows in these coordinates (:class:`WindowFaces`): a row's dual is
+    zero outside its window, so nothing outside it can move the bound."""
+
+    def __init__(self, p: Plan, index: int, units: Tensor, batch: int):
+        py, px = _positions(p, units)
+        self._windows = _Windows(p.geometries[index], p.steps[index].input_shapes[0], p.grid, py, px)
+        self._inside = self._windows.mask()
+        self.batch = batch
+
+    def read(self, t: Tensor) -> Tensor:
+        """``t`` ``(B, *shape)`` at the windows ``(B, R, C, K, K)``, zero outside the image."""
+        return self._windows.read(t, self.batch) * self._inside.to(t.dtype)
+
+    def read_masked(self, t: Tensor) -> Tensor:
+        """``t``, already at the windows, zero outside the image."""
+        return t * self._inside.to(t.dtype)
+
+
+@dataclass(frozen=True)
+class WindowFaces:
+    """Element-wise faces given at the rows' windows of one plan activation (:class:`RowWindows`
+    coordinates, tensors ``(B, R, C, K, K)``): :func:`parts` uses them as they are, masked to the image."""
+
+    faces: Faces
+    windows: RowWindows
+
+
 def _elementwise(relax) -> tuple[Tensor, ...] | None:
     """``(slope, mid, half)`` of the paper's relaxation, or ``(lower slope, lower offset, upper slope, upper
     offset)`` of element-wise faces; ``None`` for anything else."""
+    if isinstance(relax, WindowFaces):
+        relax = relax.faces
     if isinstance(relax, Relaxation):
         return relax.slope, relax.mid, relax.half_width
     if isinstance(relax, Faces):
@@ -243,9 +282,8 @@ def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: T
     r = units.shape[1]
     start = p.steps[0]
     kernel = start.layer.local_kernel()
-    area = p.grid[0] * p.grid[1]
-    channel, where = units // area, units % area
-    py, px = where // p.grid[1], where % p.grid[1]
+    channel = units // (p.grid[0] * p.grid[1])
+    py, px = _positions(p, units)
     signs = signs.to(input_set.center.dtype)
     if start.node.name not in offsets:
         offsets[start.node.name] = start.layer.offset().to(signs.dtype)
@@ -272,7 +310,11 @@ def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: T
             if rel is None:
                 raise ValueError(f"{step.node.name} has no element-wise relaxation: patches do not apply")
             # zero tensors (ReLU's lower offset, stable layers' gaps) are neither read nor multiplied
-            read = [windows.read(_per_row(t, r), batch) if t.any() else None for t in rel]
+            if isinstance(relaxations[step.node.name], WindowFaces):  # already at the windows, masked
+                inside = windows.mask().to(nu.dtype)
+                read = [t * inside if t.any() else None for t in rel]
+            else:
+                read = [windows.read(_per_row(t, r), batch) if t.any() else None for t in rel]
             if len(read) == 3:  # the paper's relaxation: linear in nu (eq. 10 in same-slope form)
                 slope, mid, half = read
                 if mid is not None:

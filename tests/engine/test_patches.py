@@ -5,11 +5,13 @@ faces, with strides, asymmetric pads, dilation, groups, batch norm and Clip; and
 import numpy as np
 import pytest
 import torch
+from onnx import helper
 
 import onnxdual
-from onnxdual.engine import patches
+from onnxdual.engine import optimize, patches
 from onnxdual.engine.input_sets import Box, L2Ball
 from onnxdual.engine.optimize import OptimizeOptions
+from tests.onnx_builders import make_model
 from tests.oracles.fixtures import torch_one_thread  # noqa: F401  (fixture)
 from tests.oracles.networks import conv_chain_net
 
@@ -90,3 +92,58 @@ def test_an_l2_ball_takes_the_dense_pass():
     built = onnxdual.DualNetwork(model, x, 0.1, norm="l2").built
     conv_outputs = [s.variable_inputs[0] for s in built.steps[1:] if isinstance(s.layer, onnxdual.ActivationDual)]
     assert all(patches.plan(built, v, L2Ball(x, torch.tensor(0.1, dtype=x.dtype))) is None for v in conv_outputs)
+
+
+def test_optimized_parameters_at_windows_give_the_whole_image_bounds(monkeypatch):
+    """The optimiser keeps a patched target's per-row parameters at the rows' windows (only those entries
+    can move its bound): the same trajectory, hence the same bounds, as whole-image parameters -- on chains
+    of which several really have parameters at windows (so the comparison is not vacuous)."""
+    options = OptimizeOptions(iterations=6, intermediate_iterations=4)
+    real, windowed_cases = optimize._windows, 0
+    for seed in range(8):
+        model, x, eps = _case(seed)
+        made = []
+        with monkeypatch.context() as m:
+            m.setattr(optimize, "_windows", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+            windowed = _bounds(model, x, eps, "optimized", optimize=options)
+        with monkeypatch.context() as m:
+            m.setattr(optimize, "WINDOWED_PARAMETERS", False)
+            whole = _bounds(model, x, eps, "optimized", optimize=options)
+        torch.testing.assert_close(windowed[0], whole[0], rtol=1e-7, atol=1e-7)
+        for name, (lo, hi) in whole[1].items():
+            torch.testing.assert_close(windowed[1][name][0], lo, rtol=1e-7, atol=1e-7)
+            torch.testing.assert_close(windowed[1][name][1], hi, rtol=1e-7, atol=1e-7)
+        windowed_cases += bool(made and made[0])
+    assert windowed_cases >= 3
+
+
+@pytest.mark.parametrize("activations", [("Sigmoid", "Tanh"), ("Tanh", "Relu")])
+def test_windowed_parameters_of_smooth_activations_give_the_whole_image_bounds(activations, monkeypatch):
+    """Element-wise faces that are not zero at zero (Sigmoid's offset is 1/2 there): the entries of a window
+    outside the image must not count, as they do not with whole-image parameters."""
+    rng = np.random.default_rng(7)
+    init = {"W1": rng.normal(size=(3, 1, 3, 3)) / 2, "B1": rng.normal(size=3),
+            "W2": rng.normal(size=(4, 3, 3, 3)) / 3, "B2": rng.normal(size=4), "W3": rng.normal(size=(3, 100)) / 6}
+    init = {k: v.astype(np.float32) for k, v in init.items()}
+    nodes = [helper.make_node("Conv", ["input", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node(activations[0], ["c1"], ["a1"]),
+             helper.make_node("Conv", ["a1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node(activations[1], ["c2"], ["a2"]),
+             helper.make_node("Flatten", ["a2"], ["f"]),
+             helper.make_node("Gemm", ["f", "W3"], ["output"], transB=1)]
+    model = onnxdual.load(make_model(nodes, [1, 9, 9], [3], init)).to(torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((2, 1, 9, 9), generator=gen, dtype=torch.float64)
+    options = OptimizeOptions(iterations=5, intermediate_iterations=3)
+    made = []
+    real = optimize._windows
+    with monkeypatch.context() as m:
+        m.setattr(optimize, "_windows", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+        windowed = _bounds(model, x, 0.3, "optimized", optimize=options)
+    assert made and made[0], "the second activation's bounds should be optimised at windows"
+    monkeypatch.setattr(optimize, "WINDOWED_PARAMETERS", False)
+    whole = _bounds(model, x, 0.3, "optimized", optimize=options)
+    torch.testing.assert_close(windowed[0], whole[0], rtol=1e-7, atol=1e-7)
+    for name, (lo, hi) in whole[1].items():
+        torch.testing.assert_close(windowed[1][name][0], lo, rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(windowed[1][name][1], hi, rtol=1e-7, atol=1e-7)

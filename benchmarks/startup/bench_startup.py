@@ -60,8 +60,10 @@ def tiny_instance(folder: Path) -> tuple[Path, Path]:
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.array([[1.0, 1.0], [1.0, -1.0]], np.float32)
-    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["output"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2])],
+    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["output"])]
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2])],
                               [numpy_helper.from_array(w, "W")])
     net = folder / "net.onnx"
@@ -138,7 +140,8 @@ def run(args: list[str], env: dict[str, str]) -> dict[str, float]:
         command = ([sys.executable, str(HOOK), str(marker), "--exit", *args] if verify
                    else [sys.executable, "-m", "onnxdual_cli.main", *args])
         t0 = time.perf_counter()
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
         err = proc.stderr.read() if proc.stderr else ""
         _, status, usage = os.wait4(proc.pid, 0)
         row = {"wall": time.perf_counter() - t0, "cpu": usage.ru_utime + usage.ru_stime}
@@ -212,7 +215,8 @@ def main() -> None:
         bytecode = ("compiled bytecode" if args.bytecode
                     else f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}")
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.repeat} runs per command: the "
-              f"first{' (cold)' if args.cold else ''}, and the median of the others (warm); seconds; {bytecode}")
+              f"first{' (cold)' if args.cold else ''}, and the median of the others (warm); seconds; "
+              f"{bytecode}")
         for label, cli_args in cases.items():
             for tree, (path, site) in trees.items():
                 cold = cold_paths(path) if args.cold else None
@@ -223,7 +227,8 @@ def main() -> None:
                     print(f"{label:<40} {tree:>8} {kind:>5}: {numbers}", flush=True)
         load = os.getloadavg()
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
-        print("slowest top-level imports of the tiny verify run, cumulative seconds (-X importtime inflates):")
+        print("slowest top-level imports of the tiny verify run, cumulative seconds "
+              "(-X importtime inflates):")
         for tree, (path, site) in trees.items():
             top = slowest_imports(cases["verify: tiny 2-2 net"], environment(path, site, caches[tree]))
             print(f"  {tree}: " + ", ".join(f"{name} {seconds:.2f}" for seconds, name in top))

@@ -1,8 +1,9 @@
-"""Start-up (issue 12, point 4): ``onnxdual --help`` / ``--version``, ``supports``, the commands' own ``--help``
-and ``import onnxdual`` import neither torch nor onnx, onnxruntime, onnx2torch, pandas or matplotlib, and a
-``verify`` run imports what it needs (torch, onnx, onnx2torch, onnxruntime) and none of the report libraries
-(checked in a fresh interpreter; the times are in benchmarks/startup/bench_startup.py, not here); the lazy
-command list says what the commands' own docstrings say; the package's public names still resolve."""
+"""Start-up (issue 12, point 4): ``onnxdual --help`` / ``--version``, ``supports``, the commands' own
+``--help`` and ``import onnxdual`` import neither torch nor onnx, onnxruntime, onnx2torch, pandas or
+matplotlib, and a ``verify`` run imports what it needs (torch, onnx, onnx2torch, onnxruntime) and none of the
+report libraries (checked in a fresh interpreter; the times are in benchmarks/startup/bench_startup.py, not
+here); the lazy command list says what the commands' own docstrings say; the package's public names still
+resolve."""
 
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def test_verify_imports_what_it_needs_and_no_report_library(tmp_path):
     assert heavy_modules_after(verify_code(net, prop)) == ["onnx", "onnx2torch", "onnxruntime", "torch"]
 
 
-@pytest.mark.xfail(strict=True, reason="AffineDual.transpose's generic vector-Jacobian product (MatMulDual uses "
-                   "it) calls torch.autograd.grad with grad_outputs, whose shape check imports "
+@pytest.mark.xfail(strict=True, reason="AffineDual.transpose's generic vector-Jacobian product (MatMulDual "
+                   "uses it) calls torch.autograd.grad with grad_outputs, whose shape check imports "
                    "torch.fx.experimental.symbolic_shapes and with it sympy: ~0.6 s of CPU before the first "
                    "bound (notes/issue-12-startup.md); remove this marker once a MatMul network verifies "
                    "without it")

@@ -9,7 +9,9 @@ they are; each rewrite computes the same function (the ONNX definition, step by 
 * ``Transpose(C @ Transpose(X))`` of a batch of rows ``X`` and a constant ``C`` -> ``X @ C^T`` (exporters
   write ``(W x^T)^T``; as written, two nodes move the batch axis, which no per-example dual layer can);
 * ``GlobalMaxPool`` -> ``ReduceMax`` over the spatial axes with ``keepdims=1`` (onnx2torch converts no
-  GlobalMaxPool; the ONNX definition is that maximum, axes ``2..rank-1``).
+  GlobalMaxPool; the ONNX definition is that maximum, axes ``2..rank-1``);
+* ``Selu`` with a non-default ``alpha`` or ``gamma`` -> ``Mul(Elu(x, alpha), gamma)`` (onnx2torch's Selu is
+  torch's, with the default constants only; ``gamma (x if x > 0 else alpha (e^x - 1))`` is that product).
 
 A node whose sizes cannot be known (shape inference fails) is left as it is.
 """
@@ -23,8 +25,8 @@ from onnx import helper, numpy_helper
 
 def lower_for_conversion(model: onnx.ModelProto) -> onnx.ModelProto:
     """Every lowering of this module (the caller owns ``model``; returns it rewritten)."""
-    return global_max_pools(
-        transposed_matmuls(non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model)))))
+    return selu_parameters(global_max_pools(
+        transposed_matmuls(non_negative_gather_indices(space_depth_to_reshapes(split_to_slices(model))))))
 
 
 def constant_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -246,6 +248,41 @@ def global_max_pools(model: onnx.ModelProto) -> onnx.ModelProto:
             model.graph.initializer.append(axes_tensor)
             out_nodes.append(helper.make_node("ReduceMax", [node.input[0], f"{label}_axes"], [node.output[0]],
                                               name=label, keepdims=1))
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
+    return model
+
+
+#: onnx2torch's (torch's) Selu constants, the ONNX defaults
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+
+
+def selu_parameters(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each ``Selu`` whose ``alpha`` or ``gamma`` is not the default as ``Mul(Elu(x, alpha), gamma)`` (a
+    float32 constant ``gamma``; the default Selu stays, onnx2torch converts it)."""
+    def parameters(node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        return float(attrs.get("alpha", SELU_ALPHA)), float(attrs.get("gamma", SELU_GAMMA))
+
+    def lowered(node):
+        if node.op_type != "Selu" or node.domain not in ("", "ai.onnx"):
+            return False
+        alpha, gamma = parameters(node)
+        return not (np.isclose(alpha, SELU_ALPHA) and np.isclose(gamma, SELU_GAMMA))
+
+    if not any(lowered(n) for n in model.graph.node):
+        return model
+    out_nodes = []
+    for node in model.graph.node:
+        if not lowered(node):
+            out_nodes.append(node)
+            continue
+        alpha, gamma = parameters(node)
+        label = f"{node.name or node.output[0]}__onnxdual_selu"
+        elu, scale = f"{label}_elu", f"{label}_gamma"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(gamma, dtype=np.float32), scale))
+        out_nodes.append(helper.make_node("Elu", [node.input[0]], [elu], name=elu, alpha=alpha))
+        out_nodes.append(helper.make_node("Mul", [elu, scale], [node.output[0]], name=label))
     del model.graph.node[:]
     model.graph.node.extend(out_nodes)
     return model

@@ -25,7 +25,8 @@ RELAXATIONS = ("paper", "adaptive", "optimized")
 
 def _global_max(shape, opset):
     out = [shape[0]] + [1] * (len(shape) - 1)
-    return make_model([helper.make_node("GlobalMaxPool", ["input"], ["output"])], list(shape), out, opset=opset)
+    node = helper.make_node("GlobalMaxPool", ["input"], ["output"])
+    return make_model([node], list(shape), out, opset=opset)
 
 
 @pytest.mark.parametrize("opset", [11, 13, 18])
@@ -49,11 +50,12 @@ def test_one_node_bounds_are_sound(opset, shape, relaxation):
 def test_a_network_with_global_max_pool_is_bounded_soundly(relaxation):
     """Conv -> Relu -> GlobalMaxPool -> Flatten -> Gemm: no lower bound of c . f exceeds what PGD finds."""
     rng = np.random.default_rng(5)
-    inits = {"W": rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "B": rng.normal(size=4).astype(np.float32),
-             "G": rng.normal(size=(3, 4)).astype(np.float32)}
+    inits = {"W": rng.normal(size=(4, 2, 3, 3)).astype(np.float32),
+             "B": rng.normal(size=4).astype(np.float32), "G": rng.normal(size=(3, 4)).astype(np.float32)}
     nodes = [helper.make_node("Conv", ["input", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalMaxPool", ["r"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]), helper.make_node("Gemm", ["f", "G"], ["output"], transB=1)]
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "G"], ["output"], transB=1)]
     model = make_model(nodes, [2, 5, 5], [3], inits, opset=13)
     net = onnxdual.load(model)
     x = rng.normal(size=(2, 2, 5, 5)).astype(np.float32)

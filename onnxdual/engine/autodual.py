@@ -14,7 +14,8 @@ every example (before the first activation), so the input identity is pushed thr
 
 With ``proj = r`` (Alg. 1, Theorem 2) the columns are replaced by ``r`` random Cauchy (l1) or normal (l2)
 vectors, so the cost no longer depends on the number of hidden units; norms are then *estimated* with the
-median estimator (eq. 12-13) or the root mean square.
+median estimator (eq. 12-13) or the root mean square. The columns of all sources travel stacked in one
+tensor, one call per layer (:mod:`onnxdual.engine.projected`).
 
 **Objective.** ``J`` for a batch of specifications ``C`` is computed by the dual network itself, backwards:
 ``nu_k = -c`` (here ``+C`` with the signs folded in) through every layer's transpose (eq. 8), adding each
@@ -38,7 +39,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, AffineDual, Faces, LinearRelaxation, ParametricFaces
-from onnxdual.engine import cost, patches
+from onnxdual.engine import cost, patches, projected
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.interval import IntervalPass
@@ -66,6 +67,9 @@ class Source:
 class _State:
     center: Tensor
     terms: dict[int, Tensor] = field(default_factory=dict)
+    #: projected passes: the columns of all sources are stacked in ``terms[0]``, block ``i`` holding source
+    #: ``blocks[i]`` (:mod:`onnxdual.engine.projected`)
+    blocks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,10 @@ def _input_source(input_set: InputSet, proj: int | None, generator: torch.Genera
     if isinstance(input_set, Box):
         radius = input_set.radius.flatten(1)
         if proj is not None:
-            cols = _cauchy((batch, proj, n), center, generator) * radius.unsqueeze(1)
-            return Source("input", "l1", None, True), cols.reshape(batch, proj, *shape)
+            if bool((radius == radius[:1]).all()):  # one radius for the batch: its columns are shared
+                radius = radius[:1]
+            cols = projected.cauchy((batch, proj, n), center, generator) * radius.unsqueeze(1)
+            return Source("input", "l1", None, True), cols.reshape(cols.shape[0], proj, *shape)
         active = (radius > 0).any(0).nonzero().squeeze(1)  # coordinates fixed by the box need no column
         return Source("input", "l1", radius[:, active], False), _one_hot(active, n, shape, center)
     if isinstance(input_set, L2Ball):
@@ -136,28 +142,19 @@ def _one_hot(index: Tensor, n: int, shape: torch.Size, like: Tensor) -> Tensor:
     return cols.reshape(1, index.numel(), *shape)
 
 
-def _cauchy(size: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard Cauchy samples ``tan(pi (U - 1/2))``, one matrix shared by the batch: each example's
-    estimate is still a median over independent projections (Theorem 2), and drawing ``(1, r, n)``
-    instead of ``(B, r, n)`` makes sampling negligible. ``U`` is drawn in float64: its float32 grid would
-    put an atom at exactly 0, which a geometric mean (App. E) cannot absorb."""
-    u = torch.rand((1, *size[1:]), generator=generator, dtype=torch.float64,
-                   device=generator.device if generator is not None else like.device).to(like.device)
-    return torch.tan(torch.pi * (u - 0.5)).to(like.dtype)
-
-
 def _radius(state: _State, sources: list[Source], tail: TailBound | None = None) -> Tensor:
     """Sum over sources of the dual norm of each unit's coefficients: ``(B, n_units)``. Projected sources
     give the median / root-mean-square estimate, or with ``tail`` a high-probability upper bound."""
+    if state.blocks:
+        flat = state.terms[0].flatten(2)
+        total = projected.block_norms(flat, [sources[s].norm for s in state.blocks],
+                                      flat.shape[1] // len(state.blocks), tail)
+        return total.expand(state.center.shape[0], -1)
     total = None
     for sid, terms in state.terms.items():
         src = sources[sid]
         flat = terms.flatten(2)  # (Bt, K, n)
-        if src.projected and tail is not None:
-            r = _tail_norm(flat, src.norm, tail)
-        elif src.projected:
-            r = flat.abs().median(dim=1).values if src.norm == "l1" else flat.pow(2).mean(dim=1).sqrt()
-        elif src.norm == "l1":
+        if src.norm == "l1":
             r = (src.weight.unsqueeze(1) @ flat.abs()).squeeze(1)
         else:
             r = (src.weight.pow(2).unsqueeze(1) @ flat.pow(2)).squeeze(1).sqrt()
@@ -165,18 +162,6 @@ def _radius(state: _State, sources: list[Source], tail: TailBound | None = None)
     if total is None:
         return torch.zeros_like(state.center.flatten(1))
     return total.expand(state.center.shape[0], -1)
-
-
-def _tail_norm(flat: Tensor, norm: str, tail: TailBound) -> Tensor:
-    """High-probability upper bound of each unit's norm from ``k * m`` projected columns (App. E): the
-    largest over ``m`` groups of the scaled geometric mean (l1) or root mean square (l2) of ``k`` columns.
-    Computed in float64 so that the logarithms of tiny columns lose nothing."""
-    groups = flat.double().reshape(flat.shape[0], tail.m, tail.k, flat.shape[2])
-    if norm == "l1":
-        per_group = groups.abs().log().mean(dim=2).exp() * tail.l1_factor
-    else:
-        per_group = groups.pow(2).mean(dim=2).sqrt() * tail.l2_factor
-    return per_group.amax(dim=1).to(flat.dtype)
 
 
 def state_bounds(state: _State, sources: list[Source], tail: TailBound | None = None,
@@ -187,6 +172,16 @@ def state_bounds(state: _State, sources: list[Source], tail: TailBound | None = 
 
 def _apply_affine(layer: AffineDual, inputs: list[_State]) -> _State:
     out = _State(layer.forward(*[s.center for s in inputs]))
+    if any(s.blocks for s in inputs):  # projected: every source's columns in one call
+        union = tuple(sorted({sid for s in inputs for sid in s.blocks}))
+        parts = projected.stack([s.terms.get(0) for s in inputs], [s.blocks for s in inputs], union,
+                                next(s.terms[0].shape[1] // len(s.blocks) for s in inputs if s.blocks))
+        present = next(t for t in parts if t is not None)
+        bt, k = present.shape[:2]
+        image = layer.linear(*[None if t is None else projected.batched(t) for t in parts])
+        out.terms[0] = image.reshape(bt, k, *image.shape[1:])
+        out.blocks = union
+        return out
     source_ids = sorted({sid for s in inputs for sid in s.terms})
     for sid in source_ids:
         parts = [s.terms.get(sid) for s in inputs]
@@ -249,7 +244,7 @@ def forward_pass(built: BuiltDual, input_set: InputSet, proj: int | None = None,
         return PassResult(relaxations, bounds, proj is not None)
     src, cols = _input_source(input_set, proj, generator)
     sources.append(src)
-    states = {built.graph.input_name: _State(input_set.center, {0: cols})}
+    states = {built.graph.input_name: _State(input_set.center, {0: cols}, (0,) if src.projected else ())}
     remaining = built.consumers()
     backward = False
     offsets: dict[str, Tensor] = {}
@@ -345,13 +340,20 @@ def _activation_state(state: _State, relax: LinearRelaxation, proj: int | None,
     a new source."""
     out = _State(relax.apply(state.center.unsqueeze(1)).squeeze(1) + relax.mid)
     out.terms = {sid: relax.apply(t) for sid, t in state.terms.items()}
+    out.blocks = state.blocks
     half = relax.half_width
     if (half > 0).any():
         flat = half.flatten(1)
-        if proj is not None:
-            cols = _cauchy((flat.shape[0], proj, flat.shape[1]), flat, generator) * flat.unsqueeze(1)
+        if proj is not None:  # the gap's columns join the stack (eq. 13: R scaled by the gap)
+            cols = projected.cauchy((flat.shape[0], proj, flat.shape[1]), flat, generator) * flat.unsqueeze(1)
             sources.append(Source(origin, "l1", None, True))
-            out.terms[len(sources) - 1] = cols.reshape(flat.shape[0], proj, *half.shape[1:])
+            cols = cols.reshape(flat.shape[0], proj, *half.shape[1:])
+            if out.blocks:
+                old = out.terms[0]
+                bt = max(old.shape[0], cols.shape[0])
+                cols = torch.cat([old.expand(bt, *old.shape[1:]), cols.expand(bt, *cols.shape[1:])], 1)
+            out.terms = {0: cols}
+            out.blocks = (*out.blocks, len(sources) - 1)
         else:
             active = (flat > 0).any(0).nonzero().squeeze(1)
             sources.append(Source(origin, "l1", flat[:, active], False))

@@ -109,3 +109,88 @@ def test_chunked_exact_equals_unchunked(shared):
         tiny = onnxdual.DualNetwork(net, x, 0.05, memory_budget=1)
         assert tiny.chunk_size() == 1
         torch.testing.assert_close(tiny.lower_bound(c), full, rtol=1e-5, atol=1e-5)
+
+
+def _residual_net(seed=0, width=6, n_in=3, n_out=3, dtype=torch.float64):
+    """Gemm-Relu-Gemm-Relu-Gemm, plus a skip from the first Relu: the Add joins columns of two sources with
+    those of three (the stacked columns are laid out on the union, the missing block as zeros)."""
+    rng = np.random.default_rng(seed)
+    inits = {"W0": rng.normal(size=(width, n_in)), "b0": rng.normal(size=width) * 0.3,
+             "W1": rng.normal(size=(width, width)) / np.sqrt(width), "b1": rng.normal(size=width) * 0.3,
+             "W2": rng.normal(size=(width, width)) / np.sqrt(width), "Wo": rng.normal(size=(n_out, width))}
+    inits = {k: v.astype(np.float32) for k, v in inits.items()}
+    nodes = [helper.make_node("Gemm", ["input", "W0", "b0"], ["h0"], transB=1),
+             helper.make_node("Relu", ["h0"], ["r0"]),
+             helper.make_node("Gemm", ["r0", "W1", "b1"], ["h1"], transB=1),
+             helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Gemm", ["r1", "W2"], ["h2"], transB=1),
+             helper.make_node("Add", ["h2", "r0"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r2"]),
+             helper.make_node("Gemm", ["r2", "Wo"], ["output"], transB=1)]
+    return onnxdual.load(make_model(nodes, [n_in], [n_out], inits)).to(dtype)
+
+
+def test_residual_estimates_converge_and_gradients_match_finite_differences():
+    """Stacked projected columns through a skip connection: the estimate converges to the exact bound, and
+    the gradients of the projected loss are those of finite differences."""
+    net = _residual_net()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    c = onnxdual.margin_matrix(y, 3).to(torch.float64)
+    with torch.no_grad():
+        exact = onnxdual.DualNetwork(net, x, 0.2).lower_bound(c)
+        gen = torch.Generator().manual_seed(0)
+        est = onnxdual.DualNetwork(net, x, 0.2, proj=4000, generator=gen).estimate(c)
+    mask = c.abs().sum(-1) > 0
+    assert ((est.value - exact).abs() / exact.abs().clamp_min(1e-3))[mask].median() < 0.05
+    params = list(net.parameters())
+
+    def loss():
+        return onnxdual.robust_loss(net, 0.2, x, y, proj=5, generator=torch.Generator().manual_seed(3))[0]
+
+    grads = torch.autograd.grad(loss(), params)
+    h = 1e-6
+    for p, g in zip(params, grads):
+        flat = p.data.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // 4)):
+            old = flat[i].item()
+            flat[i] = old + h
+            up = loss().item()
+            flat[i] = old - h
+            down = loss().item()
+            flat[i] = old
+            assert abs((up - down) / (2 * h) - g.view(-1)[i].item()) < 1e-4 * (1 + abs(g.view(-1)[i].item()))
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 9, 10, 11, 31, 50, 64, 65, 80])
+def test_median_estimator_is_torch_median_with_its_gradient(r):
+    """The sorting-network median (eq. 12) has torch.median's value (the lower middle for even r) and
+    gradient, also on a block of zeros (no gradient) and above the network's size limit."""
+    from onnxdual.engine.projected import median_abs
+
+    x = torch.randn(3, 2, r, 5, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        x[0, 0, :, 0] = 0
+    value, ref = median_abs(x), x.abs().median(dim=-2).values
+    assert torch.equal(value, ref)
+    g = torch.randn_like(value)
+    assert torch.equal(torch.autograd.grad(value, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+def test_block_norms_are_the_sum_of_per_source_estimates():
+    """One call on the stacked columns equals each source's own estimate (median / root mean square /
+    App. E tail bound), summed."""
+    from onnxdual.engine.projected import block_norms
+    from onnxdual.engine.tail_bounds import TailBound
+
+    torch.manual_seed(0)
+    norms = ["l2", "l1", "l1"]
+    flat = torch.randn(4, 3 * 12, 7, dtype=torch.float64)
+    blocks = flat.reshape(4, 3, 12, 7)
+    want = blocks[:, 0].pow(2).mean(1).sqrt() + sum(blocks[:, i].abs().median(1).values for i in (1, 2))
+    torch.testing.assert_close(block_norms(flat, norms, 12), want, rtol=1e-12, atol=0)
+    tail = TailBound.for_failure(1e-3, 4, 3)
+    geo = [blocks[:, i].reshape(4, 3, 4, 7).abs().log().mean(2).exp().amax(1) * tail.l1_factor
+           for i in (1, 2)]
+    rms = blocks[:, 0].reshape(4, 3, 4, 7).pow(2).mean(2).sqrt().amax(1) * tail.l2_factor
+    torch.testing.assert_close(block_norms(flat, norms, 12, tail), rms + geo[0] + geo[1], rtol=1e-12, atol=0)

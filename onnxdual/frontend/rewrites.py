@@ -250,7 +250,9 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
 def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     """For an ONNX input without a batch dimension (onnxdual adds one in front): shift the axes of the
     shape-changing operators on the variable path by one (``Reshape`` targets get a leading ``0``, copy the
-    batch; ``Transpose`` permutations, ``Flatten`` axes and ``Pad`` pads get the new axis). Whatever is
+    batch; ``Transpose`` permutations, ``Flatten`` axes and ``Pad`` pads get the new axis; the non-negative
+    axes of ``Gather`` on a variable tensor, ``Concat`` of variable tensors only, ``Slice`` (no axes: its
+    first ones), ``Squeeze`` / ``Unsqueeze`` and ``Reduce*`` count one more). Whatever is
     missed here is caught by the batch check against onnxruntime in
     :func:`onnxdual.verify.network.load_network`."""
     out = copy_model(model)
@@ -262,8 +264,11 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:  # noqa: BLE001 - best effort
         ranks = {}
     inits = {t.name: t for t in out.graph.initializer}
-    variable = {n.name or id(n) for n in variable_nodes(model)}
-    vnodes = [i for i, n in enumerate(model.graph.node) if (n.name or id(n)) in variable]
+    values, vnodes = set(graph_inputs(model)), []  # by position: unnamed nodes have no stable identity
+    for i, n in enumerate(model.graph.node):
+        if any(name in values for name in n.input if name):
+            vnodes.append(i)
+            values.update(o for o in n.output if o)
 
     def new_init(array, base, i):
         name = f"{base}__onnxdual_batched_{i}"
@@ -309,7 +314,40 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
                 r = len(pads) // 2
                 node.input[1] = new_init(np.concatenate([[0], pads[:r], [0], pads[r:]]).astype(np.int64),
                                          node.input[1], i)
+        elif node.op_type in _AXIS_OPS:
+            if node.op_type == "Gather" and node.input[0] not in values:
+                continue  # variable indices into a constant table: no batch axis in the data
+            if node.op_type == "Concat" and not all(name in values for name in node.input):
+                continue  # a constant part would need the batch too
+            axis = int(attrs.get("axis", 0))
+            if axis >= 0:
+                set_attr(node, "axis", axis + 1)
+        elif node.op_type == "Slice" and len(node.input) >= 3:
+            starts = inits.get(node.input[1])
+            axes = inits.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+            if starts is None or (len(node.input) > 3 and node.input[3] and axes is None):
+                continue
+            given = (numpy_helper.to_array(axes) if axes is not None
+                     else np.arange(numpy_helper.to_array(starts).size)).astype(np.int64)
+            while len(node.input) < 4:
+                node.input.append("")
+            node.input[3] = new_init(np.where(given >= 0, given + 1, given), node.input[3] or node.name, i)
+        elif node.op_type == "Slice" and "axes" in attrs:  # Slice-1
+            set_attr(node, "axes", [a + 1 if a >= 0 else a for a in attrs["axes"]])
+        elif node.op_type in _AXES_OPS:
+            if "axes" in attrs:
+                set_attr(node, "axes", [a + 1 if a >= 0 else a for a in attrs["axes"]])
+            elif len(node.input) > 1 and node.input[1] in inits:
+                axes = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
+                node.input[1] = new_init(np.where(axes >= 0, axes + 1, axes), node.input[1], i)
     return out
+
+
+#: operators with one ``axis`` attribute (default 0) that counts from the front
+_AXIS_OPS = ("Gather", "Concat")
+#: operators with ``axes`` (an attribute, or an input from opset 13 / 18) that count from the front
+_AXES_OPS = ("Squeeze", "Unsqueeze", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+             "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
 
 
 def batch_vector_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:

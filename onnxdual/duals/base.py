@@ -369,9 +369,20 @@ class SlopeFaces(ParametricFaces):
         given = dict(zip(self.free, theta))
         lower = given.get("lower", self.lower_slope)
         upper = given.get("upper", self.upper_slope)
-        low_offset = self.gaps(lower, _rows(self.lower, lower), _rows(self.upper, lower))[0]
-        high_offset = self.gaps(upper, _rows(self.lower, upper), _rows(self.upper, upper))[1]
+        low_offset = self._fixed_offset(0) if "lower" not in given else \
+            self.gaps(lower, _rows(self.lower, lower), _rows(self.upper, lower))[0]
+        high_offset = self._fixed_offset(1) if "upper" not in given else \
+            self.gaps(upper, _rows(self.lower, upper), _rows(self.upper, upper))[1]
         return Faces(ElementwiseFace(lower, low_offset), ElementwiseFace(upper, high_offset))
+
+    def _fixed_offset(self, side: int) -> Tensor:
+        """The offset of a face that is not free (its slope never changes): computed once, as the
+        optimiser calls :meth:`faces` every iteration."""
+        cache = self.__dict__.setdefault("_offsets", {})
+        if side not in cache:
+            slope = self.lower_slope if side == 0 else self.upper_slope
+            cache[side] = self.gaps(slope, self.lower, self.upper)[side]
+        return cache[side]
 
     def project(self, theta: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         if self.slope_range is None:

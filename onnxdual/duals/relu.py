@@ -33,6 +33,20 @@ class ReluDual(ElementwiseActivation):
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
+    def _gaps(self, slope: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """The extremes of ``g(x) = relu(x) - a x`` on ``[l, u]`` without stacking the candidates (the
+        optimiser calls this every iteration on per-row tensors): ``g`` is convex, so its maximum is at an
+        end and its minimum at an end or the kink. Ties resolve as the generic rule's do (kink, then ``l``,
+        then ``u``), so values and gradients are the same."""
+        kink = torch.minimum(torch.maximum(torch.zeros_like(lower), lower), upper)
+        at_kink = torch.relu(kink) - slope * kink
+        at_lower = torch.relu(lower) - slope * lower
+        at_upper = torch.relu(upper) - slope * upper
+        low_end = torch.where(at_lower <= at_upper, at_lower, at_upper)
+        high_end = torch.where(at_lower >= at_upper, at_lower, at_upper)
+        return (torch.where(at_kink <= low_end, at_kink, low_end),
+                torch.where(at_kink >= high_end, at_kink, high_end))
+
 
 def relu_dual(ctx: NodeContext) -> ReluDual:
     return ReluDual(ctx)

@@ -321,13 +321,21 @@ class _Windowed:
 
     def __init__(self, rows: patches.RowWindows, initial: tuple[Tensor, ...]):
         self.rows, self.initial = rows, initial
+        self._last: tuple | None = None
 
     @property
     def shape(self) -> torch.Size:
         return self.initial[0].shape
 
     def faces(self, step, bounds: tuple[Tensor, Tensor]):
-        return step.layer.faces(self.rows.read(bounds[0]), self.rows.read(bounds[1]))
+        """The faces on ``bounds`` read at the windows; the same bound tensors as last time (an activation
+        that is not re-optimised keeps its tensors every iteration) give the same faces object."""
+        last = self._last
+        if last is not None and last[0] is bounds[0] and last[1] is bounds[1]:
+            return last[2]
+        faces = step.layer.faces(self.rows.read(bounds[0]), self.rows.read(bounds[1]))
+        self._last = (bounds[0], bounds[1], faces)
+        return faces
 
     def window_faces(self, step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None):
         faces = self.faces(step, bounds)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, Faces, ParametricFaces
 from onnxdual.engine import patches
+from onnxdual.engine.adam import Adam
 from onnxdual.engine.autodual import PassResult, dual_parts
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
@@ -151,8 +152,7 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
         optimisers = {}
         for target in {t for t, _ in params}:
             group_of = [p for (t, _), group in params.items() if t == target for p in group]
-            optimiser = torch.optim.Adam(group_of, lr=options.lr)
-            optimisers[target] = (optimiser, torch.optim.lr_scheduler.ExponentialLR(optimiser, options.decay))
+            optimisers[target] = Adam(group_of, options.lr, options.decay)
         history: list[float] = []
         frame = bounds  # the bounds that intermediate targets start from and that shape the projection
         for it in range(options.iterations):
@@ -175,9 +175,8 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
             for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
                 p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-            for optimiser, schedule in optimisers.values():
+            for optimiser in optimisers.values():
                 optimiser.step()
-                schedule.step()
             with torch.no_grad():
                 for name, (lo, hi) in current.items():
                     old_lo, old_hi = best_bounds[name]

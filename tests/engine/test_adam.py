@@ -1,0 +1,35 @@
+"""The engine's Adam (:mod:`onnxdual.engine.adam`) is torch.optim.Adam with ExponentialLR, step for step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from onnxdual.engine.adam import Adam
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_same_iterates_as_torch_adam_with_exponential_decay(dtype):
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn((3, 4, 5), generator=gen, dtype=dtype), torch.randn(7, generator=gen, dtype=dtype)]
+    theirs = [p.clone() for p in ours]
+    adam = Adam(ours, lr=0.5, decay=0.98)
+    reference = torch.optim.Adam(theirs, lr=0.5)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(reference, 0.98)
+    for step in range(25):
+        grads = [torch.randn(p.shape, generator=gen, dtype=dtype) for p in ours]
+        if step % 5 == 3:
+            grads[1] = torch.zeros_like(grads[1])  # a zero gradient still moves by momentum
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        adam.step()
+        reference.step()
+        schedule.step()
+        for p, q in zip(ours, theirs):
+            assert torch.equal(p, q), step
+
+
+def test_a_parameter_without_a_gradient_does_not_move():
+    p = torch.ones(3)
+    Adam([p], lr=0.1).step()
+    assert torch.equal(p, torch.ones(3))

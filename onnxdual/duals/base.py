@@ -349,11 +349,9 @@ class SlopeFaces(ParametricFaces):
     """Element-wise faces parametrised by their slopes: for *any* slope ``a``,
     ``a x + min g_a <= sigma(x) <= a x + max g_a`` with ``g_a(x) = sigma(x) - a x`` over ``[l, u]``.
 
-    ``gaps(a, l, u)`` returns ``(min g_a, max g_a)`` over ``[l, u]`` element-wise; the engine passes ``l`` and
-    ``u`` aligned with ``a`` (``(B, *shape)``, or ``(B, K, *shape)`` with per-row slopes). Exact extremes make
-    every slope sound, so the optimiser is free. ``free`` names the optimised faces (``"lower"``,
-    ``"upper"``); ``slope_range`` (numbers or ``(B, *shape)`` tensors) clips the optimiser (``None``: no
-    limit)."""
+    ``gaps(a, l, u)`` returns ``(min g_a, max g_a)`` over ``[l, u]`` element-wise, ``l``, ``u`` aligned with
+    ``a`` (``(B, *shape)``, or ``(B, K, *shape)`` per row). Exact extremes make every slope sound, so the
+    optimiser is free. ``free`` names the optimised faces; ``slope_range`` (numbers or tensors) clips it."""
 
     def __init__(self, gaps: GapRule, lower: Tensor, upper: Tensor, lower_slope: Tensor, upper_slope: Tensor,
                  free: Sequence[str] = ("lower", "upper"),
@@ -369,20 +367,11 @@ class SlopeFaces(ParametricFaces):
         given = dict(zip(self.free, theta))
         lower = given.get("lower", self.lower_slope)
         upper = given.get("upper", self.upper_slope)
-        low_offset = self._fixed_offset(0) if "lower" not in given else \
-            self.gaps(lower, _rows(self.lower, lower), _rows(self.upper, lower))[0]
-        high_offset = self._fixed_offset(1) if "upper" not in given else \
-            self.gaps(upper, _rows(self.lower, upper), _rows(self.upper, upper))[1]
-        return Faces(ElementwiseFace(lower, low_offset), ElementwiseFace(upper, high_offset))
-
-    def _fixed_offset(self, side: int) -> Tensor:
-        """The offset of a face that is not free (its slope never changes): computed once, as the
-        optimiser calls :meth:`faces` every iteration."""
-        cache = self.__dict__.setdefault("_offsets", {})
-        if side not in cache:
-            slope = self.lower_slope if side == 0 else self.upper_slope
-            cache[side] = self.gaps(slope, self.lower, self.upper)[side]
-        return cache[side]
+        fixed = self.__dict__.setdefault("_fixed", {})  # a face that is not free: its offset computed once
+        off = [fixed[i] if i in fixed else self.gaps(a, _rows(self.lower, a), _rows(self.upper, a))[i]
+               for i, a in enumerate((lower, upper))]
+        fixed.update({i: off[i] for i, side in enumerate(("lower", "upper")) if side not in given})
+        return Faces(ElementwiseFace(lower, off[0]), ElementwiseFace(upper, off[1]))
 
     def project(self, theta: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         if self.slope_range is None:

@@ -264,6 +264,7 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:  # noqa: BLE001 - best effort
         ranks = {}
     inits = {t.name: t for t in out.graph.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     values, vnodes = set(graph_inputs(model)), []  # by position: unnamed nodes have no stable identity
     for i, n in enumerate(model.graph.node):
         if any(name in values for name in n.input if name):
@@ -319,7 +320,9 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
                 continue  # variable indices into a constant table: no batch axis in the data
             if node.op_type == "Concat" and not all(name in values for name in node.input):
                 continue  # a constant part would need the batch too
-            axis = int(attrs.get("axis", 0))
+            axis = int(attrs.get("axis", -1 if node.op_type.endswith("Softmax") else 0))
+            if node.op_type.endswith("Softmax") and opset < 13:
+                continue  # Softmax-1/11 coerce to 2-d at ``axis``: the batch axis changes what that means
             if axis >= 0:
                 set_attr(node, "axis", axis + 1)
         elif node.op_type == "Slice" and len(node.input) >= 3:
@@ -340,11 +343,22 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
             elif len(node.input) > 1 and node.input[1] in inits:
                 axes = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
                 node.input[1] = new_init(np.where(axes >= 0, axes + 1, axes), node.input[1], i)
+            elif (len(node.input) < 2 or not node.input[1]) and node.op_type.startswith("Reduce") \
+                    and not attrs.get("noop_with_empty_axes", 0) and node.input[0] in ranks:
+                # no axes: every axis of the example (not the batch one onnxdual adds)
+                every = list(range(1, ranks[node.input[0]] + 1))
+                if opset >= (13 if node.op_type == "ReduceSum" else 18):
+                    while len(node.input) < 2:
+                        node.input.append("")
+                    node.input[1] = new_init(np.array(every, dtype=np.int64), node.name or node.output[0], i)
+                else:
+                    set_attr(node, "axes", every)
     return out
 
 
-#: operators with one ``axis`` attribute (default 0) that counts from the front
-_AXIS_OPS = ("Gather", "Concat")
+#: operators with one ``axis`` attribute that counts from the front when non-negative (default 0; Softmax's
+#: -1 from opset 13 on)
+_AXIS_OPS = ("Gather", "Concat", "Split", "Softmax", "LogSoftmax")
 #: operators with ``axes`` (an attribute, or an input from opset 13 / 18) that count from the front
 _AXES_OPS = ("Squeeze", "Unsqueeze", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
              "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")

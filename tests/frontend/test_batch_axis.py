@@ -51,13 +51,21 @@ CASES = {
                          {"u": _i64(0), "r": _i64(0)}),
     "reduce_max_attribute": ([helper.make_node("ReduceMax", ["input"], ["output"], axes=[1], keepdims=0)],
                              [2, 3], [2], {}),
+    "reduce_sum_every_axis": ([helper.make_node("ReduceSum", ["input"], ["output"], keepdims=0)],
+                              [2, 3], [], {}),
+    "reduce_mean_every_axis_13": ([helper.make_node("ReduceMean", ["input"], ["output"])],
+                                  [2, 3], [1, 1], {}),
+    "split_second_part": ([helper.make_node("Split", ["input", "sizes"], ["a", "output"], axis=0)], [5], [3],
+                          {"sizes": _i64(2, 3)}),
+    "softmax_axis_0": ([helper.make_node("Softmax", ["input"], ["output"], axis=0)], [3, 2], [3, 2], {}),
 }
+OPSETS = {"reduce_max_attribute": 13, "reduce_mean_every_axis_13": 13}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_batched_conversion_equals_onnxruntime_per_example(case):
     nodes, in_shape, out_shape, inits = CASES[case]
-    opset = 13 if case == "reduce_max_attribute" else 17
+    opset = OPSETS.get(case, 17)
     model = _unbatched(nodes, in_shape, out_shape, inits, opset)
     net = onnxdual.load(add_batch_axis(model))
     x = np.random.default_rng(0).normal(size=(3, *in_shape)).astype(np.float32)

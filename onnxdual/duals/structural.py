@@ -121,3 +121,18 @@ def pad_dual(ctx: NodeContext) -> AffineDual:
 
 def constant_dual(ctx: NodeContext) -> ConstantDual:
     return ConstantDual(ctx)
+
+
+def cast_dual(ctx: NodeContext) -> AffineDual:
+    """``Cast`` of the (float32) network's values to float32 is the identity; any other target type rounds
+    or truncates (not a linear map) and is refused. Casts of constants are folded before bounding."""
+    if int(ctx.attributes.get("to", 0)) != 1:  # TensorProto.FLOAT
+        raise ctx.unsupported("only a Cast to float32 (the identity on the network's float32 values) is linear")
+    return identity_dual(ctx)
+
+
+def folded_only(ctx: NodeContext) -> AffineDual:
+    """``Shape``, ``ConstantOfShape``: their values never depend on the input's values (shapes are static);
+    the frontend folds them to constants before bounding, so a node that still reaches a dual layer is on
+    the input's path in a way this engine cannot take."""
+    raise ctx.unsupported("supported only where it folds to a constant (static shapes)")

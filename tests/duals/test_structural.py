@@ -61,3 +61,35 @@ def test_constant_feeding_an_add(dual_check, onnx_model):
     const = helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", 1, [3], [1.0, -2.0, 0.5]))
     model = onnx_model([const, helper.make_node("Add", ["input", "c"], ["output"])], [3], [3])
     dual_check(model, rng.normal(size=(2, 3)), exact=True)
+
+
+def test_cast_to_float32_is_the_identity(dual_check, onnx_model):
+    nodes = [helper.make_node("Cast", ["input"], ["h"], to=1), helper.make_node("Relu", ["h"], ["output"])]
+    model = onnx_model(nodes, [4], [4], opset=17)
+    dual_check(model, np.random.default_rng(2).normal(size=(3, 4)), eps=0.3)
+
+
+@pytest.mark.parametrize("to", [7, 9, 10, 11])  # int64, bool, float16, double: rounding or not float32
+def test_other_casts_on_the_input_path_are_refused(onnx_model, to):
+    import torch
+
+    import onnxdual
+    from onnxdual.errors import UnsupportedError
+
+    model = onnx_model([helper.make_node("Cast", ["input"], ["h"], to=to),
+                        helper.make_node("Cast", ["h"], ["output"], to=1)], [3], [3], opset=17)
+    with pytest.raises(UnsupportedError):
+        onnxdual.DualNetwork(onnxdual.load(model), torch.zeros(1, 3), 0.1).lower_bound(torch.ones(1, 1, 3))
+
+
+def test_shape_and_constant_of_shape_fold_to_constants(dual_check, onnx_model):
+    """x + ConstantOfShape(Shape(x), 2.5): the shape is static, the frontend folds both, bounds are exact."""
+    from onnx import TensorProto
+
+    nodes = [helper.make_node("Shape", ["input"], ["s"]),
+             helper.make_node("ConstantOfShape", ["s"], ["c"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.5])),
+             helper.make_node("Add", ["input", "c"], ["output"])]
+    model = onnx_model(nodes, [3], [3], opset=17)
+    # the batch is dynamic in the graph: Shape(x) includes it, so the constant broadcasts per example
+    dual_check(model, np.random.default_rng(3).normal(size=(1, 3)), eps=0.2, exact=True)

@@ -50,8 +50,14 @@ class Warm:
 
     @staticmethod
     def cat(parts: list[Warm]) -> Warm:
-        return Warm({k: torch.cat([p.alpha[k] for p in parts]) for k in parts[0].alpha},
-                    {k: torch.cat([p.beta[k] for p in parts]) for k in parts[0].beta})
+        # multipliers exist only for layers with a split somewhere in a part: zeros (no multiplier) elsewhere
+        names = list(dict.fromkeys(k for p in parts for k in p.beta))
+        beta = {}
+        for k in names:
+            like = next(p.beta[k] for p in parts if k in p.beta)
+            beta[k] = torch.cat([p.beta[k] if k in p.beta else
+                                 like.new_zeros((p.alpha[k].shape[0], *like.shape[1:])) for p in parts])
+        return Warm({k: torch.cat([p.alpha[k] for p in parts]) for k in parts[0].alpha}, beta)
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for d in (self.alpha, self.beta) for v in d.values())

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from onnxdual.verify import UNSAT, Deadline, Verifier, load_network
-from onnxdual.verify.branching import intercept_scores, top_candidates, with_split
+from onnxdual.verify.branching import Warm, intercept_scores, top_candidates, with_split
 from onnxdual.verify.problem import Problem, batch_cases
 from onnxdual.verify.relu_split import ReluBranching, relu_layers
 from onnxdual.verify.result import SearchStats
@@ -159,3 +159,13 @@ def test_verifier_with_branching_forced_matches_the_milp(tmp_path):
         verifier = Verifier.for_network(network, split_max_inputs=0)
         assert verifier.decide(below, Deadline(60)).answer == UNSAT
         assert verifier.decide(above, Deadline(60)).answer != UNSAT
+
+
+def test_warm_states_with_multipliers_in_different_layers_concatenate():
+    alpha = {"a": torch.ones((1, 2, 3)), "b": torch.ones((1, 2, 4))}
+    first = Warm({k: v.clone() for k, v in alpha.items()}, {"a": torch.full((1, 2, 3), 0.5)})
+    second = Warm({k: v.clone() for k, v in alpha.items()}, {"b": torch.full((1, 2, 4), 0.25)})
+    both = Warm.cat([first, second, Warm(alpha, {})])
+    assert both.beta["a"].shape == (3, 2, 3) and both.beta["b"].shape == (3, 2, 4)
+    assert both.beta["a"][0].eq(0.5).all() and both.beta["a"][1:].eq(0).all()
+    assert both.beta["b"][1].eq(0.25).all() and both.beta["b"][[0, 2]].eq(0).all()

@@ -51,6 +51,19 @@ class MatMulDual(AffineDual):
         if bias is not None:  # Gemm with a bias: keep the bias out of the linear part
             self._offset = bias * float(ctx.attributes.get("beta", 1.0))
 
+    def transpose(self, nu: Tensor) -> tuple[Tensor | None, ...]:
+        """MatMul with a constant matrix ``W``: ``nu W^T`` (``x W``) or ``W^T nu`` (``W x``), directly --
+        the generic vector-Jacobian product is the same map but its shape check imports sympy (~0.6 s CPU
+        at start-up); other forms (broadcast batches of ``W``, Gemm) take the generic one."""
+        if self.ctx.op_type == "MatMul":
+            (position,) = self.ctx.variable_positions
+            weight = self.ctx.constant(1 - position)
+            shape = self.ctx.input_shapes[position]
+            if weight is not None and weight.dim() == 2 and shape is not None and len(shape) >= position + 1:
+                w = weight.to(nu.dtype).T
+                return (torch.matmul(nu, w) if position == 0 else torch.matmul(w, nu),)
+        return super().transpose(nu)
+
     def abs_linear(self, r: Tensor) -> Tensor | None:
         """MatMul with a constant operand: the product with ``|W|`` (other Gemm forms: unknown)."""
         if self.ctx.op_type != "MatMul":

@@ -87,12 +87,9 @@ def test_verify_imports_what_it_needs_and_no_report_library(tmp_path):
     assert heavy_modules_after(verify_code(net, prop)) == ["onnx", "onnx2torch", "onnxruntime", "torch"]
 
 
-@pytest.mark.xfail(strict=True, reason="AffineDual.transpose's generic vector-Jacobian product (MatMulDual "
-                   "uses it) calls torch.autograd.grad with grad_outputs, whose shape check imports "
-                   "torch.fx.experimental.symbolic_shapes and with it sympy: ~0.6 s of CPU before the first "
-                   "bound (notes/issue-12-startup.md); remove this marker once a MatMul network verifies "
-                   "without it")
 def test_verify_of_a_matmul_network_does_not_import_sympy(tmp_path):
+    """The generic vector-Jacobian product (torch.autograd.grad with grad_outputs) imports sympy through its
+    shape check, ~0.6 s of CPU before the first bound; MatMul with a constant matrix transposes directly."""
     net, prop = tiny_verify_instance(tmp_path, "MatMul")
     probe = verify_code(net, prop) + "\nimport sys\nassert 'sympy' not in sys.modules, 'sympy imported'"
     assert heavy_modules_after(probe) == ["onnx", "onnx2torch", "onnxruntime", "torch"]

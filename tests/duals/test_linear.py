@@ -96,3 +96,29 @@ def test_patch_embedding_conv_transpose_is_the_transposed_convolution(dual_check
     nu = torch.tensor(rng.normal(size=(7, 5, 8 // kernel[0], 6 // kernel[1])), dtype=torch.float64)
     expected = F.conv_transpose2d(nu, torch.tensor(w, dtype=torch.float64), None, kernel)
     torch.testing.assert_close(layer.transpose(nu)[0], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variable_first,in_shape,w_shape,out_shape", [
+    (True, [3], (3, 5), [5]), (True, [2, 3], (3, 5), [2, 5]),
+    (False, [3, 2], (5, 3), [5, 2]), (False, [4, 3, 2], (5, 3), [4, 5, 2])])
+def test_matmul_transpose_is_the_generic_vector_jacobian_product(variable_first, in_shape, w_shape, out_shape):
+    """MatMul with a constant matrix transposes directly (``nu W^T`` / ``W^T nu``): the same map as the
+    generic vector-Jacobian product of :class:`AffineDual`, which it replaces for start-up's sake."""
+    import torch
+
+    import onnxdual
+    from onnxdual.duals.base import AffineDual
+    from onnxdual.duals.linear import MatMulDual
+    from onnxdual.engine.network import DualNetwork
+    from tests.onnx_builders import make_model
+
+    w = rng.normal(size=w_shape).astype(np.float32)
+    inputs = ["input", "W"] if variable_first else ["W", "input"]
+    model = onnxdual.load(make_model([helper.make_node("MatMul", inputs, ["output"])], in_shape, out_shape,
+                                     {"W": w})).double()
+    (step,) = DualNetwork(model, torch.zeros((1, *in_shape), dtype=torch.float64), 0.1).built.steps
+    assert isinstance(step.layer, MatMulDual)
+    nu = torch.from_numpy(rng.normal(size=(3, *out_shape)))
+    (direct,) = step.layer.transpose(nu)
+    (generic,) = AffineDual.transpose(step.layer, nu)
+    torch.testing.assert_close(direct, generic, rtol=1e-12, atol=1e-12)

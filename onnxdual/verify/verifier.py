@@ -121,10 +121,22 @@ class Verifier:
             return answer
         # ReLU branch and bound on the unproven root boxes (their inputs are too many to split)
         layers = relu_layers(self.net, self.example_shape)
-        if not layers:
-            return answer
+        if not layers:  # nothing to branch on (e.g. Sigmoid networks): the tightest bound of the roots
+            return UNSAT if self._optimized_roots(problem, outcome.roots, deadline, stats) else answer
         search = ReluBranching(problem, layers, relaxation=self.relaxation)
         return UNSAT if search.run(search.roots(*outcome.roots), deadline, stats) else answer
+
+
+    def _optimized_roots(self, problem: Problem, roots, deadline: Deadline, stats: SearchStats) -> bool:
+        """Whether the optimised faces (with the stop of the deadline) prove every open conjunction of the
+        unproven root boxes ``roots`` (case ids, open conjunctions), where the adaptive ones could not."""
+        if self.relaxation != "optimized":
+            return False
+        cidx, open_mask = roots
+        cases = problem.cases
+        bounder = BoxBounder(problem, self.lambda_steps, relaxation="adaptive", root="optimized")
+        found = bounder.bound(cases.lower[cidx], cases.upper[cidx], cidx, open_mask, deadline, stats)
+        return bool((found.margin > 0).all())
 
 
 def _result(answer: str, deadline: Deadline, stats: SearchStats,

@@ -68,9 +68,10 @@ class BoxBounder:
         center, center_t, radius_t = model.dual_inputs(lowers, uppers)
         first, self._rooted = not self._rooted, True
         dual = DualNetwork(model.net, center_t, radius_t, relaxation=self.root if first else self.relaxation,
-                           optimize=replace(self.optimize or OptimizeOptions(), stop=deadline.passed))
+                           optimize=replace(self.optimize or OptimizeOptions(), stop=deadline.predicting()))
         ascent = dual if not first or self.root == self.relaxation else DualNetwork(
-            model.net, center_t, radius_t, relaxation=self.relaxation)
+            model.net, center_t, radius_t, relaxation=self.relaxation,
+            optimize=replace(self.optimize or OptimizeOptions(), stop=deadline.predicting()))
         if ascent is not dual:
             with torch.no_grad():
                 ascent.bounds()  # its pass, once, without a graph (the ascent reuses it)

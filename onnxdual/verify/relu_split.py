@@ -124,10 +124,11 @@ class ReluBranching:
         splits = {name: tuple(limit.reshape(n, *shape).to(model.device) for limit in domains.limits(name))
                   for name, shape in self.layers.items()}
         dual = DualNetwork(model.net, center_t, radius_t, splits=splits, relaxation=self.relaxation,
-                           optimize=replace(self.optimize, stop=deadline.passed))
+                           optimize=replace(self.optimize, stop=deadline.predicting()))
         # the multipliers' ascent calls the bound once per step: on the adaptive faces, one pass each
         tuned = dual if self.relaxation != "optimized" else DualNetwork(
-            model.net, center_t, radius_t, splits=splits, relaxation="adaptive")
+            model.net, center_t, radius_t, splits=splits, relaxation="adaptive",
+            optimize=replace(self.optimize, stop=deadline.predicting()))  # its pass stops in time too
         c = a.reshape(n, d * k, n_out).to(model.device, torch.float32)
         # the Lagrange term's sign: -beta x_j for x_j >= 0, +beta x_j for x_j <= 0 (never positive there)
         signs = {name: -domains.phase[name].float() for name in self.layers}

@@ -80,3 +80,19 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    def predicting(self):
+        """A ``stop`` for a loop that asks it before each step (an engine pass, an optimisation): ``True``
+        once the deadline has passed or 1.5 times the interval since its previous call (the last step,
+        about the next one; steps vary under load) would end past it, so that a step that cannot finish
+        in time is not started. Make a fresh one per computation (a pause between computations would
+        count as a step)."""
+        last: list[float] = []
+
+        def stop() -> bool:
+            now = time.perf_counter()
+            step = now - last[0] if last else 0.0
+            last[:] = [now]
+            return now + 1.5 * step >= self.end
+
+        return stop

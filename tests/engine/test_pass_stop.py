@@ -44,3 +44,24 @@ def test_no_rows_no_chunks():
     from onnxdual.engine import cost
 
     assert list(cost.row_chunks(torch.arange(0), 8, None)) == list(cost.row_chunks(torch.arange(0), 8, lambda: 0)) == []
+
+
+def test_a_predicting_stop_refuses_a_step_that_would_end_past_the_deadline(monkeypatch):
+    """Deadline.predicting: True once 1.5 times the last interval between its calls would not fit (a fake
+    clock: no sleeps)."""
+    from onnxdual.verify import result
+
+    clock = [100.0]
+    monkeypatch.setattr(result.time, "perf_counter", lambda: clock[0])
+    deadline = result.Deadline(10.0)  # ends at 110
+    stop = deadline.predicting()
+    assert not stop()  # the first call has no step to go by
+    clock[0] = 104.0  # a 4 s step: 1.5 x 4 = 6 s still fits in the 6 s left... exactly not
+    assert stop()
+    stop = deadline.predicting()
+    clock[0] = 105.0
+    assert not stop()
+    clock[0] = 106.0  # a 1 s step, 4 s left
+    assert not stop()
+    clock[0] = 110.0
+    assert stop()  # passed

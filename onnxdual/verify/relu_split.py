@@ -107,6 +107,7 @@ class ReluBranching:
         self.batch, self.beta_steps, self.beta_lr, self.max_domains = batch, beta_steps, beta_lr, max_domains
         self.fast_steps, self.fsb, self.max_batch, self.memory_budget = fast_steps, fsb, max_batch, memory_budget
         self._bounder: FixedBounder | None = None
+        self._deadline = Deadline(math.inf)  # the running search's (for the filtered choice)
         self.relaxation = relaxation
         self.optimize = optimize or BRANCH_OPTIMIZE
 
@@ -262,7 +263,7 @@ class ReluBranching:
         for side in (1, -1):
             lo, hi, ph = with_split(many.lo, many.hi, many.phase, names, layer.flatten(), unit.flatten(), side)
             child = replace(many, lo=lo, hi=hi, phase=ph)
-            margin, *_ = self.bound_fast(child, Deadline(math.inf), steps=0)
+            margin, *_ = self.bound_fast(child, self._deadline, steps=0)
             worst = margin.amin(1).reshape(n, k)
             worse = worst if worse is None else torch.minimum(worse, worst)
         worse = worse.masked_fill(value < 0, -math.inf)  # not a candidate
@@ -287,6 +288,7 @@ class ReluBranching:
         The roots are bounded with their own (optimised) intermediate bounds; their descendants inherit
         them (:meth:`bound_fast`) when every activation of the network is a ReLU."""
         fast = self._fixed() is not None
+        self._deadline = deadline
         queue: list[Domains] = []
         for r0 in range(0, len(start), self.batch):  # the roots, with their own intermediate bounds
             deadline.check()

@@ -1,4 +1,5 @@
-"""Adam steps for the engine's own small ascents (the optimised relaxation's face parameters).
+"""Adam steps for the engine's own small ascents (the optimised relaxation's face parameters, branch and
+bound's per-domain slopes and multipliers).
 
 The update is torch.optim.Adam's (Kingma & Ba 2015, no weight decay, no amsgrad) followed by an
 exponential step-size decay (torch.optim.lr_scheduler.ExponentialLR), step for step the same arithmetic.
@@ -29,8 +30,10 @@ class Adam:
         self._second = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter with a gradient, then the step-size decay."""
+    def step(self, mask: Tensor | None = None) -> None:
+        """One update of every parameter with a gradient, then the step-size decay. ``mask`` (0/1,
+        broadcastable to every parameter): where it is 0, parameters and moments stay as they are (e.g. a
+        branch-and-bound domain already proven keeps its parameters, as it would alone)."""
         self.steps += 1
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1 ** self.steps)
@@ -39,9 +42,14 @@ class Adam:
             if p.grad is None:
                 continue
             grad = p.grad
-            first.lerp_(grad, 1 - beta1)
-            second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            p.addcdiv_(first, (second.sqrt() / correction2).add_(self.eps), value=-step_size)
+            if mask is None:
+                first.lerp_(grad, 1 - beta1)
+                second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                p.addcdiv_(first, (second.sqrt() / correction2).add_(self.eps), value=-step_size)
+                continue
+            first.add_(mask * (1 - beta1) * (grad - first))
+            second.add_(mask * (1 - beta2) * (grad * grad - second))
+            p.add_(mask * (-step_size) * first / ((second.sqrt() / correction2).add_(self.eps)))
         self.lr *= self.decay
 
 

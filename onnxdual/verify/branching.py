@@ -29,12 +29,11 @@ from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, ElementwiseFace, Faces
 from onnxdual.duals.relu import ReluDual
+from onnxdual.engine.adam import Adam
 from onnxdual.engine.autodual import dual_parts
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
 
-#: Adam's moment decays (the usual defaults)
-_BETAS = (0.9, 0.999)
 
 
 @dataclass
@@ -137,10 +136,9 @@ class FixedBounder:
         best = value.double().cpu()
         nus = {k: v.detach() for k, v in record.items() if k in self.layers}
         leaves = list(alpha.values()) + list(beta.values())
-        lrs = [self.lr_alpha] * len(alpha) + [self.lr_beta] * len(beta)
-        moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t in leaves]
+        optimisers = [Adam(alpha.values(), self.lr_alpha), Adam(beta.values(), self.lr_beta)]
         active = torch.ones(n, dtype=torch.bool)
-        for it in range(steps):
+        for _ in range(steps):
             if proven is not None:  # a proven domain keeps its parameters: it bounds as it would alone
                 active = active & ~proven(best)
             if stop() or not bool(active.any()):
@@ -156,13 +154,13 @@ class FixedBounder:
             with torch.no_grad():
                 best = torch.maximum(best, value.detach().double().cpu())
                 nus = {k: v.detach() for k, v in record.items() if k in self.layers}
-                for t, g, (m1, m2), lr in zip(leaves, grads, moments, lrs):
+                for t, g in zip(leaves, grads):
                     t.requires_grad_(False)
-                    g = torch.nan_to_num(-g, nan=0.0, posinf=0.0, neginf=0.0)  # ascent direction
-                    m1.add_(act * (1 - _BETAS[0]) * (g - m1))
-                    m2.add_(act * (1 - _BETAS[1]) * (g * g - m2))
-                    step = lr / (1 - _BETAS[0] ** (it + 1))
-                    t.add_(act * step * m1 / ((m2 / (1 - _BETAS[1] ** (it + 1))).sqrt() + 1e-8))
+                    t.grad = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)  # of the loss -value
+                for optimiser in optimisers:
+                    optimiser.step(mask=act)
+                for t in leaves:
+                    t.grad = None
                 for name, shape in self.layers.items():
                     alpha[name].copy_(faces[name].project((alpha[name].reshape(n, m, *shape),))[0]
                                       .reshape(n, m, -1))

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual
+from onnxdual.engine.adam import Adam
 from onnxdual.engine.input_sets import Box, make_input_set
 from onnxdual.engine.network import DualNetwork
 from onnxdual.engine.optimize import OptimizeOptions
@@ -168,14 +169,15 @@ class ReluBranching:
         shapes = {name: self.layers[name] for name in beta}
         best = lb.clone()
         want = (live.unsqueeze(-1) & rows).reshape(n, m).to(c.device)
-        optimiser = torch.optim.Adam(list(beta.values()), lr=self.beta_lr)
+        optimiser = Adam(beta.values(), self.beta_lr)
         for _ in range(steps):
             if deadline.passed():
                 break
             with torch.enable_grad():
                 inner = {name: (mask[name] * beta[name]).reshape(n, m, *shapes[name]) for name in beta}
                 value = dual.lower_bound(c, inner=inner)
-                optimiser.zero_grad()
+                for t in beta.values():
+                    t.grad = None
                 (-value[want].sum()).backward()
             optimiser.step()
             with torch.no_grad():

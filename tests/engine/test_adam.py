@@ -33,3 +33,18 @@ def test_a_parameter_without_a_gradient_does_not_move():
     p = torch.ones(3)
     Adam([p], lr=0.1).step()
     assert torch.equal(p, torch.ones(3))
+
+
+def test_a_masked_step_freezes_the_masked_entries_and_moves_the_others_as_unmasked():
+    gen = torch.Generator().manual_seed(1)
+    start = torch.randn((4, 3), generator=gen)
+    free, masked = start.clone(), start.clone()
+    plain, frozen = Adam([free], lr=0.3), Adam([masked], lr=0.3)
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0]).reshape(4, 1)
+    for _ in range(5):
+        g = torch.randn((4, 3), generator=gen)
+        free.grad, masked.grad = g.clone(), g.clone()
+        plain.step()
+        frozen.step(mask=mask)
+    assert torch.equal(masked[1], start[1]) and torch.equal(masked[3], start[3])
+    torch.testing.assert_close(masked[0::2], free[0::2], rtol=1e-6, atol=1e-7)

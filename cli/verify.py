@@ -166,6 +166,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     )
     from onnxdual.specs.reader import read_text
     from onnxdual.verify import Verifier, check_element_types, load_network, match_networks
+    from onnxdual.verify.counterexamples import PROVEN_BY_BOUNDS
 
     if not networks:
         raise UserError("no network given: use --network NAME=MODEL.onnx")
@@ -194,7 +195,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     if verbose:
         log(f"{result.answer} after {result.seconds:.2f}s ({result.boxes} boxes bounded, "
             f"{result.attack_steps} attack steps, margin {result.best_margin})")
-        if result.witness_proof == "bounds":
+        if result.witness_proof == PROVEN_BY_BOUNDS:
             log("the witness is a real input (the box has no float32 point): the dual bound proves that every "
                 "real input around it reaches the unsafe region; the output shown is onnxruntime's at the "
                 "nearest float32 input")

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from step_timing import time_steps  # this folder (the script's own, first on sys.path)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PEER = "/work/peers/ca-venv/bin/python"
@@ -48,26 +47,14 @@ def child(arch: str, method: str, threads: int, repeats: int) -> dict:
     module = build_architecture(arch, (1, 28, 28), num_classes=10)
     net = onnxdual.load(parse_model(export_onnx_bytes(module, (1, 28, 28)), arch))
     net.eval()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(50, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (50,), generator=gen)
     proj = int(method[1:]) if method.startswith("r") else None
-    cpu, wall = [], []
-    for i in range(repeats + 1):
-        t0, w0 = time.process_time(), time.perf_counter()
-        opt.zero_grad()
+
+    def loss_of(x, y, gen):
         if method == "plain":
-            loss = nn.functional.cross_entropy(net(x), y)
-        else:
-            loss, _ = onnxdual.robust_loss(net, 0.1, x, y, proj=proj, generator=gen)
-        loss.backward()
-        opt.step()
-        if i or repeats == 0:
-            cpu.append(time.process_time() - t0)
-            wall.append(time.perf_counter() - w0)
-    return {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            return nn.functional.cross_entropy(net(x), y)
+        return onnxdual.robust_loss(net, 0.1, x, y, proj=proj, generator=gen)[0]
+
+    return time_steps(net, loss_of, repeats)
 
 
 def run(cmd: list[str], threads: int) -> dict:

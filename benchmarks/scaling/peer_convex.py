@@ -19,12 +19,10 @@ the median estimator) or ``exact``. The step is the paper's training step: ``rob
 random 28x28 images, eps 0.1, then backward and an Adam step.
 """
 import json
-import resource
-import statistics
 import sys
-import time
 
 import torch
+from step_timing import time_steps  # this folder (torch only, no onnxdual)
 from torch import nn
 
 
@@ -43,29 +41,16 @@ def main():
 
     torch.manual_seed(0)
     net = build(arch)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(50, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (50,), generator=gen)
     proj = int(method[1:]) if method.startswith("r") else None
-    cpu, wall = [], []
-    for i in range(repeats + 1):
-        t0, w0 = time.process_time(), time.perf_counter()
-        opt.zero_grad()
-        if method == "plain":
-            loss = nn.functional.cross_entropy(net(x), y)
-        elif proj is not None:
-            loss, _ = robust_loss(net, 0.1, x, y, proj=proj, norm_type="l1_median")
-        else:
-            loss, _ = robust_loss(net, 0.1, x, y)
-        loss.backward()
-        opt.step()
-        if i or repeats == 0:
-            cpu.append(time.process_time() - t0)
-            wall.append(time.perf_counter() - w0)
-    print(json.dumps({"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
+    def loss_of(x, y, _gen):
+        if method == "plain":
+            return nn.functional.cross_entropy(net(x), y)
+        if proj is not None:
+            return robust_loss(net, 0.1, x, y, proj=proj, norm_type="l1_median")[0]
+        return robust_loss(net, 0.1, x, y)[0]
+
+    print(json.dumps(time_steps(net, loss_of, repeats)))
 
 if __name__ == "__main__":
     main()

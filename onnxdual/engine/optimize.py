@@ -184,7 +184,7 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
                     best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
                 best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
                 feasible = {name: by_name[name].layer.faces(*frame[name])
-                            for name in {n for key in active if key not in windows for _, n in [key]}}
+                            for name in {key[1] for key in active if key not in windows}}
                 for key, group in active.items():  # one feasible set per activation (and window)
                     if key in windows:
                         w = windows[key]
@@ -234,7 +234,11 @@ def _detached(group: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
 
 def _faces(step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None) -> Faces:
     """The step's faces on ``bounds`` with parameters ``theta`` (``None``: its adaptive choice)."""
-    faces = step.layer.faces(*bounds)
+    return _at(step.layer.faces(*bounds), theta)
+
+
+def _at(faces, theta: tuple[Tensor, ...] | None) -> Faces:
+    """``faces`` with parameters ``theta`` where they have free ones (``None``: their adaptive choice)."""
     if not isinstance(faces, ParametricFaces):
         return faces
     return faces.faces(faces.initial() if theta is None else theta)
@@ -318,9 +322,10 @@ class _Windowed:
     windows, so the optimiser moves ``C x K x K`` values per row instead of a whole image -- the only
     entries of a row's parameters that can change its bound (the row's dual is zero elsewhere)."""
 
-    def __init__(self, rows: patches.RowWindows, initial: tuple[Tensor, ...]):
+    def __init__(self, rows: patches.RowWindows, initial: tuple[Tensor, ...], bounds: tuple[Tensor, Tensor],
+                 faces: ParametricFaces):
         self.rows, self.initial = rows, initial
-        self._last: tuple | None = None
+        self._last = (*bounds, faces)  # the faces of the starting bounds, already built to check the start
 
     @property
     def shape(self) -> torch.Size:
@@ -337,12 +342,7 @@ class _Windowed:
         return faces
 
     def window_faces(self, step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None):
-        faces = self.faces(step, bounds)
-        if theta is not None:
-            faces = faces.faces(theta)
-        elif isinstance(faces, ParametricFaces):
-            faces = faces.faces(faces.initial())
-        return patches.WindowFaces(faces, self.rows)
+        return patches.WindowFaces(_at(self.faces(step, bounds), theta), self.rows)
 
 
 def _windows(targets: list[_Target], steps, bounds, batch: int) -> dict[tuple[str, str], _Windowed]:
@@ -370,8 +370,8 @@ def _windows(targets: list[_Target], steps, bounds, batch: int) -> dict[tuple[st
             initial = windowed.initial()
             if len(start) == len(initial) and all(a.shape == b.shape and torch.equal(a, rows.read_masked(b))
                                                   for a, b in zip(start, initial)):
-                out[(target.name, step.node.name)] = _Windowed(rows, tuple(rows.read_masked(t)
-                                                                           for t in initial))
+                out[(target.name, step.node.name)] = _Windowed(
+                    rows, tuple(rows.read_masked(t) for t in initial), (lower, upper), windowed)
     return out
 
 

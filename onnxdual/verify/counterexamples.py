@@ -16,6 +16,8 @@ semantics the proofs of ``unsat`` use too). Such a witness says so (``proven_by=
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -142,18 +144,8 @@ class Counterexamples:
     def _deepest(self, lo: Tensor, hi: Tensor, cidx: Tensor, gen: torch.Generator, deadline: Deadline,
                  stats: SearchStats) -> Tensor:
         """The points of float32 boxes ``lo <= x <= hi`` where a short PGD found the lowest violation."""
-        model, cases = self.problem.model, self.problem.cases
-        box = Box(lo.to(model.device), hi.to(model.device))
-        open_mask = cases.disjuncts[cidx]
-
-        def violation(x: Tensor) -> Tensor:
-            stats.attack_steps += 1
-            return cases.violation(model.forward(x), cidx, open_mask)
-
-        result = minimise(violation, box, steps=20, restarts=4, step_size=cosine_steps,
-                          scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",
-                          deadline=deadline)
-        return torch.minimum(torch.maximum(result.x.detach().cpu(), lo), hi)
+        found = self._pgd(lo, hi, cidx, self.problem.cases.disjuncts[cidx], 20, 4, gen, deadline, stats)
+        return torch.minimum(torch.maximum(found.x.detach().cpu(), lo), hi)
 
     def _prove_points(self, idx: Tensor, p: Tensor, stats: SearchStats) -> None:
         """Raise :class:`WitnessFound` for the first real point ``p[i]`` (float64) of case ``idx[i]`` whose
@@ -179,24 +171,29 @@ class Counterexamples:
     # -- attacks ---------------------------------------------------------------------------------------
     def attack(self, lo: Tensor, hi: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, restarts: int,
                gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> Tensor:
-        """Batched PGD on float32 boxes ``lo <= x <= hi`` ``(N, n)``, minimising each box's violation (the
-        midpoint first, then random vertices or points; a cosine step schedule in units of the box width);
+        """Batched PGD on float32 boxes ``lo <= x <= hi`` ``(N, n)``, minimising each box's violation;
         after each restart, confirms the best candidates. Returns the best violation per box."""
+        def confirm_best(found: AttackResult) -> None:
+            self.confirm_most_violating(found.x, found.value.cpu(), cidx)
+
+        return self._pgd(lo, hi, cidx, open_mask, steps, restarts, gen, deadline, stats,
+                         confirm_best).value.cpu()
+
+    def _pgd(self, lo: Tensor, hi: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, restarts: int,
+             gen: torch.Generator, deadline: Deadline, stats: SearchStats,
+             after_restart: Callable[[AttackResult], None] | None = None) -> AttackResult:
+        """The attacks' PGD on boxes ``lo <= x <= hi`` of cases ``cidx`` (the midpoint first, then random
+        vertices or points; a cosine step schedule in units of the box width)."""
         model, cases = self.problem.model, self.problem.cases
         box = Box(lo.to(model.device), hi.to(model.device))
 
         def violation(x: Tensor) -> Tensor:
-            v = cases.violation(model.forward(x), cidx, open_mask)
             stats.attack_steps += 1
-            return v
+            return cases.violation(model.forward(x), cidx, open_mask)
 
-        def confirm_best(found: AttackResult) -> None:
-            self.confirm_most_violating(found.x, found.value.cpu(), cidx)
-
-        result = minimise(violation, box, steps=steps, restarts=restarts, step_size=cosine_steps,
-                          scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",
-                          deadline=deadline, after_restart=confirm_best)
-        return result.value.cpu()
+        return minimise(violation, box, steps=steps, restarts=restarts, step_size=cosine_steps,
+                        scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",
+                        deadline=deadline, after_restart=after_restart)
 
     def quick_attack(self, gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> None:
         """The box centres, then a short attack, on every case with float32 points."""

@@ -126,7 +126,6 @@ class Verifier:
         search = ReluBranching(problem, layers, relaxation=self.relaxation)
         return UNSAT if search.run(search.roots(*outcome.roots), deadline, stats) else answer
 
-
     def _optimized_roots(self, problem: Problem, roots, deadline: Deadline, stats: SearchStats) -> bool:
         """Whether the optimised faces (with the stop of the deadline) prove every open conjunction of the
         unproven root boxes ``roots`` (case ids, open conjunctions), where the adaptive ones could not."""

@@ -68,6 +68,15 @@ OPTIONS = (
                       "[default: 0.01 MNIST, 0.001 CIFAR]"),
     click.option("--ramp-epochs", type=click.IntRange(0, LIMITS["ramp_epochs"]), default=defaults.RAMP_EPOCHS,
                  show_default=True, help="Epochs over which eps grows linearly from --eps-start to --eps."),
+    click.option("--ibp-weight", "ibp_weight_text", default="0", show_default=True, metavar="W|START,END",
+                 help="Beyond the paper: train on (1-W) x the dual bound + W x interval bounds (IBP), the "
+                      "mix of CROWN-IBP (Zhang et al. 2020; its beta is 1-W); START,END ramps W linearly over "
+                      "--ramp-epochs (CROWN-IBP's schedule: 0,1). W in [0, 1]; 1: IBP training."),
+    click.option("--ibp-warmup", type=click.IntRange(0, LIMITS["ibp_warmup"]), default=0, show_default=True,
+                 metavar="EPOCHS",
+                 help="Beyond the paper: train the first EPOCHS epochs on interval bounds alone (no dual "
+                      "pass, so about the cost of a plain step) while eps ramps as usual, then on the dual "
+                      "bound (or --ibp-weight's mix)."),
     seed_option,
     device_option(),
     threads_option("torch's default (all cores)"),
@@ -145,13 +154,28 @@ def _parse_proj(text: str, flag: str = "--projections") -> int | None:
     return value
 
 
+def _parse_ibp_weight(text: str) -> tuple[float, float]:
+    """``W`` or ``START,END``, each in [0, 1]."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(0 <= v <= 1 for v in values):
+        raise UserError(f"--ibp-weight {text!r}: give a weight W or START,END, each in [0, 1] (e.g. 0,1)")
+    return (values[0], values[-1])
+
+
 def _warn_schedule(o: Mapping[str, Any], config: TrainConfig) -> None:
     """One line each where the run will not do what the options seem to ask: training that ends before the
-    eps ramp reaches --eps, and a --clip that --norm l2 ignores."""
+    eps ramp reaches --eps, an IBP warm-up that lasts the whole run, and a --clip that --norm l2 ignores."""
     if config.epochs < config.ramp_epochs:
         warn(f"--epochs {config.epochs} is shorter than --ramp-epochs {config.ramp_epochs}: training stops at "
              f"{config.epochs / config.ramp_epochs:.0%} of the eps ramp and never trains at --eps "
              f"{config.eps:g}")
+    if config.ibp_warmup >= config.epochs:
+        warn(f"--ibp-warmup {config.ibp_warmup} covers every epoch: the run trains on interval bounds only "
+             "and never on the dual bound")
     default_clip = "none" if defaults.CLIP is None else "%g,%g" % defaults.CLIP
     ctx = click.get_current_context(silent=True)
     explicit = given(ctx, "clip_text") if ctx is not None and "clip_text" in ctx.params \
@@ -210,6 +234,7 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
     proj = _parse_proj(proj_text, proj_flag)
     clip = parse_clip(o["clip_text"])
     normalize = _parse_normalize(o["normalize_text"])
+    interval_weight = _parse_ibp_weight(o.get("ibp_weight_text", "0"))
     if model is None and (arch is not None or not o["resume"]):
         arch = arch or "small"
         _check_arch(arch)
@@ -223,7 +248,8 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
                          batch_size=o["batch_size"], optimizer=o["optimizer"], lr=o["lr"],
                          eps_start=eps_start, ramp_epochs=o["ramp_epochs"], seed=o["seed"],
                          device=o["device"], clip=clip, reinit=o["reinit"], normalize=normalize,
-                         export_epochs=o["epoch_onnx"])
+                         export_epochs=o["epoch_onnx"], interval_weight=interval_weight,
+                         ibp_warmup=o.get("ibp_warmup", 0))
     _warn_schedule(o, config)
     command = CommandOptions(source=model if model is not None else arch, data=data, test_data=o["test_data"],
                              stages=o["stages"], out=Path(o["out_text"]), resume=o["resume"], limit=o["limit"],

@@ -1,5 +1,6 @@
 """The shared check every dual layer gets: a one-node ONNX model whose converted forward must equal
-onnxruntime's, and whose bounds must contain every sampled output (and be exact for affine nodes)."""
+onnxruntime's, and whose bounds must contain every sampled output (and be exact for affine nodes); and the
+finite-difference check of a loss's gradients."""
 
 from __future__ import annotations
 
@@ -44,3 +45,18 @@ def check_dual(model, x: np.ndarray, eps=0.3, norm="linf", clip=None, exact=Fals
             exact_low = centre_val - jac.abs() @ box.radius[b].flatten()
             np.testing.assert_allclose(lower[b].numpy(), exact_low.detach().numpy(), rtol=1e-4, atol=1e-4)
     return net, lower, upper
+
+
+def assert_finite_differences(loss, params, samples: int, h: float = 1e-6) -> None:
+    """The autograd gradient of ``loss()`` equals central differences at ``samples`` entries per parameter."""
+    grads = torch.autograd.grad(loss(), params)
+    for p, g in zip(params, grads):
+        flat = p.data.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // samples)):
+            old = flat[i].item()
+            flat[i] = old + h
+            up = loss().item()
+            flat[i] = old - h
+            down = loss().item()
+            flat[i] = old
+            assert abs((up - down) / (2 * h) - g.view(-1)[i].item()) < 1e-4 * (1 + abs(g.view(-1)[i].item()))

@@ -35,6 +35,7 @@ from onnxdual.engine.autodual import RELAXATIONS, PassResult, Splits, forward_pa
 from onnxdual.engine.build import BuiltDual, build_dual
 from onnxdual.engine.cost import examples_per_pass
 from onnxdual.engine.input_sets import InputSet, make_input_set
+from onnxdual.engine.interval import interval_bound
 from onnxdual.engine.optimize import OptimizeOptions, examples_per_optimization, optimized_bound
 from onnxdual.engine.probable import probable_pass
 from onnxdual.errors import InvalidInputError
@@ -250,6 +251,20 @@ class DualNetwork:
                             "use .estimate(C), or proj=None for a certificate")
         return self._objective(c, inner=inner)
 
+    def interval_lower_bound(self, c: Tensor) -> Tensor:
+        """Sound lower bound of ``C f(x')`` by interval bound propagation (IBP, Gowal et al. 2018; the
+        affine layers after the last activation composed with ``C``): ``(B, m)``. Looser than
+        :meth:`lower_bound` but cheaper (no dual pass); independent of ``proj`` and ``relaxation``, and
+        differentiable in the parameters (IBP and CROWN-IBP training)."""
+        c = self._check_c(c)
+        if self.splits:
+            raise InvalidInputError("interval bounds do not take split constraints")
+        try:
+            return interval_bound(self.built, self.input_set, c.reshape(c.shape[0], c.shape[1],
+                                                                         *self.built.output_shape))
+        except ValueError as exc:
+            raise InvalidInputError(f"interval bounds: {exc}") from None
+
     def estimate(self, c: Tensor) -> Estimate:
         """The dual objective with projected intermediate bounds (training); exact if ``proj`` is None."""
         return Estimate(self._objective(c), self.proj or 0)
@@ -310,7 +325,7 @@ def margin_matrix(y: Tensor, num_classes: int) -> Tensor:
 def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm: str = "linf",
                 proj: int | None = None, *, clip: tuple[float, float] | None = None,
                 generator: torch.Generator | None = None, size_average: bool = True,
-                relaxation: str = "paper") -> tuple[Tensor, Tensor]:
+                relaxation: str = "paper", interval_weight: float = 0.0) -> tuple[Tensor, Tensor]:
     """Robust cross-entropy and robust error (Wong & Kolter; the paper's code ``robust_loss``).
 
     ``relaxation`` (exact bounds only, ``proj=None``): ``"adaptive"`` trains on CROWN's tighter faces, which
@@ -318,6 +333,11 @@ def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm:
 
     ``J`` is the lower bound (or, with ``proj``, the estimate) of ``f_y - f_j``; the loss is
     ``CE(-J, y)`` and the error the fraction of examples with some ``J_j <= 0`` (not certified).
+
+    ``interval_weight`` ``w`` in [0, 1] trains on ``(1 - w) J + w J_IBP`` with the interval bound
+    :meth:`DualNetwork.interval_lower_bound` (CROWN-IBP's mix, Zhang et al. 2020, whose ``beta`` is
+    ``1 - w``); a convex combination of lower bounds is one. ``w = 1`` is IBP training and skips the dual
+    pass, ``w = 0`` (the default) the paper's loss.
 
     ``net`` may be a torch module (as :class:`DualNetwork`); the loss's gradients reach its parameters. A
     parameter the ONNX export does not keep as it is (folded into another constant) cannot receive them:
@@ -339,9 +359,15 @@ def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm:
         raise InvalidInputError("y must hold one label per example")
     if (y < 0).any() or (y >= num_classes).any():
         raise InvalidInputError(f"labels must lie in [0, {num_classes - 1}]")
+    if isinstance(interval_weight, bool) or not (0.0 <= float(interval_weight) <= 1.0):
+        raise InvalidInputError(f"interval_weight must lie in [0, 1], got {interval_weight!r}")
     dual = DualNetwork(net, x, eps, norm, proj, clip=clip, generator=generator, relaxation=relaxation)
     c = margin_matrix(y, num_classes).to(x.dtype)
-    j = dual.estimate(c).value
+    w = float(interval_weight)
+    # the dual pass is lazy: with w = 1 it never runs (and no projections are drawn)
+    j = dual.estimate(c).value if w < 1 else 0
+    if w > 0:
+        j = (1 - w) * j + w * dual.interval_lower_bound(c)
     ce = F.cross_entropy(-j, y, reduction="mean" if size_average else "none")
     others = torch.ones_like(j, dtype=torch.bool)
     others[torch.arange(y.shape[0]), y] = False

@@ -17,6 +17,7 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
 #: upper limits of the size-like settings, checked up front (a mistyped size must fail at once, not hang or
 #: exhaust memory); ``onnxdual train --help`` states them
 LIMITS = {"proj": 10_000, "epochs": 100_000, "batch_size": 1_000_000, "ramp_epochs": 100_000,
+          "ibp_warmup": 100_000,
           "lr_decay_every": 100_000, "seed": 2 ** 63 - 1}
 
 #: configuration fields a resumed run may change (they do not alter the optimisation trajectory)
@@ -47,6 +48,13 @@ class TrainConfig:
         reinit: re-initialise the parameters of a given ONNX model instead of fine-tuning them.
         normalize: ``(mean, std)`` per channel built into a built-in architecture (``None``: no layer).
         export_epochs: also write ``epoch_XX.onnx`` after every epoch.
+        interval_weight: beyond the paper: the weight ``w`` of interval bounds (IBP, Gowal et al. 2018) in
+            the bound trained on, ``(1 - w) J + w J_IBP`` (CROWN-IBP's mix, Zhang et al. 2020, whose
+            ``beta`` is ``1 - w``), as ``(start, end)``: linear per step from ``start`` to ``end`` over
+            the eps ramp, ``end`` after it. ``(0, 0)``, the default, is the paper's training.
+        ibp_warmup: beyond the paper: the first ``ibp_warmup`` epochs train on interval bounds alone
+            (``w = 1``: no dual pass, so these steps cost about a plain step) while eps ramps as usual;
+            :func:`interval_weight_at` gives the weight of every step.
     """
 
     eps: float
@@ -67,6 +75,8 @@ class TrainConfig:
     reinit: bool = False
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     export_epochs: bool = False
+    interval_weight: tuple[float, float] = (0.0, 0.0)
+    ibp_warmup: int = 0
 
     def __post_init__(self) -> None:
         if not positive(self.eps):
@@ -81,6 +91,16 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        weights = self.interval_weight
+        if (not isinstance(weights, (tuple, list)) or len(weights) != 2
+                or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1
+                       for w in weights)):
+            raise InvalidInputError(f"interval weight must be two numbers (start, end) in [0, 1], "
+                                    f"got {weights!r}")
+        object.__setattr__(self, "interval_weight", (float(weights[0]), float(weights[1])))
+        warmup = self.ibp_warmup
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise InvalidInputError(f"ibp warmup must be a non-negative number of epochs, got {warmup!r}")
         ramp = self.ramp_epochs
         if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
             raise InvalidInputError(f"ramp epochs must be a non-negative integer, got {self.ramp_epochs!r}")
@@ -126,6 +146,7 @@ class TrainConfig:
         """JSON-friendly form (tuples become lists)."""
         d = asdict(self)
         d["clip"] = list(self.clip) if self.clip is not None else None
+        d["interval_weight"] = list(self.interval_weight)
         d["normalize"] = ({"mean": list(self.normalize[0]), "std": list(self.normalize[1])}
                           if self.normalize is not None else None)
         return d
@@ -136,6 +157,8 @@ class TrainConfig:
         kwargs = {k: v for k, v in d.items() if k in known}
         if kwargs.get("clip") is not None:
             kwargs["clip"] = tuple(kwargs["clip"])
+        if kwargs.get("interval_weight") is not None:
+            kwargs["interval_weight"] = tuple(kwargs["interval_weight"])
         if kwargs.get("normalize") is not None:
             kwargs["normalize"] = (tuple(kwargs["normalize"]["mean"]), tuple(kwargs["normalize"]["std"]))
         return cls(**kwargs)
@@ -176,6 +199,20 @@ def eps_at(config: TrainConfig, step: int, steps_per_epoch: int, eps_start: floa
     return eps_start + (config.eps - eps_start) * (step / ramp_steps)
 
 
+def interval_weight_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The weight of interval bounds in the bound trained on at global step ``step`` (0-based): 1 during
+    the first ``ibp_warmup`` epochs, otherwise ``interval_weight`` ramped linearly per step from its start
+    (step 0) to its end (step ``ramp_epochs * steps_per_epoch``), as eps is (:func:`eps_at`), and its end
+    afterwards."""
+    if step < config.ibp_warmup * steps_per_epoch:
+        return 1.0
+    start, end = config.interval_weight
+    ramp_steps = config.ramp_epochs * steps_per_epoch
+    if ramp_steps <= 0 or step >= ramp_steps:
+        return end
+    return start + (end - start) * (step / ramp_steps)
+
+
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """The learning rate of epoch ``epoch`` (0-based): constant during the ramp and the first
     ``lr_decay_every`` epochs after it, then multiplied by ``lr_decay`` every ``lr_decay_every`` epochs
@@ -186,4 +223,4 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
 
 __all__ = ["TrainConfig", "DEFAULT_LR", "LIMITS", "RESUMABLE_CHANGES", "changed_settings",
            "default_eps_start",
-           "resolve_eps_start", "eps_at", "lr_at", "positive"]
+           "resolve_eps_start", "eps_at", "interval_weight_at", "lr_at", "positive"]

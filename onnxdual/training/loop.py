@@ -5,7 +5,10 @@ Every step minimises the robust cross entropy ``CE(-J(x, g(e_y - e_j)), y)`` of 
 dual objective of Theorem 1, computed with ``r`` random projections (Alg. 1, §3.2; ``proj=None`` trains on
 the exact bound). As in App. G the radius is ramped linearly, step by step, from ``eps_start`` to ``eps``
 over the first ``ramp_epochs`` epochs, after which the learning rate is halved every ``lr_decay_every``
-epochs (App. G: 0.5 every 10 epochs of a 60-epoch run); see :mod:`onnxdual.training.config`.
+epochs (App. G: 0.5 every 10 epochs of a 60-epoch run); see :mod:`onnxdual.training.config`. Beyond the
+paper, a step may train on the dual bound mixed with interval bounds (``interval_weight``: CROWN-IBP's mix) or
+on interval bounds alone (the ``ibp_warmup`` epochs, which run no dual pass); every step's weight comes from
+:func:`~onnxdual.training.config.interval_weight_at`.
 
 The trained parameters are written back into the initializers of the ONNX graph the run trained
 (:mod:`onnxdual.frontend.export`), checked against the trained module in onnxruntime before
@@ -41,7 +44,7 @@ from onnxdual.frontend.reader import parse_model
 from onnxdual.training.checkpoint import (CHECKPOINT, METRICS, MODEL, check_resumable, data_fingerprint,
                                           epoch_model_name, read_checkpoint, restore, rng_state,
                                           write_checkpoint, write_metrics_csv)
-from onnxdual.training.config import TrainConfig, eps_at, lr_at, resolve_eps_start
+from onnxdual.training.config import TrainConfig, eps_at, interval_weight_at, lr_at, resolve_eps_start
 from onnxdual.training.distributed import allreduce_gradients, broadcast_module
 from onnxdual.training.interfaces import TrainCallback, TrainData, TrainResult
 from onnxdual.training.source import (ModelSource, build_template, check_data, check_not_empty,
@@ -231,13 +234,15 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
     for s in range(steps):
         step = epoch * steps + s
         eps = eps_at(config, step, steps, run.eps_start)
+        weight = interval_weight_at(config, step, steps)
         index = perm[s * run.batch:(s + 1) * run.batch].tensor_split(world.world_size)[world.rank]
-        local = _train_step(run, index, eps)
+        local = _train_step(run, index, eps, weight)
         _check_finite(run, local, epoch, s)
         sums += local
         if callbacks:
             k = max(1.0, float(index.shape[0]))  # the shard's size, without reading the device
             step_metrics = {"epoch": epoch + 1, "step": step + 1, "eps": eps, "lr": lr,
+                            "interval_weight": weight,
                             "robust_loss": float(local[0]) / k,
                             "robust_err_estimate": float(local[1]) / k, "clean_err": float(local[2]) / k}
             for cb in callbacks:
@@ -252,13 +257,15 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
     return row
 
 
-def _train_step(run: _Run, index: Tensor, eps: float) -> Tensor:
-    """One optimiser step on this rank's shard ``index`` of the global batch; returns the shard's summed
-    robust CE, robust error estimate, clean error and example count."""
+def _train_step(run: _Run, index: Tensor, eps: float, interval_weight: float = 0.0) -> Tensor:
+    """One optimiser step on this rank's shard ``index`` of the global batch, on the dual bound mixed with
+    interval bounds by ``interval_weight`` (:func:`~onnxdual.engine.network.robust_loss`); returns the
+    shard's summed robust CE, robust error estimate, clean error and example count."""
     xb, yb = run.x[index], run.y[index]
     run.optimizer.zero_grad(set_to_none=True)
     ce, err = robust_loss(run.net, eps, xb, yb, run.config.norm, run.config.proj,
-                          clip=run.config.effective_clip, generator=run.proj_gen, size_average=False)
+                          clip=run.config.effective_clip, generator=run.proj_gen, size_average=False,
+                          interval_weight=interval_weight)
     # sum over this rank's shard / global batch: summed over ranks it is the global mean (§3)
     (ce.sum() / run.batch).backward()
     if run.world.active:

@@ -88,6 +88,9 @@ def test_cascade_option_writes_a_manifest(tiny, tmp_path):
     (("{model}", "--data", "{data}", "--projections", "0"), "--proj"),
     (("{model}", "--data", "{data}", "--projections", "many"), "--proj"),
     (("{model}", "--data", "{data}", "--clip", "1,0"), "--clip"),
+    (("{model}", "--data", "{data}", "--ibp-weight", "1.5"), "--ibp-weight"),
+    (("{model}", "--data", "{data}", "--ibp-weight", "0,1,0"), "--ibp-weight"),
+    (("{model}", "--data", "{data}", "--ibp-weight", "half"), "--ibp-weight"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/file"), "not a directory"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/file/sub"), "cannot create output directory"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/empty", "--resume"), "nothing to resume"),
@@ -127,6 +130,33 @@ def test_a_soundness_violation_exits_with_code_3(tiny, tmp_path, monkeypatch):
     assert result.exit_code == 3
     assert result.stderr.strip() == ("onnxdual: error: soundness violation: robust error below PGD error "
                                      "(test)")
+
+
+def test_cuda_without_a_cuda_device_is_a_one_line_user_error(tiny, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also where a GPU is present
+    model, data = tiny
+    result = run(model, "--data", data, "--eps", "0.05", "--device", "cuda", "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxdual: error:") and "CUDA" in lines[0], result.stderr
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_ibp_options_train_and_become_the_config(tiny, tmp_path):
+    model, data = tiny
+    base = [str(model), "--data", str(data), "--ramp-epochs", "1"]
+    argv = [*base, "--ibp-weight", "0,1", "--ibp-warmup", "2", "--epochs", "3"]
+    config, _ = parse_options(train_command.make_context("train", argv).params)
+    assert config.interval_weight == (0.0, 1.0) and config.ibp_warmup == 2
+    config, _ = parse_options(train_command.make_context("train", [*base, "--ibp-weight", "0.25"]).params)
+    assert config.interval_weight == (0.25, 0.25) and config.ibp_warmup == 0
+    out = tmp_path / "ibp"
+    result = run(model, "--data", data, "--eps", "0.05", *FAST, "--ibp-warmup", "1", "--out", out,
+                 "--no-eval")
+    assert result.exit_code == 0, result.output
+    assert "--ibp-warmup 1 covers every epoch" in result.stderr
 
 
 def test_the_options_become_a_train_config_and_the_command_options(tiny):

@@ -7,6 +7,7 @@ import torch
 from onnx import helper
 
 import onnxdual
+from tests.dual_checks import assert_finite_differences
 from tests.onnx_builders import make_model
 
 
@@ -73,21 +74,6 @@ def test_same_seed_same_estimate():
     assert torch.equal(runs[0], runs[1])
 
 
-def _assert_finite_differences(loss, params, samples: int, h: float = 1e-6) -> None:
-    """The autograd gradient of ``loss()`` equals central differences at ``samples`` entries per parameter."""
-    grads = torch.autograd.grad(loss(), params)
-    for p, g in zip(params, grads):
-        flat = p.data.view(-1)
-        for i in range(0, flat.numel(), max(1, flat.numel() // samples)):
-            old = flat[i].item()
-            flat[i] = old + h
-            up = loss().item()
-            flat[i] = old - h
-            down = loss().item()
-            flat[i] = old
-            assert abs((up - down) / (2 * h) - g.view(-1)[i].item()) < 1e-4 * (1 + abs(g.view(-1)[i].item()))
-
-
 @pytest.mark.parametrize("proj", [None, 5])
 def test_gradients_match_finite_differences(proj):
     torch.manual_seed(0)
@@ -100,7 +86,7 @@ def test_gradients_match_finite_differences(proj):
         gen = torch.Generator().manual_seed(11)
         return onnxdual.robust_loss(net, 0.1, x, y, proj=proj, generator=gen)[0]
 
-    _assert_finite_differences(loss, params, samples=5)
+    assert_finite_differences(loss, params, samples=5)
 
 
 def test_chunked_exact_equals_unchunked(shared):
@@ -151,7 +137,7 @@ def test_residual_estimates_converge_and_gradients_match_finite_differences():
     def loss():
         return onnxdual.robust_loss(net, 0.2, x, y, proj=5, generator=torch.Generator().manual_seed(3))[0]
 
-    _assert_finite_differences(loss, params, samples=4)
+    assert_finite_differences(loss, params, samples=4)
 
 
 @pytest.mark.parametrize("r", [1, 2, 3, 9, 10, 11, 31, 50, 64, 65, 80])

@@ -107,8 +107,8 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_finite_checkpoint(conv_
 
     real_step, calls = loop._train_step, []
 
-    def poisoned_step(run, index, eps):  # the weights blow up in the first step of epoch 2
-        local = real_step(run, index, eps)
+    def poisoned_step(run, index, eps, *rest):  # the weights blow up in the first step of epoch 2
+        local = real_step(run, index, eps, *rest)
         calls.append(1)
         if len(calls) == 3:
             with torch.no_grad():

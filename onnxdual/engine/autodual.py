@@ -361,6 +361,11 @@ def _activation_state(state: _State, relax: LinearRelaxation, proj: int | None,
     return out
 
 
+#: the key of the input's dual variable in a ``record`` of :func:`dual_parts`, beside the activations' node
+#: names (a name that no exporter gives a node)
+INPUT_DUAL = "<input>"
+
+
 def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, AnyRelaxation], c: Tensor,
                start: str | None = None, offsets: dict[str, Tensor] | None = None,
                record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None,
@@ -370,7 +375,9 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
     ``nu`` (biases, relaxation midpoints, the input centre) and the non-negative spread (``eps ||nu_1||_*``
     and the relaxations' ``|nu|`` terms). ``J(c) = linear - spread``; because every dual layer is linear,
     ``J(-c) = -linear - spread``, so one pass bounds ``c . z`` from both sides. Returns two ``(B, m)``.
-    ``record`` receives the dual variable ``nu`` at every activation's output (eq. 8), by node name.
+    ``record`` receives the dual variable ``nu`` at every activation's output (eq. 8), by node name, and the
+    one at the network's input under :data:`INPUT_DUAL` (``nu_1``: the input set's point that minimises
+    ``nu_1^T x`` is where the relaxed network is lowest, a start for attacks).
     ``inner`` adds objective terms on intermediate values: ``c . z_out + sum_v inner[v] . z_v`` (by value
     name, each ``(B or 1, m, *shape_v)``); the backward pass simply starts from there too.
 
@@ -423,6 +430,8 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
                 push(name, g.reshape(bt, m, *g.shape[1:]))
     nu_in = nus.pop(built.graph.input_name, None)
     if nu_in is not None:
+        if record is not None:
+            record[INPUT_DUAL] = nu_in
         lin, spr = input_set.dual_parts(nu_in)
         linear, spread = linear + lin, spread + spr
     return linear, spread

@@ -30,7 +30,7 @@ from torch import Tensor
 from onnxdual.duals.base import ActivationDual, ElementwiseFace, Faces
 from onnxdual.duals.relu import ReluDual
 from onnxdual.engine.adam import Adam
-from onnxdual.engine.autodual import dual_parts
+from onnxdual.engine.autodual import INPUT_DUAL, dual_parts
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
 
@@ -88,7 +88,7 @@ class FixedBounder:
               ) -> tuple[Tensor, Warm, dict[str, Tensor]]:
         """Best lower bound ``(N, m)`` (float64, CPU) of ``c`` ``(N, m, *out_shape)`` on each domain, the
         final slopes and multipliers, and the dual variables ``nu`` ``(N, m, n)`` at every ReLU's output
-        (for branching). ``lo``/``hi``: flat ``(N, n)`` pre-activation bounds with the splits applied;
+        (for branching) and at the input (``INPUT_DUAL``, for attacks). ``lo``/``hi``: flat ``(N, n)`` pre-activation bounds with the splits applied;
         ``phase``: ``(N, n)`` int8 decisions; ``want``: ``(N, m)`` the rows whose bound matters.
         ``proven(best)`` ``(N,)`` marks domains that need no more steps (they keep their parameters, so a
         batch bounds exactly as its domains would one by one)."""
@@ -134,7 +134,7 @@ class FixedBounder:
         with torch.no_grad():  # the warm start's own bound; caches every offset without a graph
             value = evaluate(record)
         best = value.double().cpu()
-        nus = {k: v.detach() for k, v in record.items() if k in self.layers}
+        nus = {k: v.detach() for k, v in record.items() if k in self.layers or k == INPUT_DUAL}
         leaves = list(alpha.values()) + list(beta.values())
         optimisers = [Adam(alpha.values(), self.lr_alpha), Adam(beta.values(), self.lr_beta)]
         active = torch.ones(n, dtype=torch.bool)
@@ -153,7 +153,7 @@ class FixedBounder:
                 grads = torch.autograd.grad(loss, leaves)
             with torch.no_grad():
                 best = torch.maximum(best, value.detach().double().cpu())
-                nus = {k: v.detach() for k, v in record.items() if k in self.layers}
+                nus = {k: v.detach() for k, v in record.items() if k in self.layers or k == INPUT_DUAL}
                 for t, g in zip(leaves, grads):
                     t.requires_grad_(False)
                     t.grad = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)  # of the loss -value

@@ -179,20 +179,42 @@ class Counterexamples:
         return self._pgd(lo, hi, cidx, open_mask, steps, restarts, gen, deadline, stats,
                          confirm_best).value.cpu()
 
+    def attack_from(self, x: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, gen: torch.Generator,
+                    deadline: Deadline, stats: SearchStats) -> Tensor:
+        """PGD on the float32 boxes of cases ``cidx`` started at the points ``x`` ``(N, n)`` (then at random
+        vertices or points), after checking the points themselves; confirms the best candidates. For starts
+        that something else suggests: the point where a ReLU domain's relaxation is lowest
+        (:mod:`~onnxdual.verify.relu_split`). Returns the best violation per point."""
+        cases = self.problem.cases
+        lo, hi = cases.inner_lo[cidx], cases.inner_hi[cidx]
+        x = torch.minimum(torch.maximum(x.to(lo.dtype), lo), hi)
+        self.check_points(x, cidx, open_mask)
+
+        def confirm_best(found: AttackResult) -> None:
+            self.confirm_most_violating(found.x, found.value.cpu(), cidx)
+
+        return self._pgd(lo, hi, cidx, open_mask, steps, 1, gen, deadline, stats, confirm_best,
+                         first=x).value.cpu()
+
     def _pgd(self, lo: Tensor, hi: Tensor, cidx: Tensor, open_mask: Tensor, steps: int, restarts: int,
              gen: torch.Generator, deadline: Deadline, stats: SearchStats,
-             after_restart: Callable[[AttackResult], None] | None = None) -> AttackResult:
-        """The attacks' PGD on boxes ``lo <= x <= hi`` of cases ``cidx`` (the midpoint first, then random
-        vertices or points; a cosine step schedule in units of the box width)."""
+             after_restart: Callable[[AttackResult], None] | None = None,
+             first: Tensor | None = None) -> AttackResult:
+        """The attacks' PGD on boxes ``lo <= x <= hi`` of cases ``cidx`` (the midpoint first, or ``first``,
+        then random vertices or points; a cosine step schedule in units of the box width)."""
         model, cases = self.problem.model, self.problem.cases
         box = Box(lo.to(model.device), hi.to(model.device))
+        starts = box_starts(box, gen)
+        if first is not None:
+            first = first.to(model.device)
+            starts = (lambda restart, rest=starts: first.clone() if restart == 0 else rest(restart))
 
         def violation(x: Tensor) -> Tensor:
             stats.attack_steps += 1
             return cases.violation(model.forward(x), cidx, open_mask)
 
         return minimise(violation, box, steps=steps, restarts=restarts, step_size=cosine_steps,
-                        scale=box.upper - box.lower, starts=box_starts(box, gen), count="iterates",
+                        scale=box.upper - box.lower, starts=starts, count="iterates",
                         deadline=deadline, after_restart=after_restart)
 
     def quick_attack(self, gen: torch.Generator, deadline: Deadline, stats: SearchStats) -> None:

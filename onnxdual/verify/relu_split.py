@@ -18,6 +18,12 @@ a whole batch of domains per call, with per-domain, per-row slopes and multiplie
 parent's (:mod:`onnxdual.verify.branching`); the batch size comes from a memory budget. Networks with
 other activations than ReLU re-bound every domain from scratch (:meth:`ReluBranching.bound_domains`).
 A child's margin is never below its parent's (the parent's bound holds on the child).
+
+Falsification goes on during the search: every few batches the most promising domains (the lowest
+bounds) are attacked from the input where their relaxation is lowest -- the input-set point minimising
+``nu_1^T x`` for the dual variable ``nu_1`` at the input of the worst row (eq. 7's input term) -- by PGD on
+the case's whole box; any confirmed witness answers ``sat`` (:class:`~onnxdual.verify.counterexamples.
+WitnessFound`). The schedule counts batches, not seconds, so a seed gives the same search.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual
 from onnxdual.engine.adam import Adam
+from onnxdual.engine.autodual import INPUT_DUAL
 from onnxdual.engine.input_sets import Box, make_input_set
 from onnxdual.engine.network import DualNetwork
 from onnxdual.engine.optimize import OptimizeOptions
 from onnxdual.errors import DeadlineExceeded
+from onnxdual.verify.counterexamples import Counterexamples
 from onnxdual.verify.branching import (FixedBounder, Warm, domain_bytes, intercept_scores, top_candidates,
                                        with_split)
 from onnxdual.verify.problem import Problem
@@ -103,8 +111,10 @@ class ReluBranching:
     def __init__(self, problem: Problem | None, relu_layers: dict[str, torch.Size], *, batch: int = 64,
                  beta_steps: int = 20, beta_lr: float = 0.05, max_domains: int = 20000,
                  relaxation: str = "optimized", optimize: OptimizeOptions | None = None,
-                 fast_steps: int = 5, fsb: int = 1, max_batch: int = 512, memory_budget: int = 1024**3):
+                 fast_steps: int = 5, fsb: int = 1, max_batch: int = 512, memory_budget: int = 1024**3,
+                 attack_every: int = 4, attack_domains: int = 8, attack_steps: int = 20):
         self.problem, self.layers = problem, relu_layers
+        self.attack_every, self.attack_domains, self.attack_steps = attack_every, attack_domains, attack_steps
         self.batch, self.beta_steps, self.beta_lr, self.max_domains = batch, beta_steps, beta_lr, max_domains
         self.fast_steps, self.fsb, self.max_batch, self.memory_budget = fast_steps, fsb, max_batch, memory_budget
         self._bounder: FixedBounder | None = None
@@ -154,7 +164,7 @@ class ReluBranching:
             _, nus = dual.activation_duals(c[torch.arange(n), worst_row].unsqueeze(1))
         bounds = {name: (ib.lower.reshape(n, -1).cpu(), ib.upper.reshape(n, -1).cpu())
                   for name, ib in dual.bounds().items() if name in self.layers}
-        duals = {name: nus[name].reshape(n, -1).cpu() for name in self.layers}
+        duals = {name: nus[name].reshape(n, -1).cpu() for name in (*self.layers, INPUT_DUAL) if name in nus}
         return margin, bounds, duals
 
     def _tune_beta(self, dual: DualNetwork, c: Tensor, signs: dict[str, Tensor], lb: Tensor, rows: Tensor,
@@ -282,10 +292,13 @@ class ReluBranching:
         return roots, margin, bounds, duals
 
     # -- the search -----------------------------------------------------------------------------------------
-    def run(self, start: Domains, deadline: Deadline, stats: SearchStats) -> bool:
+    def run(self, start: Domains, deadline: Deadline, stats: SearchStats,
+            counterexamples: Counterexamples | None = None, gen: torch.Generator | None = None) -> bool:
         """True when every domain is proven; False when the search cannot go on (a domain without an
         unstable ReLU left, or too many domains). Raises :class:`DeadlineExceeded` at the deadline (never
-        starting a batch that the measured cost says cannot finish in time).
+        starting a batch that the measured cost says cannot finish in time), and, with ``counterexamples``,
+        :class:`~onnxdual.verify.counterexamples.WitnessFound` when an attack on the most promising domains
+        (every ``attack_every`` batches, the roots' first) finds a witness.
 
         The roots are bounded with their own (optimised) intermediate bounds; their descendants inherit
         them (:meth:`bound_fast`) when every activation of the network is a ReLU."""
@@ -296,6 +309,8 @@ class ReluBranching:
             deadline.check()
             roots = start.take(torch.arange(r0, min(r0 + self.batch, len(start))))
             roots, margin, bounds, duals = self.bound_roots(roots, deadline)
+            if counterexamples is not None:
+                self.attack_promising(roots, margin, duals, counterexamples, gen, deadline, stats)
             if not self._settle(roots, margin, bounds, duals, None, queue, deadline, stats):
                 return False
         processed = len(start)
@@ -303,6 +318,7 @@ class ReluBranching:
         n_rows = int(self.problem.cases.a.shape[1] * self.problem.cases.a.shape[2])
         cap = max(self.batch, min(self.max_domains, self.memory_budget // max(domain_bytes(self.layers, n_rows), 1)))
         batch_size = self.batch if not fast else self.fast_batch(n_rows)
+        batches = 0
         while queue:
             pending = Domains.cat(queue)
             order = pending.priority.argsort(stable=True)  # the worst domains first: they decide the answer
@@ -322,12 +338,38 @@ class ReluBranching:
                 bounds = {k: (batch.lo[k], batch.hi[k]) for k in self.layers}
             else:
                 margin, bounds, duals = self.bound_domains(batch, deadline)
+            batches += 1
+            if counterexamples is not None and self.attack_every and batches % self.attack_every == 0:
+                self.attack_promising(batch, margin, duals, counterexamples, gen, deadline, stats)
             ok = self._settle(batch, margin, bounds, duals, batch.inherited, queue, deadline, stats)
             per_domain = max(0.5 * per_domain, (time.perf_counter() - t0) / take)
             processed += take
             if not ok or sum(len(q) for q in queue) > cap or processed > 50 * self.max_domains:
                 return False
         return True
+
+    def attack_promising(self, batch: Domains, margin: Tensor, duals: dict[str, Tensor],
+                         counterexamples: Counterexamples, gen: torch.Generator | None, deadline: Deadline,
+                         stats: SearchStats) -> None:
+        """PGD from the input where the relaxation of each of the ``attack_domains`` unproven domains with
+        the lowest margins is lowest: the vertex of its case's float32 box minimising ``nu_1^T x``
+        (``nu_1``: the worst row's dual variable at the input, ``duals[INPUT_DUAL]``; the centre where it is
+        zero). The attack runs on the case's whole box: a witness anywhere there answers ``sat``."""
+        nu = duals.get(INPUT_DUAL)
+        cases = self.problem.cases
+        if nu is None:
+            return
+        worst = margin.amin(1)
+        unproven = (worst <= 0) & cases.has_points[batch.cidx]
+        idx = unproven.nonzero().squeeze(1)
+        if not idx.numel():
+            return
+        idx = idx[worst[idx].argsort(stable=True)[:self.attack_domains]]
+        cidx = batch.cidx[idx]
+        lo, hi = cases.inner_lo[cidx], cases.inner_hi[cidx]
+        g = nu[idx].reshape(lo.shape).to(lo.device)
+        x = torch.where(g > 0, lo, torch.where(g < 0, hi, lo + (hi - lo) / 2))
+        counterexamples.attack_from(x, cidx, cases.disjuncts[cidx], self.attack_steps, gen, deadline, stats)
 
     def fast_batch(self, n_rows: int) -> int:
         """Domains per batch from the memory budget: a step keeps, per row, every value of the network

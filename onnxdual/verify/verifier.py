@@ -7,7 +7,8 @@ which the parts of the search run and what their outcomes answer.
 3. input splitting with dual bounds (:mod:`~onnxdual.verify.input_split`, :mod:`~onnxdual.verify.bounding`):
    every leaf proven: ``unsat``;
 4. otherwise stronger attacks, and where the inputs are too many to split, ReLU branching
-   (:mod:`~onnxdual.verify.relu_split`): ``unsat`` when it proves every domain, else ``unknown``.
+   (:mod:`~onnxdual.verify.relu_split`), which also attacks its most promising domains: ``unsat`` when it
+   proves every domain, else ``unknown``.
 
 A confirmed witness anywhere answers ``sat``; the deadline passing anywhere answers ``timeout``.
 """
@@ -124,7 +125,8 @@ class Verifier:
         if not layers:  # nothing to branch on (e.g. Sigmoid networks): the tightest bound of the roots
             return UNSAT if self._optimized_roots(problem, outcome.roots, deadline, stats) else answer
         search = ReluBranching(problem, layers, relaxation=self.relaxation)
-        return UNSAT if search.run(search.roots(*outcome.roots), deadline, stats) else answer
+        proven = search.run(search.roots(*outcome.roots), deadline, stats, counterexamples, gen)
+        return UNSAT if proven else answer
 
     def _optimized_roots(self, problem: Problem, roots, deadline: Deadline, stats: SearchStats) -> bool:
         """Whether the optimised faces (with the stop of the deadline) prove every open conjunction of the

@@ -219,8 +219,10 @@ class DualNetwork:
     def activation_duals(self, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The lower bound of ``C f(x')`` (as :meth:`lower_bound`) and the dual variable ``nu`` at every
         activation's output (eq. 8), ``(B, m, *out_shape)`` by node name: how much each unit's relaxation
-        costs the bound (what to split in branch and bound). Exact networks only. With the optimised
-        relaxation, the faces are the adaptive ones on the tightest bounds the last optimisation found."""
+        costs the bound (what to split in branch and bound); and the one at the input under
+        :data:`~onnxdual.engine.autodual.INPUT_DUAL` (where the relaxation is lowest: attack starts).
+        Exact networks only. With the optimised relaxation, the faces are the adaptive ones on the tightest
+        bounds the last optimisation found."""
         if self.proj is not None:
             raise TypeError("dual variables of a projected network belong to estimates, not bounds")
         record: dict[str, Tensor] = {}

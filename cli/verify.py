@@ -156,6 +156,7 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     every assertion? Prints sat (with the assignment), unsat, unknown or timed-out."""
     deadline = make_deadline(timeout)
     from onnxdual.specs import (
+        assignment_outputs,
         assignment_variables,
         check_io_sizes,
         declared_networks,
@@ -177,10 +178,13 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     if declared:  # condition 3 on the declared types needs no model: check it before loading anything
         check_element_types(declared, {}, strict=strict, source=str(query))
     prop = parse_vnnlib_text(text, name=str(query))  # the text as read: never opened again as a path
-    (name, path), = files.items()
-    network = load_network(path)
-    notes = check_element_types(declared, {name: network}, strict=strict, source=str(query)) \
-        if declared else []
+    if prop.joint is None:
+        (name, path), = files.items()
+        network = load_network(path)
+        loaded = {name: network}
+    else:  # several networks / tensors, hidden nodes or products: one joint network (onnxdual.specs.joint)
+        network, loaded, name, path = load_joint_network(prop.joint, files)
+    notes = check_element_types(declared, loaded, strict=strict, source=str(query)) if declared else []
     for note in dict.fromkeys(notes):
         log(note)
     check_io_sizes(prop, network.n_inputs, network.n_outputs, f"network {name} ({path})")
@@ -202,7 +206,8 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
     ctx = click.get_current_context()
     if result.answer == "sat" and assignments_dir is not None:
         variables = assignment_variables(prop, declared)
-        serialise_assignment(assignments_dir, variables, result.witness_x, result.witness_y)
+        serialise_assignment(assignments_dir, variables, result.witness_x,
+                             assignment_outputs(prop, result.witness_y))
         from onnxdual.files import atomic_write
 
         atomic_write(assignments_dir / RESOLVED, config_text(ctx, path=str(assignments_dir / RESOLVED)))
@@ -214,16 +219,34 @@ def verify_command(query, networks, timeout, assignments_dir, strict, split_max_
             "answer": VERDICTS[result.answer], "seconds": round(result.seconds, 4), "boxes": result.boxes,
             "attack_steps": result.attack_steps, "best_margin": result.best_margin,
             "witness_proof": result.witness_proof,
-            "assignment": format_vnnlib2_assignment(assignment_variables(prop, declared), result.witness_x,
-                                                    result.witness_y) if sat else None,
+            "assignment": format_vnnlib2_assignment(
+                assignment_variables(prop, declared), result.witness_x,
+                assignment_outputs(prop, result.witness_y)) if sat else None,
             "config": resolved_config(ctx)}, default=str))
         finish(0)
         return
     click.echo(VERDICTS[result.answer])
     if result.answer == "sat" and assignments_dir is None:
         click.echo(format_vnnlib2_assignment(assignment_variables(prop, declared), result.witness_x,
-                                             result.witness_y))
+                                             assignment_outputs(prop, result.witness_y)))
     finish(0)
+
+
+def load_joint_network(layout, files: dict[str, str]):
+    """The joint network of a query (:func:`onnxdual.frontend.joint.joint_model`), loaded for the verifier
+    from a temporary file; also each network's model interface (its element types, for the standard's
+    checks). Returns ``(network, interfaces, name, path)`` for the messages."""
+    import tempfile
+
+    from onnxdual.frontend.joint import read_joint
+    from onnxdual.verify import load_network
+
+    data, interfaces = read_joint(layout, files)
+    with tempfile.TemporaryDirectory(prefix="onnxdual-joint-") as tmp:
+        path = Path(tmp) / "joint.onnx"
+        path.write_bytes(data)
+        network = load_network(path)
+    return network, interfaces, f"joint of {', '.join(files)}", ", ".join(files.values())
 
 
 # ------------------------------------------------------------------------------------------ supports
@@ -250,11 +273,13 @@ CAPABILITIES = {
     "onnx-operators": _operators,
     "onnx-operators-unsat-proofs": list,
     "vnnlib-versions": lambda: list(VNNLIB_RANGE),
-    "hidden-node-theories": lambda: ["NH"],
-    "multiple-network-theories": lambda: ["SNET"],
-    "multiple-input-output-theories": lambda: ["SIO"],
+    # several networks, tensors, hidden nodes, linear and polynomial constraints: the joint network
+    # (onnxdual.specs.joint)
+    "hidden-node-theories": lambda: ["NH", "H"],
+    "multiple-network-theories": lambda: ["SNET", "MNET", "MENET", "MINET"],
+    "multiple-input-output-theories": lambda: ["SIO", "MIO"],
     "multiple-node-comparison-theories": lambda: ["SNC"],
-    "arithmetic-complexity-theories": lambda: ["BND", "OUTC"],
+    "arithmetic-complexity-theories": lambda: ["BND", "OUTC", "LIN", "POLY"],
     "optimised-disjunctive-reasoning": lambda: ["false"],
     "serialise-assignments": lambda: ["true"],
     "unsat-proofs": lambda: ["false"],

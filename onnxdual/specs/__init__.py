@@ -23,6 +23,7 @@ from onnxdual.specs.model import (
 )
 from onnxdual.specs.reader import detect_version, parse_vnnlib, parse_vnnlib_text
 from onnxdual.specs.witness import (
+    assignment_outputs,
     assignment_variables,
     format_vnncomp_witness,
     format_vnnlib2_assignment,
@@ -45,6 +46,7 @@ __all__ = [
     "format_vnnlib2_assignment",
     "serialise_assignment",
     "assignment_variables",
+    "assignment_outputs",
     "DeclaredNetwork",
     "DeclaredVariable",
     "declared_networks",

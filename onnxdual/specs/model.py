@@ -94,7 +94,9 @@ class Property:
     The remaining fields are metadata with defaults: ``input_shape``/``output_shape`` are the declared
     tensor shapes for VNN-LIB 2.0 files (``None`` for 1.0, whose variables are flat), ``input_name`` /
     ``output_name`` the declared variable names (``X``/``Y`` for 1.0), ``version`` ``"1.0"`` or ``"2.0"``,
-    ``source`` the file path (or ``"<string>"``).
+    ``source`` the file path (or ``"<string>"``), ``joint`` the :class:`~onnxdual.specs.joint.JointLayout`
+    of a VNN-LIB 2.0 query over several networks / tensors, hidden nodes or non-linear terms (``None``: the
+    property is of the given network itself).
     """
 
     n_inputs: int
@@ -106,6 +108,7 @@ class Property:
     output_name: str = "Y"
     version: str = "1.0"
     source: str = "<string>"
+    joint: object = None  # a JointLayout (onnxdual.specs.joint): the property is of the joint network
 
     def __post_init__(self):
         for i, (region, conjunctions) in enumerate(self.cases):

@@ -6,19 +6,19 @@ What the reference parser gives us and what we take from it:
   as JSON (type/scope errors, with line numbers) or as a plain "Parse error ... at line L" string; both
   are turned into a one-line :class:`SpecError`.
 * For every assertion we call ``BoolExpr.to_dnf()`` (a list of clauses of ``Comparison`` nodes) and
-  linearise each side of each comparison with ``ArithExpr.to_linear_expr()`` (terms ``coeff * var``
-  plus a constant; it raises on products of variables). The conjunction of all assertions, the split
-  into input box / output constraints and the grouping into cases is ours (``assemble.py``), shared
-  with the 1.0 reader.
+  expand each side of each comparison into a polynomial (:class:`onnxdual.specs.joint.Polynomials`).
+  The conjunction of all assertions, the split into input box / output constraints and the grouping into
+  cases is ours (``assemble.py``), shared with the 1.0 reader.
 * We deliberately do NOT use ``vnnlib.compat.transform``: it drops constraints (e.g. for
   ``(assert (and <input bounds>))`` + ``(assert (or <output clauses>))`` it returns one case with the
   output polytopes but an unbounded input box, and one case with the box but no output constraints).
 
-Supported subset: one ``declare-network`` with exactly one ``declare-input`` and one ``declare-output``
-(any shape, any element type; the tensors are flattened in row-major order, which is the order of
-``InputRegion`` and of ``OutputConstraint`` columns); no ``declare-hidden``, no second network
-(``equal-to``/``isomorphic-to``). ``!=`` is rejected. Strict ``<``/``>`` are closed to ``<=``/``>=``
-(sound for "unsat", as for 1.0).
+Supported: any number of ``declare-network`` (``equal-to`` / ``isomorphic-to`` included), each with any
+number of ``declare-input`` / ``declare-hidden`` / ``declare-output`` (any shape, any element type; tensors
+are flattened in row-major order), and constraints that are polynomials in the declared variables. A query of
+one network with one input and one output, bounds on single inputs and linear constraints on the output is a
+plain property (columns: the output's elements); any other is the joint form of :mod:`onnxdual.specs.joint`.
+``!=`` is rejected. Strict ``<``/``>`` are closed to ``<=``/``>=`` (sound for "unsat", as for 1.0).
 
 Leniencies on top of the reference grammar (lexical only; line numbers are preserved):
 
@@ -34,11 +34,11 @@ Integer literals compared with float variables stay a type error, as in the refe
 from __future__ import annotations
 
 import json
-import math
 import re
 from decimal import Decimal
 
 from onnxdual.specs.assemble import build_property, conj, make_atom
+from onnxdual.specs.joint import Polynomials, layout_of
 from onnxdual.specs.model import Property, SpecError, UnsupportedSpecError
 from onnxdual.specs.sexpr import Source, check_depth
 
@@ -131,13 +131,6 @@ def _line_of(node) -> int | None:
     return None
 
 
-def _strides(shape: tuple) -> list[int]:
-    strides = [1] * len(shape)
-    for k in range(len(shape) - 2, -1, -1):
-        strides[k] = strides[k + 1] * shape[k + 1]
-    return strides
-
-
 def _label(name: str, shape: tuple, flat: int) -> str:
     if not shape:
         return name
@@ -176,61 +169,51 @@ def _check_element_types(text: str, name: str) -> None:
 
 
 def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
-    """Parse VNN-LIB 2.0 text with the reference parser; ``name`` is used in error messages."""
+    """Parse VNN-LIB 2.0 text with the reference parser; ``name`` is used in error messages. A query beyond
+    one input box and linear constraints on one output gets the joint form (:mod:`onnxdual.specs.joint`):
+    the property's ``joint`` layout says how to build the network it is a property of."""
     query = parse_reference_query(text, name)
     import vnnlib  # importable: the query was parsed by it
 
-    networks = query.networks
-    if len(networks) != 1:
-        raise UnsupportedSpecError(
-            f"{name}: unsupported: the query declares {len(networks)} networks (onnxdual handles one)"
-        )
-    net = networks[0]
-    if len(net.hidden):
-        raise UnsupportedSpecError(
-            f"{name}: unsupported: network {net.name!r} declares hidden nodes (declare-hidden)")
-    if len(net.inputs) != 1 or len(net.outputs) != 1:
-        raise UnsupportedSpecError(
-            f"{name}: unsupported: network {net.name!r} declares {len(net.inputs)} inputs and "
-            f"{len(net.outputs)} outputs (onnxdual handles one input and one output tensor)"
-        )
-    inp, out = net.inputs[0], net.outputs[0]
-    in_name, out_name = inp.name, out.name
-    in_shape, out_shape = tuple(int(d) for d in inp.shape), tuple(int(d) for d in out.shape)
-    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-    in_strides, out_strides = _strides(in_shape), _strides(out_shape)
-    in_kind, out_kind = vnnlib.SymbolKind.Input, vnnlib.SymbolKind.Output
+    try:
+        layout = layout_of(query)
+    except SpecError as exc:
+        raise SpecError(f"{name}: {exc}") from None
+    polys = Polynomials(layout, vnnlib)
+    tensors = [(n.name, t) for kind in ("inputs", "outputs", "hidden") for n in layout.networks
+               for t in getattr(n, kind)]
+    offsets = layout.offsets()
+    n_in = layout.n_inputs
 
     def describe(line) -> str:
         return f"{name}:{line}" if line else name
 
-    def label(v: int) -> str:
-        return _label(in_name, in_shape, v) if v >= 0 else _label(out_name, out_shape, ~v)
+    def value_label(k: int) -> str:
+        for net, t in tensors:
+            start = offsets[(net, t.name)]
+            if start <= k < start + t.size:
+                return _label(t.name, t.shape, k - start)
+        return f"V[{k}]"
 
-    def add_terms(coeffs: dict, lin, sign: float, line) -> float:
-        for t in lin.terms:
-            var = t.var
-            kind = var.kind
-            if kind == in_kind:
-                v = sum(i * s for i, s in zip(var.indices, in_strides))
-            elif kind == out_kind:
-                v = ~sum(i * s for i, s in zip(var.indices, out_strides))
-            else:
-                raise UnsupportedSpecError(
-                    f"{describe(line)}: unsupported reference to hidden node {t.var_name}")
-            coeffs[v] = coeffs.get(v, 0.0) + sign * t.coeff
-        return sign * lin.constant
+    def label(v: int) -> str:
+        if v >= 0:
+            return value_label(v)
+        j = ~v
+        base = layout.n_declared_outputs + layout.n_hidden
+        if j < base:
+            return value_label(n_in + j)
+        term = list(polys.terms)[j - base]
+        return "*".join(value_label(k) for k in term)
 
     def atoms_of(cmp) -> list:
         line = _line_of(cmp)
         if isinstance(cmp, vnnlib.NotEqual):
             raise UnsupportedSpecError(f"{describe(line)}: unsupported comparison '!=' ({str(cmp).strip()})")
         try:
-            lhs, rhs = cmp.lhs.to_linear_expr(), cmp.rhs.to_linear_expr()
-        except vnnlib.VNNLibException as exc:
-            raise SpecError(f"{describe(line)}: non-linear term in {str(cmp).strip()}: {exc}") from None
-        d: dict = {}  # lhs - rhs
-        const = add_terms(d, lhs, 1.0, line) + add_terms(d, rhs, -1.0, line)
+            poly = polys.difference(cmp.lhs, cmp.rhs)
+        except UnsupportedSpecError as exc:
+            raise UnsupportedSpecError(f"{describe(line)}: {exc}") from None
+        d, const = polys.signed(poly)
         le = make_atom(d, -const, line, describe, label)  # lhs <= rhs
         ge = make_atom({v: -c for v, c in d.items()}, const, line, describe, label)  # lhs >= rhs
         if isinstance(cmp, (vnnlib.LessEqual, vnnlib.LessThan)):
@@ -247,17 +230,13 @@ def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
         for clause in assertion.expr.to_dnf():
             dnf.extend(conj([a for cmp in clause for a in atoms_of(cmp)]))
         dnfs.append(dnf)
-
-    return build_property(
-        dnfs,
-        n_in,
-        n_out,
-        source=name,
-        describe=describe,
-        x_label=label,
-        input_shape=in_shape,
-        output_shape=out_shape,
-        input_name=in_name,
-        output_name=out_name,
-        version="2.0",
-    )
+    layout = polys.layout_with_terms()
+    if layout.is_plain:
+        net = layout.networks[0]
+        inp, out = net.inputs[0], net.outputs[0]
+        meta = dict(input_shape=inp.shape, output_shape=out.shape, input_name=inp.name, output_name=out.name)
+    else:
+        meta = dict(input_shape=(layout.n_inputs,), output_shape=(layout.n_outputs,), input_name="X",
+                    output_name="Y", joint=layout)
+    return build_property(dnfs, layout.n_inputs, layout.n_outputs, source=name, describe=describe,
+                          x_label=label, version="2.0", **meta)

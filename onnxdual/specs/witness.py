@@ -47,12 +47,22 @@ def _value_text(v: float) -> str:
 
 def assignment_variables(prop, declared: list[DeclaredNetwork]) -> list[DeclaredVariable]:
     """The variables of a satisfying assignment in declaration order: the network's input then output
-    (VNN-LIB 2.0), or for a 1.0 file the declared constants ``X_i`` then ``Y_j`` (scalars of type Real)."""
+    (VNN-LIB 2.0; for a joint query every network's inputs, then every network's outputs), or for a 1.0
+    file the declared constants ``X_i`` then ``Y_j`` (scalars of type Real)."""
+    if declared and prop.joint is not None:
+        return [v for n in declared for v in n.inputs] + [v for n in declared for v in n.outputs]
     if declared:
         net = declared[0]
         return [net.inputs[0], net.outputs[0]]
     return ([DeclaredVariable(f"X_{i}", "Real", ()) for i in range(prop.n_inputs)]
             + [DeclaredVariable(f"Y_{j}", "Real", ()) for j in range(prop.n_outputs)])
+
+
+def assignment_outputs(prop, y: np.ndarray) -> np.ndarray:
+    """The declared outputs' values in a network output ``y`` (for a joint query, the leading part of the
+    joint output; its hidden nodes and product terms follow)."""
+    y = np.asarray(y).reshape(-1)
+    return y if prop.joint is None else y[:prop.joint.n_declared_outputs]
 
 
 def _split_values(variables: list[DeclaredVariable], x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:

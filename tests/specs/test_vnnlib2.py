@@ -83,9 +83,7 @@ def test_scalar_shapes_and_multi_dim_labels_in_errors():
 @pytest.mark.parametrize(
     "body, expected",
     [
-        (BOX2 + "(assert (>= (* Y[0] Y[1]) 1.0))\n", r"<string>:6: non-linear term"),
         (BOX2 + "(assert (!= Y[0] 1.0))\n", r"<string>:6: unsupported comparison '!='"),
-        (BOX2 + "(assert (>= Y[0] X[0]))\n", r"<string>:6: unsupported constraint mixing input and output"),
         (BOX2 + "(assert (>= Z[0] 1.0))\n", r"<string>:6: Undeclared variable at 'Z'"),
         (BOX2 + "(assert (>= Y[5] 1.0))\n", r"<string>:6: Index out of bounds"),
         (BOX2 + "(assert (>= Y[0] 1))\n", r"<string>:6: Type mismatch"),
@@ -99,18 +97,36 @@ def test_errors(body, expected):
     assert "\n" not in str(info.value)
 
 
-def test_unsupported_declarations():
-    two_inputs = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input A Real [1]) "
-                  "(declare-input B Real [1]) (declare-output Y Real [1]))\n(assert (<= A[0] 1.0))\n")
-    with pytest.raises(SpecError, match="2 inputs and 1 outputs"):
-        parse_vnnlib(two_inputs)
-    hidden = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input X Real [1]) "
-              "(declare-hidden H Real [1] \"h\") (declare-output Y Real [1]))\n(assert (<= X[0] 1.0))\n")
-    with pytest.raises(SpecError, match="hidden nodes"):
-        parse_vnnlib(hidden)
+def test_beyond_one_box_and_linear_outputs_is_a_joint_property():
+    """Several inputs, hidden nodes, several networks, products and mixed constraints: the joint form
+    (onnxdual.specs.joint); what stays plain keeps its declared shapes and no layout."""
+    plain = parse_vnnlib(net(BOX2 + "(assert (>= Y[0] 1.0))\n"))
+    assert plain.joint is None and plain.output_shape == (2,)
+    two_inputs = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input A float32 [1]) "
+                  "(declare-input B float32 [1]) (declare-output Y float32 [1]))\n"
+                  "(assert (and (>= A[0] 0.0) (<= A[0] 1.0)))\n"
+                  "(assert (and (>= B[0] 2.0) (<= B[0] 3.0)))\n(assert (>= Y[0] 1.0))\n")
+    prop = parse_vnnlib(two_inputs)
+    assert [t.name for t in prop.joint.networks[0].inputs] == ["A", "B"] and prop.joint.terms == ()
+    region, _ = prop.cases[0]
+    assert region.lower.tolist() == [0.0, 2.0] and region.upper.tolist() == [1.0, 3.0]
+    hidden = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input X float32 [1]) "
+              "(declare-hidden H float32 [2] \"h\") (declare-output Y float32 [1]))\n"
+              "(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n"
+              "(assert (>= H[1] (+ X[0] 0.5)))\n")
+    prop = parse_vnnlib(hidden)
+    # joint output: Y[0], H[0], H[1], then the copy of X[0] (an input in a constraint not bounding it alone)
+    assert prop.joint.networks[0].hidden[0].onnx_name == "h" and prop.joint.terms == ((0,),)
+    assert rows(prop.cases[0][1][0]) == {(0.0, 0.0, -1.0, 1.0, -0.5)}
     two_nets = ("(vnnlib-version <2.0>)\n"
-                "(declare-network f (declare-input X Real [1]) (declare-output Y Real [1]))\n"
-                "(declare-network g (declare-input U Real [1]) (declare-output V Real [1]))\n"
-                "(assert (<= X[0] 1.0))\n")
-    with pytest.raises(SpecError, match="2 networks"):
-        parse_vnnlib(two_nets)
+                "(declare-network f (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
+                "(declare-network g (equal-to f) (declare-input U float32 [1])\n"
+                "  (declare-output V float32 [1]))\n"
+                "(assert (and (>= X[0] 0.0) (<= X[0] 1.0)))\n(assert (and (>= U[0] 0.0) (<= U[0] 1.0)))\n"
+                "(assert (<= (* 2.0 Y[0] V[0]) Y[0]))\n")
+    prop = parse_vnnlib(two_nets)
+    assert [(n.name, n.model) for n in prop.joint.networks] == [("f", "f"), ("g", "f")]
+    # V = (X, U, Y, V): the product Y*V is term (2, 3), output column 2; 2*Y*V - Y <= 0
+    assert prop.joint.terms == ((2, 3),) and rows(prop.cases[0][1][0]) == {(-1.0, 0.0, 2.0, 0.0)}
+    squares = parse_vnnlib(net(BOX2 + "(assert (>= (* (+ X[0] Y[0]) (- X[1] Y[1])) 1.0))\n"))
+    assert set(squares.joint.terms) == {(0, 1), (0, 3), (1, 2), (2, 3)}

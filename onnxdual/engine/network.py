@@ -372,7 +372,7 @@ def robust_loss(net: nn.Module, eps: float | Tensor, x: Tensor, y: Tensor, norm:
         j = (1 - w) * j + w * dual.interval_lower_bound(c)
     ce = F.cross_entropy(-j, y, reduction="mean" if size_average else "none")
     others = torch.ones_like(j, dtype=torch.bool)
-    others[torch.arange(y.shape[0]), y] = False
+    others[torch.arange(y.shape[0], device=y.device), y] = False
     not_certified = ((j <= 0) & others).any(1).to(x.dtype)
     err = not_certified.mean() if size_average else not_certified
     return ce, err

@@ -69,8 +69,9 @@ def set_rng_state(state: Mapping[str, Any], proj_gen: torch.Generator) -> None:
 
 def data_fingerprint(data: TrainData) -> list[float]:
     """A cheap identity of a training set: its size, shape and sums (a resumed run must use the same)."""
+    position = torch.arange(data.y.shape[0], device=data.y.device)  # the data may live on a GPU
     return [float(data.x.shape[0]), float(data.x[0].numel()), float(data.x.double().sum()),
-            float(data.y.double().sum()), float((data.y.double() * torch.arange(data.y.shape[0])).sum())]
+            float(data.y.double().sum()), float((data.y.double() * position).sum())]
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

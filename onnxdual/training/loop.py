@@ -226,7 +226,9 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
     lr = lr_at(config, epoch)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    perm = torch.randperm(run.x.shape[0], generator=run.data_gen).to(run.x.device)
+    # the order is drawn where the data generator lives (the CPU): the same on every device
+    perm = torch.randperm(run.x.shape[0], generator=run.data_gen, device=run.data_gen.device)
+    perm = perm.to(run.x.device)
     sums = torch.zeros(4, dtype=torch.float64, device=run.x.device)  # robust CE, robust err, clean err, count
     for cb in callbacks:
         cb.on_epoch_start(epoch + 1, config.epochs, steps)

@@ -81,6 +81,11 @@ class Deadline:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def expire(self) -> None:
+        """Move the deadline to now: every later check raises, every ``passed`` is true (to stop a
+        computation that another thread has already answered for)."""
+        self.end = min(self.end, time.perf_counter())
+
     def predicting(self):
         """A ``stop`` for a loop that asks it before each step (an engine pass, an optimisation): ``True``
         once the deadline has passed or 1.5 times the interval since its previous call (the last step,

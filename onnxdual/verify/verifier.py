@@ -10,12 +10,17 @@ which the parts of the search run and what their outcomes answer.
    (:mod:`~onnxdual.verify.relu_split`), which also attacks its most promising domains: ``unsat`` when it
    proves every domain, else ``unknown``.
 
-A confirmed witness anywhere answers ``sat``; the deadline passing anywhere answers ``timeout``.
+A confirmed witness anywhere answers ``sat``; the deadline passing anywhere answers ``timeout``. The search
+stops itself at the deadline, but a step already running (a pass, an optimiser iteration) can take longer
+than measured under load; so with a finite deadline it runs in a worker thread and :meth:`Verifier.decide`
+answers ``timeout`` at the deadline itself when the worker is still busy (the worker then stops at its next
+check: the deadline is moved to now).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import nn
@@ -49,16 +54,20 @@ class Verifier:
             ``"adaptive"`` or ``"paper"``); the input-splitting search bounds its boxes, root included, with
             ``"adaptive"`` unless this is ``"paper"``.
         device: where bounds and attacks are computed (default: the network's device).
+        on_time: answer ``timeout`` at a finite deadline even while a step of the search runs late (the
+            search runs in a worker thread; see the module docstring). Without it the answer comes at the
+            search's first check after the deadline.
     """
 
     def __init__(self, net: nn.Module, input_shape: tuple[int, ...], ort_session, *,
                  example_shape: tuple[int, ...] | None = None, strict: bool = False,
                  split_max_inputs: int = 16, relu_branching: bool = True,
                  batch_boxes: int = 512, lambda_steps: int = 20, device: torch.device | str | None = None,
-                 relaxation: str = "optimized"):
+                 relaxation: str = "optimized", on_time: bool = True):
         if relaxation not in RELAXATIONS:
             raise InvalidInputError(f"relaxation must be one of {', '.join(RELAXATIONS)}, got {relaxation!r}")
         self.relaxation = relaxation
+        self.on_time = on_time
         self.net = net.eval()
         self.input_shape = tuple(int(d) for d in input_shape)
         self.example_shape = tuple(example_shape) if example_shape is not None else self.input_shape[1:]
@@ -82,8 +91,29 @@ class Verifier:
 
     def decide(self, prop, deadline: Deadline, seed: int = 0) -> VerifyResult:
         """Decide ``prop`` by ``deadline``; ``seed`` seeds the attacks. Never raises for a timeout: the answer
-        is ``timeout``."""
+        is ``timeout``, given at the deadline (see the module docstring)."""
         stats = SearchStats()
+        if not self.on_time or not math.isfinite(deadline.remaining()):
+            return self._decide(prop, deadline, seed, stats)
+        outcome: dict = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = self._decide(prop, deadline, seed, stats)
+            except BaseException as error:  # re-raised by the caller's thread
+                outcome["error"] = error
+
+        worker = threading.Thread(target=work, name="onnxdual-verify", daemon=True)
+        worker.start()
+        worker.join(max(deadline.remaining(), 0.0))
+        if worker.is_alive():
+            deadline.expire()  # the worker's next check stops it
+            return _result(TIMEOUT, deadline, stats)  # the counts so far
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    def _decide(self, prop, deadline: Deadline, seed: int, stats: SearchStats) -> VerifyResult:
         gen = torch.Generator().manual_seed(seed)
         try:
             deadline.check()

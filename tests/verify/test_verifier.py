@@ -3,6 +3,7 @@ combinations, several input boxes, strict mode) and the float32 rounding of the 
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from onnxdual.engine.input_sets import Box
+from onnxdual.errors import InvalidInputError
 from onnxdual.specs import InputRegion, OutputConstraint, Property
 from onnxdual.verify import SAT, TIMEOUT, UNKNOWN, UNSAT, Deadline, Verifier, dual_box
 from tests.verify.conftest import output_range, prop_of, run_ort
@@ -66,7 +68,8 @@ def clock(monkeypatch):
 def _decide_with(clock, mlp, prop, seconds):
     deadline = Deadline(seconds)
     clock.end = deadline.end
-    return Verifier.for_network(mlp).decide(prop, deadline)
+    # the search's own checks (on_time would answer by the machine's clock instead of the fake one)
+    return Verifier.for_network(mlp, on_time=False).decide(prop, deadline)
 
 
 def test_a_tiny_timeout_answers_timeout_quickly(mlp, clock):
@@ -86,6 +89,41 @@ def test_the_deadline_holds_during_a_long_search(mlp, clock):
     result = _decide_with(clock, mlp, prop, 0.8)  # 800 clock readings
     assert result.answer in (TIMEOUT, SAT, UNSAT)
     assert result.answer != TIMEOUT or clock.after_deadline <= 3
+
+
+def test_timeout_is_answered_at_the_deadline_while_a_step_runs_late(mlp, monkeypatch):
+    # a search step that ignores the deadline (as a pass or optimiser iteration running late under load):
+    # the answer still comes at the deadline, and the step's next check then stops the worker
+    release, stopped = threading.Event(), threading.Event()
+
+    def late_search(self, problem, counterexamples, deadline, stats, gen):
+        release.wait()
+        try:
+            deadline.check()
+        finally:
+            stopped.set()
+        return UNSAT
+
+    monkeypatch.setattr(Verifier, "_search", late_search)
+    prop = prop_of([([-1.0, -1.0], [1.0, 1.0], [([-1.0, 0.0], [-100.0])])], 2, 2)
+    safety = threading.Timer(120, release.set)  # without the on-time answer, decide would wait for this
+    safety.start()
+    result = Verifier.for_network(mlp).decide(prop, Deadline(0.05))
+    blocked = not release.is_set()
+    release.set()
+    safety.cancel()
+    assert result.answer == TIMEOUT and blocked  # answered while the step was still running
+    assert stopped.wait(60)  # and the worker ended at its next check, having seen the deadline passed
+
+
+def test_errors_of_the_search_reach_the_caller(mlp, monkeypatch):
+    def failing_search(self, *args):
+        raise InvalidInputError("bad")
+
+    monkeypatch.setattr(Verifier, "_search", failing_search)
+    prop = prop_of([([-1.0, -1.0], [1.0, 1.0], [([-1.0, 0.0], [-100.0])])], 2, 2)
+    with pytest.raises(InvalidInputError):
+        Verifier.for_network(mlp).decide(prop, Deadline(60))
 
 
 def test_a_row_combination_proves_what_no_single_row_or_their_sum_can(twin):

@@ -157,15 +157,20 @@ def parse_reference_query(text: str, name: str = "<string>"):
     return query
 
 
+#: other spellings of the standard's element types: ``real`` is the reference parser's own spelling of
+#: ``Real`` (vnnlib 1.0.2 types it ``DType.Real``, and ``Real`` as ``Unknown``); both mean the reals
+SPELLINGS = {"real": "Real"}
+
+
 def _check_element_types(text: str, name: str) -> None:
     """The reference parser (vnnlib 1.0.2) accepts any word as an element type; the standard knows only
-    :data:`ELEMENT_TYPES`."""
-    known = list(ELEMENT_TYPES.values())
+    :data:`ELEMENT_TYPES` (and the :data:`SPELLINGS`)."""
+    known = list(ELEMENT_TYPES.values()) + list(SPELLINGS)
     code = _COMMENT_RE.sub(lambda m: " " * len(m.group()), text)  # same offsets, so same line numbers
     for m in _DECLARE_RE.finditer(code):
         if m.group(2) not in known:
             raise SpecError(f"{name}:{_line_at(code, m.start())}: unknown element type {m.group(2)[:40]!r} "
-                            f"of {m.group(1)[:40]} (known: {', '.join(known)})")
+                            f"of {m.group(1)[:40]} (known: {', '.join(ELEMENT_TYPES.values())})")
 
 
 def parse_vnnlib2(text: str, name: str = "<string>") -> Property:

@@ -130,3 +130,18 @@ def test_beyond_one_box_and_linear_outputs_is_a_joint_property():
     assert prop.joint.terms == ((2, 3),) and rows(prop.cases[0][1][0]) == {(-1.0, 0.0, 2.0, 0.0)}
     squares = parse_vnnlib(net(BOX2 + "(assert (>= (* (+ X[0] Y[0]) (- X[1] Y[1])) 1.0))\n"))
     assert set(squares.joint.terms) == {(0, 1), (0, 3), (1, 2), (2, 3)}
+
+
+def test_lower_case_real_is_the_reference_parsers_spelling_of_real():
+    """vnnlib 1.0.2 types ``real`` as its DType.Real (and ``Real`` as Unknown, which then fails to type
+    products with float constants): both are accepted and declared Real."""
+    from onnxdual.specs import declared_networks
+
+    text = ("(vnnlib-version <2.0>)\n(declare-network f (declare-input X real [2]) (declare-output Y real [1]))\n"
+            + BOX2 + "(assert (>= (* 2.0 Y[0] X[1]) 1.0))\n")
+    prop = parse_vnnlib(text)
+    assert prop.joint.terms == ((2, 1),) or prop.joint.terms == ((1, 2),)
+    (decl,) = declared_networks(text)
+    assert [v.element_type for v in decl.variables] == ["Real", "Real"]
+    with pytest.raises(SpecError, match="unknown element type 'reals'"):
+        parse_vnnlib(text.replace("real", "reals"))

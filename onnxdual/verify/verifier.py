@@ -19,6 +19,7 @@ check: the deadline is moved to now).
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 
@@ -105,9 +106,13 @@ class Verifier:
 
         worker = threading.Thread(target=work, name="onnxdual-verify", daemon=True)
         worker.start()
-        worker.join(max(deadline.remaining(), 0.0))
+        try:
+            worker.join(max(deadline.remaining(), 0.0))
+        finally:
+            if worker.is_alive():  # answered for (or interrupted): the worker's next check stops it
+                deadline.expire()
+                _finish_at_exit(worker)
         if worker.is_alive():
-            deadline.expire()  # the worker's next check stops it
             return _result(TIMEOUT, deadline, stats)  # the counts so far
         if "error" in outcome:
             raise outcome["error"]
@@ -168,6 +173,17 @@ class Verifier:
         bounder = BoxBounder(problem, self.lambda_steps, relaxation="adaptive", root="optimized")
         found = bounder.bound(cases.lower[cidx], cases.upper[cidx], cidx, open_mask, deadline, stats)
         return bool((found.margin > 0).all())
+
+
+_LATE: list[threading.Thread] = []
+
+
+def _finish_at_exit(worker: threading.Thread) -> None:
+    """Let ``worker`` (a search answered for, stopping at its next check) end before the interpreter does:
+    torch aborts the process when its thread pool is torn down under a running operation."""
+    if not _LATE:
+        atexit.register(lambda: [t.join() for t in _LATE])
+    _LATE[:] = [t for t in _LATE if t.is_alive()] + [worker]
 
 
 def _result(answer: str, deadline: Deadline, stats: SearchStats,

@@ -69,14 +69,19 @@ OPTIONS = (
     click.option("--ramp-epochs", type=click.IntRange(0, LIMITS["ramp_epochs"]), default=defaults.RAMP_EPOCHS,
                  show_default=True, help="Epochs over which eps grows linearly from --eps-start to --eps."),
     click.option("--ibp-weight", "ibp_weight_text", default="0", show_default=True, metavar="W|START,END",
-                 help="Beyond the paper: train on (1-W) x the dual bound + W x interval bounds (IBP), the "
-                      "mix of CROWN-IBP (Zhang et al. 2020; its beta is 1-W); START,END ramps W linearly over "
-                      "--ramp-epochs (CROWN-IBP's schedule: 0,1). W in [0, 1]; 1: IBP training."),
+                 help="Beyond the paper: train on (1-W) x the dual bound + W x interval bounds (IBP), "
+                      "the mix of CROWN-IBP (Zhang et al. 2020; its beta is 1-W); START,END ramps W "
+                      "linearly over --ramp-epochs (CROWN-IBP's schedule: 0,1). W in [0, 1]; 1: IBP "
+                      "training."),
     click.option("--ibp-warmup", type=click.IntRange(0, LIMITS["ibp_warmup"]), default=0, show_default=True,
                  metavar="EPOCHS",
                  help="Beyond the paper: train the first EPOCHS epochs on interval bounds alone (no dual "
                       "pass, so about the cost of a plain step) while eps ramps as usual, then on the dual "
                       "bound (or --ibp-weight's mix)."),
+    click.option("--clean-weight", "clean_weight_text", default="0", show_default=True, metavar="K|START,END",
+                 help="Beyond the paper: add K x the clean cross entropy to (1-K) x the robust loss "
+                      "(CROWN-IBP's kappa; keeps interval training from collapsing early); START,END "
+                      "ramps it over --ramp-epochs (IBP's schedule: 1,0.5)."),
     seed_option,
     device_option(),
     threads_option("torch's default (all cores)"),
@@ -154,7 +159,7 @@ def _parse_proj(text: str, flag: str = "--projections") -> int | None:
     return value
 
 
-def _parse_ibp_weight(text: str) -> tuple[float, float]:
+def _parse_weight(text: str, flag: str) -> tuple[float, float]:
     """``W`` or ``START,END``, each in [0, 1]."""
     parts = [p.strip() for p in text.split(",")]
     try:
@@ -162,7 +167,7 @@ def _parse_ibp_weight(text: str) -> tuple[float, float]:
     except ValueError:
         values = []
     if len(values) not in (1, 2) or not all(0 <= v <= 1 for v in values):
-        raise UserError(f"--ibp-weight {text!r}: give a weight W or START,END, each in [0, 1] (e.g. 0,1)")
+        raise UserError(f"{flag} {text!r}: give a weight or START,END, each in [0, 1] (e.g. 0,1)")
     return (values[0], values[-1])
 
 
@@ -234,7 +239,8 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
     proj = _parse_proj(proj_text, proj_flag)
     clip = parse_clip(o["clip_text"])
     normalize = _parse_normalize(o["normalize_text"])
-    interval_weight = _parse_ibp_weight(o.get("ibp_weight_text", "0"))
+    interval_weight = _parse_weight(o.get("ibp_weight_text", "0"), "--ibp-weight")
+    clean_weight = _parse_weight(o.get("clean_weight_text", "0"), "--clean-weight")
     if model is None and (arch is not None or not o["resume"]):
         arch = arch or "small"
         _check_arch(arch)
@@ -249,7 +255,7 @@ def parse_options(o: Mapping[str, Any]) -> tuple[TrainConfig, CommandOptions]:
                          eps_start=eps_start, ramp_epochs=o["ramp_epochs"], seed=o["seed"],
                          device=o["device"], clip=clip, reinit=o["reinit"], normalize=normalize,
                          export_epochs=o["epoch_onnx"], interval_weight=interval_weight,
-                         ibp_warmup=o.get("ibp_warmup", 0))
+                         ibp_warmup=o.get("ibp_warmup", 0), clean_weight=clean_weight)
     _warn_schedule(o, config)
     command = CommandOptions(source=model if model is not None else arch, data=data, test_data=o["test_data"],
                              stages=o["stages"], out=Path(o["out_text"]), resume=o["resume"], limit=o["limit"],

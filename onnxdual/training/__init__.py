@@ -18,14 +18,14 @@ from onnxdual.distributed import init_distributed
 from onnxdual.frontend.export import export_onnx
 from onnxdual.training.architectures import ARCHITECTURES, build_architecture
 from onnxdual.training.cascade import CascadeCallback, CascadeResult, exact_certifier, train_cascade
-from onnxdual.training.config import TrainConfig, eps_at, interval_weight_at, lr_at
+from onnxdual.training.config import TrainConfig, clean_weight_at, eps_at, interval_weight_at, lr_at
 from onnxdual.training.evaluation import EvalResult, SoundnessError, evaluate
 from onnxdual.training.interfaces import ArrayData, TrainCallback, TrainData, TrainResult
 from onnxdual.training.loop import train
 
 __all__ = [
     "TrainConfig", "TrainCallback", "TrainResult", "TrainData", "ArrayData", "train", "eps_at",
-    "interval_weight_at", "lr_at",
+    "interval_weight_at", "clean_weight_at", "lr_at",
     "evaluate", "EvalResult", "SoundnessError", "init_distributed",
     "train_cascade", "CascadeResult", "CascadeCallback", "exact_certifier",
     "build_architecture", "export_onnx", "ARCHITECTURES",

@@ -55,6 +55,10 @@ class TrainConfig:
         ibp_warmup: beyond the paper: the first ``ibp_warmup`` epochs train on interval bounds alone
             (``w = 1``: no dual pass, so these steps cost about a plain step) while eps ramps as usual;
             :func:`interval_weight_at` gives the weight of every step.
+        clean_weight: beyond the paper: the weight ``kappa`` of the clean cross entropy in the loss,
+            ``kappa CE(f(x), y) + (1 - kappa) CE(-J, y)`` (CROWN-IBP's and IBP's ``kappa``, which keeps
+            interval training from collapsing early), as ``(start, end)`` ramped as ``interval_weight``
+            (:func:`clean_weight_at`). ``(0, 0)``, the default, is the paper's loss.
     """
 
     eps: float
@@ -77,6 +81,7 @@ class TrainConfig:
     export_epochs: bool = False
     interval_weight: tuple[float, float] = (0.0, 0.0)
     ibp_warmup: int = 0
+    clean_weight: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         if not positive(self.eps):
@@ -91,13 +96,14 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
-        weights = self.interval_weight
-        if (not isinstance(weights, (tuple, list)) or len(weights) != 2
-                or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1
-                       for w in weights)):
-            raise InvalidInputError(f"interval weight must be two numbers (start, end) in [0, 1], "
-                                    f"got {weights!r}")
-        object.__setattr__(self, "interval_weight", (float(weights[0]), float(weights[1])))
+        for name in ("interval_weight", "clean_weight"):
+            weights = getattr(self, name)
+            if (not isinstance(weights, (tuple, list)) or len(weights) != 2
+                    or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1
+                           for w in weights)):
+                raise InvalidInputError(f"{name.replace('_', ' ')} must be two numbers (start, end) in "
+                                        f"[0, 1], got {weights!r}")
+            object.__setattr__(self, name, (float(weights[0]), float(weights[1])))
         warmup = self.ibp_warmup
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise InvalidInputError(f"ibp warmup must be a non-negative number of epochs, got {warmup!r}")
@@ -147,6 +153,7 @@ class TrainConfig:
         d = asdict(self)
         d["clip"] = list(self.clip) if self.clip is not None else None
         d["interval_weight"] = list(self.interval_weight)
+        d["clean_weight"] = list(self.clean_weight)
         d["normalize"] = ({"mean": list(self.normalize[0]), "std": list(self.normalize[1])}
                           if self.normalize is not None else None)
         return d
@@ -157,8 +164,9 @@ class TrainConfig:
         kwargs = {k: v for k, v in d.items() if k in known}
         if kwargs.get("clip") is not None:
             kwargs["clip"] = tuple(kwargs["clip"])
-        if kwargs.get("interval_weight") is not None:
-            kwargs["interval_weight"] = tuple(kwargs["interval_weight"])
+        for name in ("interval_weight", "clean_weight"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = tuple(kwargs[name])
         if kwargs.get("normalize") is not None:
             kwargs["normalize"] = (tuple(kwargs["normalize"]["mean"]), tuple(kwargs["normalize"]["std"]))
         return cls(**kwargs)
@@ -206,7 +214,18 @@ def interval_weight_at(config: TrainConfig, step: int, steps_per_epoch: int) -> 
     afterwards."""
     if step < config.ibp_warmup * steps_per_epoch:
         return 1.0
-    start, end = config.interval_weight
+    return _ramped(config.interval_weight, config, step, steps_per_epoch)
+
+
+def clean_weight_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The weight ``kappa`` of the clean cross entropy at global step ``step`` (0-based): ``clean_weight``
+    ramped linearly per step from its start to its end over the eps ramp, its end afterwards."""
+    return _ramped(config.clean_weight, config, step, steps_per_epoch)
+
+
+def _ramped(pair: tuple[float, float], config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """``(start, end)`` linear in the step over the eps ramp (as :func:`eps_at`), ``end`` after it."""
+    start, end = pair
     ramp_steps = config.ramp_epochs * steps_per_epoch
     if ramp_steps <= 0 or step >= ramp_steps:
         return end
@@ -223,4 +242,4 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
 
 __all__ = ["TrainConfig", "DEFAULT_LR", "LIMITS", "RESUMABLE_CHANGES", "changed_settings",
            "default_eps_start",
-           "resolve_eps_start", "eps_at", "interval_weight_at", "lr_at", "positive"]
+           "resolve_eps_start", "eps_at", "interval_weight_at", "clean_weight_at", "lr_at", "positive"]

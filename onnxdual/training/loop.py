@@ -7,8 +7,9 @@ the exact bound). As in App. G the radius is ramped linearly, step by step, from
 over the first ``ramp_epochs`` epochs, after which the learning rate is halved every ``lr_decay_every``
 epochs (App. G: 0.5 every 10 epochs of a 60-epoch run); see :mod:`onnxdual.training.config`. Beyond the
 paper, a step may train on the dual bound mixed with interval bounds (``interval_weight``: CROWN-IBP's mix) or
-on interval bounds alone (the ``ibp_warmup`` epochs, which run no dual pass); every step's weight comes from
-:func:`~onnxdual.training.config.interval_weight_at`.
+on interval bounds alone (the ``ibp_warmup`` epochs, which run no dual pass), with the clean cross entropy
+mixed into the loss (``clean_weight``, CROWN-IBP's ``kappa``); every step's weights come from
+:func:`~onnxdual.training.config.interval_weight_at` and :func:`~onnxdual.training.config.clean_weight_at`.
 
 The trained parameters are written back into the initializers of the ONNX graph the run trained
 (:mod:`onnxdual.frontend.export`), checked against the trained module in onnxruntime before
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from onnxdual.distributed import DistInfo, all_reduce_sum, barrier, dist_info, gather_objects, resolve_device
@@ -44,7 +46,8 @@ from onnxdual.frontend.reader import parse_model
 from onnxdual.training.checkpoint import (CHECKPOINT, METRICS, MODEL, check_resumable, data_fingerprint,
                                           epoch_model_name, read_checkpoint, restore, rng_state,
                                           write_checkpoint, write_metrics_csv)
-from onnxdual.training.config import TrainConfig, eps_at, interval_weight_at, lr_at, resolve_eps_start
+from onnxdual.training.config import (TrainConfig, clean_weight_at, eps_at, interval_weight_at, lr_at,
+                                      resolve_eps_start)
 from onnxdual.training.distributed import allreduce_gradients, broadcast_module
 from onnxdual.training.interfaces import TrainCallback, TrainData, TrainResult
 from onnxdual.training.source import (ModelSource, build_template, check_data, check_not_empty,
@@ -236,15 +239,15 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
     for s in range(steps):
         step = epoch * steps + s
         eps = eps_at(config, step, steps, run.eps_start)
-        weight = interval_weight_at(config, step, steps)
+        weight, kappa = interval_weight_at(config, step, steps), clean_weight_at(config, step, steps)
         index = perm[s * run.batch:(s + 1) * run.batch].tensor_split(world.world_size)[world.rank]
-        local = _train_step(run, index, eps, weight)
+        local = _train_step(run, index, eps, weight, kappa)
         _check_finite(run, local, epoch, s)
         sums += local
         if callbacks:
             k = max(1.0, float(index.shape[0]))  # the shard's size, without reading the device
             step_metrics = {"epoch": epoch + 1, "step": step + 1, "eps": eps, "lr": lr,
-                            "interval_weight": weight,
+                            "interval_weight": weight, "clean_weight": kappa,
                             "robust_loss": float(local[0]) / k,
                             "robust_err_estimate": float(local[1]) / k, "clean_err": float(local[2]) / k}
             for cb in callbacks:
@@ -259,17 +262,23 @@ def _train_epoch(run: _Run, epoch: int, callbacks: Sequence[TrainCallback]) -> d
     return row
 
 
-def _train_step(run: _Run, index: Tensor, eps: float, interval_weight: float = 0.0) -> Tensor:
+def _train_step(run: _Run, index: Tensor, eps: float, interval_weight: float = 0.0,
+                clean_weight: float = 0.0) -> Tensor:
     """One optimiser step on this rank's shard ``index`` of the global batch, on the dual bound mixed with
-    interval bounds by ``interval_weight`` (:func:`~onnxdual.engine.network.robust_loss`); returns the
-    shard's summed robust CE, robust error estimate, clean error and example count."""
+    interval bounds by ``interval_weight`` (:func:`~onnxdual.engine.network.robust_loss`), and the clean
+    cross entropy mixed in by ``clean_weight``; returns the shard's summed robust CE, robust error estimate,
+    clean error and example count (the robust CE is the bound's alone, without the clean term)."""
     xb, yb = run.x[index], run.y[index]
     run.optimizer.zero_grad(set_to_none=True)
     ce, err = robust_loss(run.net, eps, xb, yb, run.config.norm, run.config.proj,
                           clip=run.config.effective_clip, generator=run.proj_gen, size_average=False,
                           interval_weight=interval_weight)
     # sum over this rank's shard / global batch: summed over ranks it is the global mean (§3)
-    (ce.sum() / run.batch).backward()
+    loss = ce.sum() / run.batch
+    if clean_weight > 0:  # kappa CE(f(x), y) + (1 - kappa) CE(-J, y), as CROWN-IBP
+        clean_ce = F.cross_entropy(run.net(xb).flatten(1), yb, reduction="sum") / run.batch
+        loss = clean_weight * clean_ce + (1 - clean_weight) * loss
+    loss.backward()
     if run.world.active:
         allreduce_gradients(run.params)
     run.optimizer.step()

@@ -91,6 +91,7 @@ def test_cascade_option_writes_a_manifest(tiny, tmp_path):
     (("{model}", "--data", "{data}", "--ibp-weight", "1.5"), "--ibp-weight"),
     (("{model}", "--data", "{data}", "--ibp-weight", "0,1,0"), "--ibp-weight"),
     (("{model}", "--data", "{data}", "--ibp-weight", "half"), "--ibp-weight"),
+    (("{model}", "--data", "{data}", "--clean-weight", "1,-1"), "--clean-weight"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/file"), "not a directory"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/file/sub"), "cannot create output directory"),
     (("{model}", "--data", "{data}", "--out", "{tmp}/empty", "--resume"), "nothing to resume"),
@@ -147,9 +148,10 @@ def test_cuda_without_a_cuda_device_is_a_one_line_user_error(tiny, tmp_path, mon
 def test_ibp_options_train_and_become_the_config(tiny, tmp_path):
     model, data = tiny
     base = [str(model), "--data", str(data), "--ramp-epochs", "1"]
-    argv = [*base, "--ibp-weight", "0,1", "--ibp-warmup", "2", "--epochs", "3"]
+    argv = [*base, "--ibp-weight", "0,1", "--ibp-warmup", "2", "--epochs", "3", "--clean-weight", "1,0.5"]
     config, _ = parse_options(train_command.make_context("train", argv).params)
     assert config.interval_weight == (0.0, 1.0) and config.ibp_warmup == 2
+    assert config.clean_weight == (1.0, 0.5)
     config, _ = parse_options(train_command.make_context("train", [*base, "--ibp-weight", "0.25"]).params)
     assert config.interval_weight == (0.25, 0.25) and config.ibp_warmup == 0
     out = tmp_path / "ibp"

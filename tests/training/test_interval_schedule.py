@@ -1,15 +1,18 @@
-"""Training beyond the paper (issue 14, point 3): the IBP warm-up and the CROWN-IBP mix of the dual bound with
-interval bounds (TrainConfig.ibp_warmup / interval_weight): the weight of every step, the loss a step
-trains on, resume bit for bit, and the settings' checks."""
+"""Training beyond the paper (issue 14, point 3): the IBP warm-up, the CROWN-IBP mix of the dual bound with
+interval bounds and the clean loss's kappa (TrainConfig.ibp_warmup / interval_weight / clean_weight): the
+weights of every step, the loss a step trains on, resume bit for bit, and the settings' checks."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
 
+import onnxdual
 from onnxdual.errors import InvalidInputError
 from onnxdual.training import TrainCallback, TrainConfig, train
 from onnxdual.training.checkpoint import read_checkpoint
-from onnxdual.training.config import interval_weight_at
+from onnxdual.training.config import clean_weight_at, interval_weight_at
 from tests.training.shared import synthetic
 from tests.training.test_trainer import same_weights, tiny_config
 
@@ -30,7 +33,15 @@ def test_interval_weight_is_one_during_the_warmup_then_ramps_with_eps():
     assert interval_weight_at(no_ramp, 0, steps) == 0.7
 
 
-@pytest.mark.parametrize("kw", [dict(interval_weight=(0.0, 1.5)), dict(interval_weight=(-0.1, 0.0)),
+def test_clean_weight_ramps_with_eps_and_ignores_the_warmup():
+    cfg = TrainConfig(eps=0.1, ramp_epochs=2, clean_weight=(1.0, 0.5), ibp_warmup=1)
+    assert [clean_weight_at(cfg, s, 10) for s in (0, 10, 19, 20, 99)] == \
+        pytest.approx([1.0, 0.75, 0.525, 0.5, 0.5])
+    assert clean_weight_at(TrainConfig(eps=0.1), 5, 10) == 0.0
+
+
+@pytest.mark.parametrize("kw", [dict(interval_weight=(0.0, 1.5)), dict(clean_weight=(0.0, 2.0)),
+                                dict(interval_weight=(-0.1, 0.0)),
                                 dict(interval_weight=(0.5,)), dict(interval_weight=(True, 0.0)),
                                 dict(ibp_warmup=-1), dict(ibp_warmup=1.5), dict(ibp_warmup=10 ** 6)])
 def test_bad_interval_settings_are_user_errors(kw):
@@ -39,9 +50,10 @@ def test_bad_interval_settings_are_user_errors(kw):
 
 
 def test_settings_survive_the_checkpoint_round_trip():
-    cfg = TrainConfig(eps=0.1, interval_weight=(0.25, 1.0), ibp_warmup=3)
+    cfg = TrainConfig(eps=0.1, interval_weight=(0.25, 1.0), ibp_warmup=3, clean_weight=(1.0, 0.5))
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    old = {k: v for k, v in cfg.to_dict().items() if k not in ("interval_weight", "ibp_warmup")}
+    new = ("interval_weight", "ibp_warmup", "clean_weight")
+    old = {k: v for k, v in cfg.to_dict().items() if k not in new}
     assert TrainConfig.from_dict(old) == TrainConfig(eps=0.1)  # a run from before the options: the paper's
 
 
@@ -85,3 +97,21 @@ def test_an_ibp_warmup_step_runs_no_dual_pass(conv_model, tmp_path, monkeypatch)
     assert calls == []
     train(conv_model, synthetic(), tiny_config(epochs=1), tmp_path / "paper")
     assert calls
+
+
+def test_a_step_descends_kappa_clean_ce_plus_the_mixed_robust_ce(conv_model, tmp_path):
+    """One SGD step on the whole batch moves the weights by lr times the gradient of
+    ``kappa CE(f(x), y) + (1 - kappa) CE(-((1 - w) J + w J_IBP), y)`` (exact J: nothing random)."""
+    data = synthetic(40)
+    kappa, w, lr = 0.4, 0.3, 0.05
+    cfg = TrainConfig(eps=0.05, proj=None, epochs=1, batch_size=40, ramp_epochs=0, optimizer="sgd", lr=lr,
+                      momentum=0.0, interval_weight=(w, w), clean_weight=(kappa, kappa))
+    run = train(conv_model, data, cfg, tmp_path)
+    net = onnxdual.load(conv_model)
+    robust, _ = onnxdual.robust_loss(net, 0.05, data.x, data.y, clip=(0.0, 1.0), interval_weight=w)
+    loss = kappa * F.cross_entropy(net(data.x).flatten(1), data.y) + (1 - kappa) * robust
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    expected = {name: p.detach() - lr * g for (name, p), g in zip(net.named_parameters(), grads)}
+    trained = dict(run.net.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(trained[name].detach(), value, rtol=1e-4, atol=1e-6)

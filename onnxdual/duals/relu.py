@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from onnxdual.duals.base import ElementwiseActivation, NodeContext, SlopeRule, chord_slope
+from onnxdual.duals.base import (ElementwiseActivation, ElementwiseFace, Faces, NodeContext, SlopeFaces, SlopeRule,
+                                 chord_slope)
 
 
 def adaptive_lower_slope(lower: Tensor, upper: Tensor, f_lower: Tensor, f_upper: Tensor) -> Tensor:
@@ -33,6 +34,11 @@ class ReluDual(ElementwiseActivation):
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
+    def faces(self, lower: Tensor, upper: Tensor) -> "ReluFaces":
+        generic = super().faces(lower, upper)
+        return ReluFaces(generic.gaps, lower, upper, generic.lower_slope, generic.upper_slope, generic.free,
+                         generic.slope_range)
+
     def _gaps(self, slope: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         """The extremes of ``g(x) = relu(x) - a x`` on ``[l, u]`` without stacking the candidates (the
         optimiser calls this every iteration on per-row tensors): ``g`` is convex, so its maximum is at an
@@ -46,6 +52,28 @@ class ReluDual(ElementwiseActivation):
         high_end = torch.where(at_lower >= at_upper, at_lower, at_upper)
         return (torch.where(at_kink <= low_end, at_kink, low_end),
                 torch.where(at_kink >= high_end, at_kink, high_end))
+
+
+class ReluFaces(SlopeFaces):
+    """ReLU's faces with a lower offset that does not depend on the slope: ``relu(x) >= a x`` on the whole
+    line for every ``a`` in ``[0, 1]``, so on an unstable unit the lower face's exact offset is 0 for every
+    slope of its range, and a stable unit's range is its own slope alone. The slope is clamped into that
+    range (the identity, gradient included, on what the optimiser projects; any other value gives the faces
+    of the nearest slope of the range, so every ``theta`` is sound) and the offset is the exact one at the
+    range, computed once: the same faces and the same gradients as the generic gap rule on the range,
+    without its per-row work (the optimiser builds these faces every iteration for every target row)."""
+
+    def faces(self, theta: tuple[Tensor, ...]) -> Faces:
+        (a,) = theta
+        lo, hi = self.slope_range
+        if a.dim() != lo.dim():  # per-row slopes (B, K, *shape), one range per unit
+            lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+        fixed = self.__dict__.setdefault("_fixed", {})
+        if "lower" not in fixed:  # at the range's low end: 0 on unstable units, exact on stable ones
+            fixed["lower"] = self.gaps(self.slope_range[0], self.lower, self.upper)[0]
+            fixed["upper"] = self.gaps(self.upper_slope, self.lower, self.upper)[1]
+        return Faces(ElementwiseFace(torch.clamp(a, lo, hi), fixed["lower"]),
+                     ElementwiseFace(self.upper_slope, fixed["upper"]))
 
 
 def relu_dual(ctx: NodeContext) -> ReluDual:

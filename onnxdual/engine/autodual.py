@@ -467,35 +467,23 @@ def backward_bounds(built: BuiltDual, input_set: InputSet, relaxations: dict[str
     step = max(1, max_rows // 2) if two_sided else max_rows
     for rows in cost.row_chunks(wanted, step, stop):
         k = rows.numel()
+        signs = torch.ones((1, k), dtype=center.dtype, device=center.device)
+        if two_sided:  # the rows -e_j in the same pass, after the rows +e_j
+            rows, signs = torch.cat([rows, rows]), torch.cat([signs, -signs], 1)
         if plan is not None:
-            ones = torch.ones((1, k), dtype=center.dtype, device=center.device)
-            if two_sided:
-                linear, spread = patches.parts(plan, built, input_set, relaxations,
-                                               torch.cat([rows, rows]).unsqueeze(0), torch.cat([ones, -ones], 1),
-                                               offsets)
-                value = linear - spread
-                lows.append(value[:, :k])
-                highs.append(-value[:, k:])
-            else:
-                linear, spread = patches.parts(plan, built, input_set, relaxations, rows.unsqueeze(0), ones,
-                                               offsets)
-                lows.append(linear - spread)
-                highs.append(linear + spread)
-            continue
-        eye = torch.zeros((1, k, n), dtype=center.dtype, device=center.device)
-        eye[0, torch.arange(k, device=center.device), rows] = 1
-        if two_sided:
-            linear, spread = dual_parts(built, input_set, relaxations,
-                                        torch.cat([eye, -eye], 1).reshape(1, 2 * k, *shape),
+            linear, spread = patches.parts(plan, built, input_set, relaxations, rows.unsqueeze(0), signs, offsets)
+        else:
+            eye = torch.zeros((1, rows.numel(), n), dtype=center.dtype, device=center.device)
+            eye[0, torch.arange(rows.numel(), device=center.device), rows] = signs[0]
+            linear, spread = dual_parts(built, input_set, relaxations, eye.reshape(1, rows.numel(), *shape),
                                         start=name, offsets=offsets)
+        if two_sided:
             value = linear - spread
             lows.append(value[:, :k])
             highs.append(-value[:, k:])
-            continue
-        linear, spread = dual_parts(built, input_set, relaxations, eye.reshape(1, k, *shape),
-                                    start=name, offsets=offsets)
-        lows.append(linear - spread)
-        highs.append(linear + spread)
+        else:
+            lows.append(linear - spread)
+            highs.append(linear + spread)
     batch = center.shape[0]
     if units is None:
         return torch.cat(lows, 1).reshape(batch, *shape), torch.cat(highs, 1).reshape(batch, *shape)

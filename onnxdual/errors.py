@@ -33,6 +33,11 @@ class UnsupportedNodeError(UnsupportedError, InvalidInputError):
     non-linear use of a linear operator)."""
 
 
+class UnboundedRelaxationError(UnsupportedNodeError):
+    """A node with no finite linear bound on the input bounds it was given (a divisor's or a Log's bounds
+    reaching 0): the network is supported, these bounds are not; smaller input sets may be fine."""
+
+
 @dataclass(frozen=True)
 class MissingOp:
     """One graph node whose ONNX operator has no registered dual layer."""

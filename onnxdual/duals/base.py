@@ -97,9 +97,11 @@ class NodeContext:
         out = self.module(*args, **self.kwargs)
         return out[0] if isinstance(out, (tuple, list)) else out
 
-    def unsupported(self, why: str) -> UnsupportedNodeError:
-        """An error for a node this dual layer cannot handle (e.g. a non-linear use of a linear op)."""
-        return UnsupportedNodeError(f"node {self.name!r} ({self.op_type}): {why}")
+    def unsupported(self, why: str,
+                    kind: type[UnsupportedNodeError] = UnsupportedNodeError) -> UnsupportedNodeError:
+        """An error for a node this dual layer cannot handle (e.g. a non-linear use of a linear op), or with
+        ``kind=UnboundedRelaxationError`` for input bounds on which it has no finite linear bound."""
+        return kind(f"node {self.name!r} ({self.op_type}): {why}")
 
 
 class DualLayer(ABC):

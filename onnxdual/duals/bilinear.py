@@ -31,6 +31,7 @@ from onnxdual.duals import linear
 from onnxdual.duals.base import AffineDual, Face, Faces, NodeContext, ParametricFaces
 from onnxdual.duals.multi import (Bounds, MultiInputActivation, Packing, PackedRelaxation, Plane, PlanesFace,
                                   parallelogram, reduce_to, rows)
+from onnxdual.errors import UnboundedRelaxationError
 
 
 class ElementwiseBinary(MultiInputActivation):
@@ -122,7 +123,8 @@ class DivDual(ElementwiseBinary):
         lx, ly = self.broadcast(lowers)
         ux, uy = self.broadcast(uppers)
         if bool(((ly <= 0) & (uy >= 0)).any()):
-            raise self.ctx.unsupported("the divisor's bounds contain 0, so the quotient has no finite bound")
+            raise self.ctx.unsupported("the divisor's bounds contain 0, so the quotient has no finite bound",
+                                      UnboundedRelaxationError)
         (w_slope, w_low), (_, w_high) = reciprocal_planes(ly, uy)
         half = torch.full_like(lx, 0.5)
         (lower, lower_c), (upper, upper_c) = mccormick(lx, ux, 1.0 / uy, 1.0 / ly, half, half)

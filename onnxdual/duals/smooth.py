@@ -21,7 +21,7 @@ back to its global range, ``min f - max(a l, a u) <= g_a``, which is sound for e
 
 Functions defined on part of the line (Log, Sqrt, Reciprocal, fractional powers) declare their ``domain``
 and ``poles``; bounds that reach outside it cannot be enclosed by any finite face, so the layer refuses
-them with one clear :class:`~onnxdual.errors.UnsupportedNodeError` rather than return a non-bound. The
+them with one clear :class:`~onnxdual.errors.UnboundedRelaxationError` rather than return a non-bound. The
 same holds for bounds on which ``f`` overflows the floating-point type (Exp of 100 in float32).
 
 As everywhere in onnxdual, bounds are computed in the working floating-point type without directed
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, NodeContext, Relaxation, SlopeFaces, chord_slope
-from onnxdual.errors import UnsupportedNodeError
+from onnxdual.errors import UnboundedRelaxationError
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -171,8 +171,8 @@ def derivative_range(curve: Curve, lower: Tensor, upper: Tensor) -> tuple[Tensor
     return low, high
 
 
-def _refuse(ctx: NodeContext | None, why: str) -> UnsupportedNodeError:
-    return ctx.unsupported(why) if ctx is not None else UnsupportedNodeError(why)
+def _refuse(ctx: NodeContext | None, why: str) -> UnboundedRelaxationError:
+    return ctx.unsupported(why, UnboundedRelaxationError) if ctx is not None else UnboundedRelaxationError(why)
 
 
 class SmoothDual(ActivationDual):

@@ -140,7 +140,7 @@ def _fold(model: onnx.ModelProto, frontier: dict[str, list[tuple[int, int]]],
         for i, position in consumers:
             out.graph.node[i].input[position] = init
         folded.add(name)
-    if concats and not _concats_as_pads(out, concats):
+    if concats and not concats_as_pads(out, concats):
         return None
     return _prune(out) if folded else model
 
@@ -153,7 +153,7 @@ def _per_example(model: onnx.ModelProto, consumers: list[tuple[int, int]], value
                  batches: tuple) -> np.ndarray | None:
     """A value that is one constant repeated for every example (``cls_token.expand(x.size(0), -1, -1)``)
     as that constant with a batch dimension of 1, where every consumer broadcasts it or is a Concat (see
-    :func:`_concats_as_pads`); None otherwise."""
+    `concats_as_pads`); None otherwise."""
     if any(model.graph.node[i].op_type not in BROADCASTING_OPS + ("Concat",) for i, _ in consumers):
         return None
     if any(v.ndim == 0 or v.shape[0] != b or v.shape[1:] != values[0].shape[1:]
@@ -165,12 +165,15 @@ def _per_example(model: onnx.ModelProto, consumers: list[tuple[int, int]], value
     return row
 
 
-def _concats_as_pads(model: onnx.ModelProto, concats: dict[int, dict[int, np.ndarray]]) -> bool:
-    """``Concat`` of network values and per-example constants ``c`` along a per-example axis, written as
-    ``Pad(x_1) + ... + Pad(x_k) + C``: each value zero-padded into its place, ``C`` the constants in theirs
-    (zeros elsewhere, batch dimension 1, broadcast by ``Add``); the same function for every batch size,
-    from operators with dual layers. False (and the model half-rewritten) when some sizes are unknown."""
-    shapes = inferred_shapes(model)
+def concats_as_pads(model: onnx.ModelProto, concats: dict[int, dict[int, np.ndarray]],
+                    shapes: dict[str, list[int]] | None = None) -> bool:
+    """``Concat`` of network values and per-example constants ``c`` (by input position, with a batch
+    dimension of 1) along a per-example axis, written as ``Pad(x_1) + ... + Pad(x_k) + C``: each value
+    zero-padded into its place, ``C`` the constants in theirs (zeros elsewhere, batch dimension 1, broadcast
+    by ``Add``); the same function for every batch size, from operators with dual layers. ``shapes``: the
+    values' shapes with their batch dimension (default: shape inference on ``model``). False (and the model
+    half-rewritten) when some sizes are unknown."""
+    shapes = inferred_shapes(model) if shapes is None else shapes
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     replaced: dict[int, list[onnx.NodeProto]] = {}
     for i, constants in concats.items():

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxdual.frontend.folding import concats_as_pads
 from onnxdual.frontend.lowering import constant_tensors, inferred_shapes, lower_for_conversion
 from onnxdual.frontend.reader import copy_model, graph_inputs, variable_nodes
 
@@ -251,8 +252,9 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     """For an ONNX input without a batch dimension (onnxdual adds one in front): shift the axes of the
     shape-changing operators on the variable path by one (``Reshape`` targets get a leading ``0``, copy the
     batch; ``Transpose`` permutations, ``Flatten`` axes and ``Pad`` pads get the new axis; the non-negative
-    axes of ``Gather`` on a variable tensor, ``Concat`` of variable tensors only, ``Slice`` (no axes: its
-    first ones), ``Squeeze`` / ``Unsqueeze`` and ``Reduce*`` count one more). Whatever is
+    axes of ``Gather`` on a variable tensor, ``Concat``, ``Slice`` (no axes: its first ones), ``Squeeze`` /
+    ``Unsqueeze`` and ``Reduce*`` count one more; a ``Concat`` with constant parts becomes padded values
+    plus the constants, which cannot carry the batch themselves). Whatever is
     missed here is caught by the batch check against onnxruntime in
     :func:`onnxdual.verify.network.load_network`."""
     out = copy_model(model)
@@ -264,6 +266,7 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:  # noqa: BLE001 - best effort
         ranks = {}
     inits = {t.name: t for t in out.graph.initializer}
+    padded_concats: dict[int, dict[int, np.ndarray]] = {}  # Concats of values and constants, by node index
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     values, vnodes = set(graph_inputs(model)), []  # by position: unnamed nodes have no stable identity
     for i, n in enumerate(model.graph.node):
@@ -319,7 +322,11 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
             if node.op_type == "Gather" and node.input[0] not in values:
                 continue  # variable indices into a constant table: no batch axis in the data
             if node.op_type == "Concat" and not all(name in values for name in node.input):
-                continue  # a constant part would need the batch too
+                if not all(name in values or name in inits for name in node.input):
+                    continue
+                # the constant parts get a batch dimension of 1: Pad(x) + C (folding.concats_as_pads)
+                padded_concats[i] = {p: numpy_helper.to_array(inits[name])[None]
+                                     for p, name in enumerate(node.input) if name not in values}
             axis = int(attrs.get("axis", -1 if node.op_type.endswith("Softmax") else 0))
             if node.op_type.endswith("Softmax") and opset < 13:
                 continue  # Softmax-1/11 coerce to 2-d at ``axis``: the batch axis changes what that means
@@ -353,6 +360,11 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
                     node.input[1] = new_init(np.array(every, dtype=np.int64), node.name or node.output[0], i)
                 else:
                     set_attr(node, "axes", every)
+    if padded_concats:
+        batched = {name: [1, *dims] for name, dims in inferred_shapes(model).items()}
+        trial = copy_model(out)
+        if concats_as_pads(trial, padded_concats, batched):
+            return trial
     return out
 
 

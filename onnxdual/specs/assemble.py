@@ -4,7 +4,9 @@ Both readers (1.0 and 2.0) reduce every assertion to a DNF: a list of clauses, e
 ``sum_v coeff_v * v <= rhs``. Variables are ints: input ``X_i`` is ``i`` (``>= 0``) and output ``Y_j``
 is ``~j`` (``< 0``). An atom is stored as ``(kind, coeffs, rhs, loc)`` with ``kind`` ``"X"`` or ``"Y"``,
 ``coeffs`` ``{index: coeff}`` (indices of that kind, non-negative), ``loc`` a source location for error
-messages. Atoms mixing inputs and outputs are rejected; atoms without variables are decided on the spot.
+messages, and optionally a fifth element ``strict`` (the source said ``<``: ``sum < rhs``; VNN-LIB 2.0 only,
+1.0 reads ``<`` as ``<=`` as VNN-COMP does). Proofs use the closure (sound for "unsat"); a witness must meet
+the strict inequality itself (:class:`OutputConstraint`, :class:`InputRegion`). Atoms mixing inputs and outputs are rejected; atoms without variables are decided on the spot.
 
 The assertions are conjoined: single-clause assertions (the usual box bounds) form a common part, the
 multi-clause ones are multiplied out. Each resulting clause splits into input atoms (which must be
@@ -31,9 +33,11 @@ MAX_CLAUSES = 100_000
 
 
 def make_atom(
-    coeffs: dict, rhs: float, loc, describe: Callable[[object], str], var_label: Callable[[int], str]
+    coeffs: dict, rhs: float, loc, describe: Callable[[object], str], var_label: Callable[[int], str],
+    strict: bool = False,
 ):
-    """Build the atom ``sum coeffs[v] * v <= rhs`` (``v`` in the signed encoding). Returns :data:`TRUE`,
+    """Build the atom ``sum coeffs[v] * v <= rhs`` (``< rhs`` if ``strict``; ``v`` in the signed encoding).
+    Returns :data:`TRUE`,
     :data:`FALSE` or an atom tuple; raises :class:`SpecError` for an inequality mixing inputs and outputs
     or for non-finite numbers."""
     xs = {}
@@ -54,10 +58,15 @@ def make_atom(
             "in one inequality"
         )
     if xs:
-        return ("X", xs, rhs, loc)
+        return ("X", xs, rhs, loc, strict)
     if ys:
-        return ("Y", ys, rhs, loc)
-    return TRUE if 0.0 <= rhs else FALSE
+        return ("Y", ys, rhs, loc, strict)
+    return TRUE if (0.0 < rhs if strict else 0.0 <= rhs) else FALSE
+
+
+def is_strict(atom) -> bool:
+    """Whether ``atom`` is a strict inequality (see the module docstring)."""
+    return len(atom) > 4 and bool(atom[4])
 
 
 def conj(atoms) -> list:
@@ -98,8 +107,13 @@ def dnf_or(parts: list, where: Callable[[], str]) -> list:
     return out
 
 
-def _apply_input_atoms(lower: list, upper: list, atoms, describe, x_label) -> None:
-    for _, coeffs, rhs, loc in atoms:
+def _apply_input_atoms(lower: list, upper: list, atoms, describe, x_label, w_lower: list, w_upper: list) -> None:
+    """Intersect the box ``[lower, upper]`` with single-variable bounds, and the witness box ``[w_lower,
+    w_upper]`` with the float64 values that meet them exactly: a bound ``rhs / c`` that float64 cannot
+    represent is rounded outwards for the box (a larger box is sound for proofs) and inwards for witnesses,
+    and a strict bound excludes its own value from the witness box."""
+    for atom in atoms:
+        _, coeffs, rhs, loc = atom[:4]
         if len(coeffs) != 1:
             names = ", ".join(x_label(i) for i in sorted(coeffs)[:3])
             raise UnsupportedSpecError(
@@ -107,29 +121,41 @@ def _apply_input_atoms(lower: list, upper: list, atoms, describe, x_label) -> No
                 "input sets must be boxes (bounds on single variables)"
             )
         ((i, c),) = coeffs.items()
-        bound = rhs / c + 0.0  # + 0.0 turns -0.0 into 0.0
-        # Round an inexact quotient outward: a slightly larger box is sound, a smaller one is not.
-        inexact = abs(c) != 1.0 and Fraction(bound) * Fraction(c) != Fraction(rhs)
-        if c > 0:  # x_i <= rhs / c
-            if inexact:
-                bound = math.nextafter(bound, math.inf)
-            if bound < upper[i]:
-                upper[i] = bound
-        else:  # x_i >= rhs / c
-            if inexact:
-                bound = math.nextafter(bound, -math.inf)
-            if bound > lower[i]:
-                lower[i] = bound
+        nearest = rhs / c + 0.0  # + 0.0 turns -0.0 into 0.0
+        inexact = abs(c) != 1.0 and Fraction(nearest) * Fraction(c) != Fraction(rhs)
+        inward = -math.inf if c > 0 else math.inf  # c > 0: x_i <= rhs / c; c < 0: x_i >= rhs / c
+        bound = math.nextafter(nearest, -inward) if inexact else nearest
+        met = _witness_limit(nearest, c, rhs, is_strict(atom), inward)
+        if c > 0:
+            upper[i], w_upper[i] = min(upper[i], bound), min(w_upper[i], met)
+        else:
+            lower[i], w_lower[i] = max(lower[i], bound), max(w_lower[i], met)
+
+
+def _witness_limit(value: float, c: float, rhs: float, strict: bool, inward: float) -> float:
+    """The float64 nearest ``value`` on the ``inward`` side (towards ``-inf`` or ``+inf``) whose ``c * x``
+    meets ``<= rhs`` (``< rhs`` if ``strict``) exactly."""
+    def meets(x: float) -> bool:
+        product, limit = Fraction(x) * Fraction(c), Fraction(rhs)
+        return product < limit if strict else product <= limit
+
+    x = value
+    while math.isfinite(x) and not meets(x):  # at most a few steps: value is within one rounding of the limit
+        x = math.nextafter(x, inward)
+    return x + 0.0
 
 
 def _output_constraint(atoms, n_out: int) -> OutputConstraint:
     A = np.zeros((len(atoms), n_out), dtype=np.float64)
     b = np.empty(len(atoms), dtype=np.float64)
-    for r, (_, coeffs, rhs, _) in enumerate(atoms):
+    strict = np.zeros(len(atoms), dtype=bool)
+    for r, atom in enumerate(atoms):
+        _, coeffs, rhs, _ = atom[:4]
         for j, c in coeffs.items():
             A[r, j] += c
         b[r] = rhs + 0.0
-    return OutputConstraint(A, b)
+        strict[r] = is_strict(atom)
+    return OutputConstraint(A, b, strict if strict.any() else None)
 
 
 def build_property(
@@ -157,32 +183,26 @@ def build_property(
     if total > MAX_CLAUSES:
         raise SpecError(f"{source}: the assertions expand to {total} disjuncts (limit {MAX_CLAUSES})")
 
-    base_lower = [-math.inf] * n_in
-    base_upper = [math.inf] * n_in
-    _apply_input_atoms(base_lower, base_upper, [a for a in common if a[0] == "X"], describe, x_label)
+    base = [[-math.inf] * n_in, [math.inf] * n_in, [-math.inf] * n_in, [math.inf] * n_in]  # box, witness box
+    _apply_input_atoms(*base[:2], [a for a in common if a[0] == "X"], describe, x_label, *base[2:])
     common_y = [a for a in common if a[0] == "Y"]
-    base_key = (tuple(base_lower), tuple(base_upper))
 
-    groups: dict = {}  # box key -> (lower, upper, [OutputConstraint])
+    groups: dict = {}  # box and witness box -> ([lower, upper, w_lower, w_upper], [OutputConstraint])
     for combo in itertools.product(*multi):
         x_atoms = []
         y_atoms = list(common_y)
         for clause in combo:
             for a in clause:
                 (x_atoms if a[0] == "X" else y_atoms).append(a)
+        box = base
         if x_atoms:
-            lower, upper = list(base_lower), list(base_upper)
-            _apply_input_atoms(lower, upper, x_atoms, describe, x_label)
-            key = (tuple(lower), tuple(upper))
-        else:
-            lower, upper, key = base_lower, base_upper, base_key
-        entry = groups.get(key)
-        if entry is None:
-            entry = groups[key] = (lower, upper, [])
-        entry[2].append(_output_constraint(y_atoms, n_out))
+            box = [list(v) for v in base]
+            _apply_input_atoms(*box[:2], x_atoms, describe, x_label, *box[2:])
+        entry = groups.setdefault(tuple(tuple(v) for v in box), (box, []))
+        entry[1].append(_output_constraint(y_atoms, n_out))
 
     cases = []
-    for k, (lower, upper, conjunctions) in enumerate(groups.values()):
+    for k, ((lower, upper, w_lower, w_upper), conjunctions) in enumerate(groups.values()):
         lo = np.array(lower, dtype=np.float64)
         up = np.array(upper, dtype=np.float64)
         where = f" (input disjunct {k + 1} of {len(groups)})" if len(groups) > 1 else ""
@@ -199,5 +219,7 @@ def build_property(
                 f"{source}: empty input box: {x_label(i)} has lower bound {lower[i]!r} > upper bound "
                 f"{upper[i]!r}{where}"
             )
-        cases.append((InputRegion(lo, up), conjunctions))
+        w_lo, w_up = np.array(w_lower, dtype=np.float64), np.array(w_upper, dtype=np.float64)
+        exact = bool(np.array_equal(w_lo, lo) and np.array_equal(w_up, up))
+        cases.append((InputRegion(lo, up, None if exact else w_lo, None if exact else w_up), conjunctions))
     return Property(n_in, n_out, cases, source=source, **meta)

@@ -40,10 +40,16 @@ def _frozen_array(value, ndim: int, what: str) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class InputRegion:
-    """One box of the input space, flat, in ``X_i`` index order (row-major order of the ONNX input)."""
+    """One box of the input space, flat, in ``X_i`` index order (row-major order of the ONNX input).
+
+    ``[lower, upper]`` is the closed float64 box that proofs cover. ``[witness_lower, witness_upper]``
+    (default: the same) is where a witness must lie: smaller where the file's bound is strict (``X < 1``
+    excludes 1) or not a float64 number (``3 X <= 1``: the box is rounded outwards, witnesses inwards)."""
 
     lower: np.ndarray  # (n_in,) float64
     upper: np.ndarray  # (n_in,) float64
+    witness_lower: np.ndarray | None = None  # (n_in,) float64
+    witness_upper: np.ndarray | None = None  # (n_in,) float64
 
     def __post_init__(self):
         lower = _frozen_array(self.lower, 1, "InputRegion.lower")
@@ -52,6 +58,14 @@ class InputRegion:
             raise ValueError(f"InputRegion bounds differ in shape: {lower.shape} vs {upper.shape}")
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
+        for name, default in (("witness_lower", lower), ("witness_upper", upper)):
+            value = getattr(self, name)
+            value = default.copy() if value is None else _frozen_array(value, 1, f"InputRegion.{name}")
+            if value.shape != lower.shape:
+                raise ValueError(f"InputRegion.{name} has shape {value.shape}, the box {lower.shape}")
+            object.__setattr__(self, name, value)
+        if np.any(self.witness_lower < lower) or np.any(self.witness_upper > upper):
+            raise ValueError("InputRegion: the witness box must lie inside the box")
 
     @property
     def n_inputs(self) -> int:
@@ -61,25 +75,33 @@ class InputRegion:
 @dataclass(frozen=True, eq=False)
 class OutputConstraint:
     """A conjunction of linear constraints ``A @ y <= b`` on the flat network output ``y`` (``Y_i`` order).
-    ``k = 0`` rows is the empty conjunction, i.e. *every* output is in it."""
+    ``k = 0`` rows is the empty conjunction, i.e. *every* output is in it. ``strict`` (default: none) marks
+    the rows the file wrote with ``<`` (VNN-LIB 2.0): proofs treat them as ``<=`` (sound for "unsat"), a
+    witness must meet ``a_i y < b_i``."""
 
     A: np.ndarray  # (k, n_out) float64
     b: np.ndarray  # (k,) float64
+    strict: np.ndarray | None = None  # (k,) bool
 
     def __post_init__(self):
         A = _frozen_array(self.A, 2, "OutputConstraint.A")
         b = _frozen_array(self.b, 1, "OutputConstraint.b")
         if A.shape[0] != b.shape[0]:
             raise ValueError(f"OutputConstraint: A has {A.shape[0]} rows but b has {b.shape[0]} entries")
+        strict = np.zeros(b.shape, dtype=bool) if self.strict is None else np.array(self.strict, dtype=bool)
+        if strict.shape != b.shape:
+            raise ValueError(f"OutputConstraint: strict has shape {strict.shape}, b {b.shape}")
         object.__setattr__(self, "A", A)
         object.__setattr__(self, "b", b)
+        object.__setattr__(self, "strict", strict)
 
     def contains(self, y) -> bool:
-        """``True`` iff ``A @ y <= b`` holds row-wise exactly (zero tolerance)."""
+        """``True`` iff every row holds exactly (zero tolerance): ``a_i y <= b_i``, or ``<`` where strict."""
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         if self.A.shape[0] == 0:
             return True
-        return bool(np.all(self.A @ y <= self.b))
+        ay = self.A @ y
+        return bool(np.all(np.where(self.strict, ay < self.b, ay <= self.b)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,18 +150,18 @@ class Property:
 
 
 def input_in_region(region: InputRegion, x) -> bool:
-    """``True`` iff the flat input ``x`` lies in the box (bounds inclusive, zero tolerance; NaN is
-    outside)."""
+    """``True`` iff the flat input ``x`` lies in the region: its witness box (bounds inclusive, zero
+    tolerance; NaN is outside)."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if x.shape[0] != region.n_inputs:
         raise ValueError(f"input has {x.shape[0]} entries but the region has {region.n_inputs}")
-    return bool(np.all((region.lower <= x) & (x <= region.upper)))
+    return bool(np.all((region.witness_lower <= x) & (x <= region.witness_upper)))
 
 
 def is_violated(prop: Property, case_index: int, y) -> bool:
     """``True`` iff the flat output ``y`` lies in the unsafe region of case ``case_index``, i.e. satisfies
-    at least one of its conjunctions exactly (zero tolerance). Strict inequalities of the source file
-    were closed to non-strict ones by the parser, so a ``y`` on the boundary counts as violating."""
+    at least one of its conjunctions exactly (zero tolerance; strict rows strictly, see
+    :class:`OutputConstraint`)."""
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if y.shape[0] != prop.n_outputs:
         raise ValueError(f"output has {y.shape[0]} entries but the property has {prop.n_outputs}")

@@ -18,7 +18,9 @@ number of ``declare-input`` / ``declare-hidden`` / ``declare-output`` (any shape
 are flattened in row-major order), and constraints that are polynomials in the declared variables. A query of
 one network with one input and one output, bounds on single inputs and linear constraints on the output is a
 plain property (columns: the output's elements); any other is the joint form of :mod:`onnxdual.specs.joint`.
-``!=`` is rejected. Strict ``<``/``>`` are closed to ``<=``/``>=`` (sound for "unsat", as for 1.0).
+``!=`` is rejected. Strict ``<``/``>`` are kept as strict atoms: proofs use their closure ``<=``/``>=``
+(sound for "unsat", as for 1.0), while a witness must meet them strictly (unlike 1.0, whose VNN-COMP reading
+is the closure).
 
 Leniencies on top of the reference grammar (lexical only; line numbers are preserved):
 
@@ -219,8 +221,9 @@ def parse_vnnlib2(text: str, name: str = "<string>") -> Property:
         except UnsupportedSpecError as exc:
             raise UnsupportedSpecError(f"{describe(line)}: {exc}") from None
         d, const = polys.signed(poly)
-        le = make_atom(d, -const, line, describe, label)  # lhs <= rhs
-        ge = make_atom({v: -c for v, c in d.items()}, const, line, describe, label)  # lhs >= rhs
+        strict = isinstance(cmp, (vnnlib.LessThan, vnnlib.GreaterThan))
+        le = make_atom(d, -const, line, describe, label, strict)  # lhs <= rhs (lhs < rhs)
+        ge = make_atom({v: -c for v, c in d.items()}, const, line, describe, label, strict)  # lhs >= rhs
         if isinstance(cmp, (vnnlib.LessEqual, vnnlib.LessThan)):
             return [le]
         if isinstance(cmp, (vnnlib.GreaterEqual, vnnlib.GreaterThan)):

@@ -77,7 +77,7 @@ class Counterexamples:
         hi = np.asarray(cases.inner_hi[j].numpy(), dtype=np.float32)
         flat = np.minimum(np.maximum(flat, lo), hi)
         x64 = flat.astype(np.float64)
-        if not (np.all(cases.lower[j].numpy() <= x64) and np.all(x64 <= cases.upper[j].numpy())):
+        if not (np.all(cases.witness_lower[j].numpy() <= x64) and np.all(x64 <= cases.witness_upper[j].numpy())):
             return
         y = self.replay(flat)
         if not np.all(np.isfinite(y)):
@@ -126,8 +126,8 @@ class Counterexamples:
         if not idx.numel():
             return
         deadline.check()
-        lower, upper = cases.lower[idx], cases.upper[idx]
-        centre = torch.minimum(torch.maximum((lower + upper) / 2, lower), upper)  # float64, in the closed box
+        lower, upper = cases.witness_lower[idx], cases.witness_upper[idx]
+        centre = torch.minimum(torch.maximum((lower + upper) / 2, lower), upper)  # float64, in the witness box
         self._prove_points(idx, centre, stats)
         fixed = lower == upper
         if bool(fixed.all()):
@@ -163,7 +163,7 @@ class Counterexamples:
         stats.boxes += n
         for i in met.any(1).nonzero().flatten().tolist():
             x, j = p[i].numpy().copy(), int(idx[i])
-            if not (np.all(cases.lower[j].numpy() <= x) and np.all(x <= cases.upper[j].numpy())):
+            if not (np.all(cases.witness_lower[j].numpy() <= x) and np.all(x <= cases.witness_upper[j].numpy())):
                 continue  # cannot happen (the points are clamped to the box); never claim one outside it
             y = self.replay(x.astype(np.float32))
             raise WitnessFound(x, y.astype(np.float32), cases.index[j], proven_by=PROVEN_BY_BOUNDS)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from onnxdual.engine.network import DualNetwork
-from onnxdual.errors import ModelLoadError, OnnxDualError, UnsupportedOpsError
+from onnxdual.errors import ModelLoadError, OnnxDualError, UnboundedRelaxationError, UnsupportedOpsError
 from onnxdual.frontend.onnx_import import load, missing_duals
 from onnxdual.frontend.opset import downgrade, opset_of
 from onnxdual.frontend.reader import interface, read_model_and_bytes
@@ -122,16 +122,22 @@ def _check_conversion(net: nn.Module, session: ReferenceSession, shape: tuple[in
 def _check_dual(net: nn.Module, shape: tuple[int, ...], example_shape: tuple[int, ...], n_out: int,
                 source: str) -> None:
     """Build the dual network and bound a tiny batch: unsupported uses of supported operators (``Mul`` of
-    two variables, ...) are reported now, as :class:`OnnxDualError`, instead of during verification."""
-    x = torch.zeros((2, *example_shape))
-    radius = torch.zeros_like(x).reshape(2, -1)
-    radius[:, 0] = 1e-3
-    try:
-        dual = DualNetwork(net, x, radius.reshape(x.shape))
-        with torch.no_grad():
-            dual.lower_bound(torch.eye(n_out).expand(2, -1, -1)[:, :2].contiguous())
-    except OnnxDualError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - reported as a load error
-        raise ModelLoadError(f"{source}: the dual network cannot be computed for this network "
-                             f"({type(exc).__name__}: {_first_line(exc)})") from None
+    two variables, ...) are reported now, as :class:`OnnxDualError`, instead of during verification. A
+    node without finite bounds at the tiny box (a divisor around 0) is retried at a positive one and then
+    left to the property's own boxes (:class:`UnboundedRelaxationError` is about bounds, not the network)."""
+    for centre in (0.0, 0.5):
+        x = torch.full((2, *example_shape), centre)
+        radius = torch.zeros_like(x).reshape(2, -1)
+        radius[:, 0] = 1e-3
+        try:
+            dual = DualNetwork(net, x, radius.reshape(x.shape))
+            with torch.no_grad():
+                dual.lower_bound(torch.eye(n_out).expand(2, -1, -1)[:, :2].contiguous())
+            return
+        except UnboundedRelaxationError:
+            continue
+        except OnnxDualError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as a load error
+            raise ModelLoadError(f"{source}: the dual network cannot be computed for this network "
+                                 f"({type(exc).__name__}: {_first_line(exc)})") from None

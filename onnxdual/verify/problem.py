@@ -90,17 +90,19 @@ class Model:
 class Cases:
     """The property's cases, padded to ``D`` conjunctions of ``k`` rows and batched."""
 
-    lower: Tensor  # (K, n) float64
+    lower: Tensor  # (K, n) float64: the box proofs cover
     upper: Tensor  # (K, n)
-    inner_lo: Tensor  # (K, n) float32: the float32 points of the box
+    inner_lo: Tensor  # (K, n) float32: the float32 points of the witness box (InputRegion.witness_lower ...)
     inner_hi: Tensor
-    has_points: Tensor  # (K,) bool: the box holds a float32 point
+    has_points: Tensor  # (K,) bool: the witness box holds a float32 point
     a: Tensor  # (K, D, k, n_out) float64, rows normalised to unit l2 norm (zero rows kept)
     b: Tensor  # (K, D, k)
     rows: Tensor  # (K, D, k) bool: real rows
     disjuncts: Tensor  # (K, D) bool: real conjunctions
     constraints: list  # per case, the OutputConstraint list of the property
     index: list  # per case, its index in prop.cases
+    witness_lower: Tensor  # (K, n) float64: where a witness must lie (inside the box)
+    witness_upper: Tensor
 
     def violation(self, y: Tensor, cidx: Tensor, open_mask: Tensor) -> Tensor:
         """``min_d max_i (a_i y - b_i)`` over the open conjunctions of each box's case, for outputs ``y``
@@ -141,8 +143,11 @@ def batch_cases(prop, n_inputs: int) -> Cases | None:
     disjuncts = torch.zeros((K, d_max), dtype=torch.bool)
     lower = torch.zeros((K, n_inputs), dtype=torch.float64)
     upper = torch.zeros((K, n_inputs), dtype=torch.float64)
-    for j, (_, lo, hi, cs) in enumerate(kept):
+    w_lower, w_upper = torch.zeros_like(lower), torch.zeros_like(upper)
+    for j, (i, lo, hi, cs) in enumerate(kept):
         lower[j], upper[j] = torch.from_numpy(lo), torch.from_numpy(hi)
+        region = prop.cases[i][0]
+        w_lower[j], w_upper[j] = torch.from_numpy(region.witness_lower), torch.from_numpy(region.witness_upper)
         for d, c in enumerate(cs):
             disjuncts[j, d] = True
             m = c.A.shape[0]
@@ -153,9 +158,9 @@ def batch_cases(prop, n_inputs: int) -> Cases | None:
             a[j, d, :m] = torch.from_numpy(c.A / scale[:, None])
             b[j, d, :m] = torch.from_numpy(c.b / scale)
             rows[j, d, :m] = True
-    inner_lo, inner_hi, has_points = float32_points(lower, upper)
+    inner_lo, inner_hi, has_points = float32_points(w_lower, w_upper)
     return Cases(lower, upper, inner_lo, inner_hi, has_points, a, b, rows, disjuncts,
-                 [cs for *_, cs in kept], [i for i, *_ in kept])
+                 [cs for *_, cs in kept], [i for i, *_ in kept], w_lower, w_upper)
 
 
 # ----------------------------------------------------------------------------------------------- problem

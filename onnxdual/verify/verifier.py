@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from onnxdual.engine.autodual import RELAXATIONS
-from onnxdual.errors import DeadlineExceeded, InvalidInputError
+from onnxdual.errors import DeadlineExceeded, InvalidInputError, UnboundedRelaxationError
 from onnxdual.verify.bounding import BoxBounder
 from onnxdual.verify.counterexamples import Counterexamples, OnnxReplay, WitnessFound
 from onnxdual.verify.input_split import InputSplitting
@@ -139,9 +139,16 @@ class Verifier:
     def _search(self, problem: Problem, counterexamples: Counterexamples, deadline: Deadline,
                 stats: SearchStats, gen: torch.Generator) -> str:
         counterexamples.quick_attack(gen, deadline, stats)
-        counterexamples.prove_real_points(gen, deadline, stats)
-        if counterexamples.unwitnessable():
+        try:
+            counterexamples.prove_real_points(gen, deadline, stats)
+            if counterexamples.unwitnessable():
+                return counterexamples.give_up(gen, deadline, stats)
+            return self._prove(problem, counterexamples, deadline, stats, gen)
+        except UnboundedRelaxationError:  # no finite bound on these boxes (a divisor around 0): attacks only
             return counterexamples.give_up(gen, deadline, stats)
+
+    def _prove(self, problem: Problem, counterexamples: Counterexamples, deadline: Deadline,
+               stats: SearchStats, gen: torch.Generator) -> str:
         # input splitting bounds many small boxes quickly: adaptive faces there, root included (an optimised
         # root cost seconds on networks that adaptive bounds prove in milliseconds); the optimised faces go
         # where the search is hard, to the roots and domains of ReLU branch and bound

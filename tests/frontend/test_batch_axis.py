@@ -46,6 +46,10 @@ CASES = {
     "concat_of_variables": ([helper.make_node("Slice", ["input", "s", "e"], ["h"]),
                              helper.make_node("Concat", ["h", "input"], ["output"], axis=0)], [3], [5],
                             {"s": _i64(1), "e": _i64(3)}),
+    "concat_with_a_constant": ([helper.make_node("Concat", ["input", "c"], ["output"], axis=0)], [2], [4],
+                               {"c": np.array([10.0, -3.0], np.float32)}),
+    "concat_with_constants_axis_1": ([helper.make_node("Concat", ["c", "input", "c"], ["output"], axis=-1)],
+                                     [2, 2], [2, 4], {"c": np.array([[1.0], [2.0]], np.float32)}),
     "unsqueeze_reduce": ([helper.make_node("Unsqueeze", ["input", "u"], ["h"]),
                           helper.make_node("ReduceSum", ["h", "r"], ["output"], keepdims=0)], [3], [3],
                          {"u": _i64(0), "r": _i64(0)}),
@@ -73,3 +77,15 @@ def test_batched_conversion_equals_onnxruntime_per_example(case):
         got = net(torch.tensor(x)).numpy()
     for b in range(3):
         np.testing.assert_allclose(got[b], run_ort(model, x[b]), rtol=1e-6, atol=1e-6)
+
+
+def test_a_concat_with_constants_is_bounded_exactly():
+    """Concat(x, constants) without a batch axis becomes Pad(x) + C: the dual bound of every output is
+    exact (the map is affine), the constants' entries fixed."""
+    nodes, in_shape, out_shape, inits = CASES["concat_with_constants_axis_1"]
+    net = onnxdual.load(add_batch_axis(_unbatched(nodes, in_shape, out_shape, inits)))
+    x = torch.tensor([[[0.5, -1.0], [2.0, 0.0]]])
+    eye = torch.eye(8).unsqueeze(0)
+    low = onnxdual.DualNetwork(net, x, 0.25).lower_bound(eye).reshape(2, 4)
+    expected = torch.tensor([[1.0, 0.25, -1.25, 1.0], [2.0, 1.75, -0.25, 2.0]])
+    torch.testing.assert_close(low, expected)

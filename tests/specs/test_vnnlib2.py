@@ -145,3 +145,44 @@ def test_lower_case_real_is_the_reference_parsers_spelling_of_real():
     assert [v.element_type for v in decl.variables] == ["Real", "Real"]
     with pytest.raises(SpecError, match="unknown element type 'reals'"):
         parse_vnnlib(text.replace("real", "reals").replace("(* 2.0 Y[0] X[1])", "Y[0]"))
+
+
+def test_strict_comparisons_are_closed_for_proofs_and_strict_for_witnesses():
+    prop = parse_vnnlib(net(BOX2 + "(assert (or (< Y[0] 0.0) (> Y[1] 1.0) (<= Y[0] -1.0)))\n"))
+    (_, conjunctions), = prop.cases
+    assert [c.strict.tolist() for c in conjunctions] == [[True], [True], [False]]
+    assert [rows(c) for c in conjunctions] == [{(1.0, 0.0, 0.0)}, {(0.0, -1.0, -1.0)}, {(1.0, 0.0, -1.0)}]
+    assert not is_violated(prop, 0, [0.0, 0.5])  # Y[0] = 0 is not < 0
+    assert is_violated(prop, 0, [-1e-300, 0.5])
+    assert not is_violated(prop, 0, [0.5, 1.0]) and is_violated(prop, 0, [0.5, np.nextafter(1.0, 2.0)])
+    assert is_violated(prop, 0, [-1.0, 0.5])  # a non-strict row holds on its boundary
+
+
+def test_a_strict_constant_comparison_is_decided_strictly():
+    assert parse_vnnlib(net(BOX2 + "(assert (< 1.0 1.0))\n")).cases == []  # never holds: nothing unsafe
+    assert len(parse_vnnlib(net(BOX2 + "(assert (<= 1.0 1.0))\n(assert (<= Y[0] 0.0))\n")).cases) == 1
+
+
+def test_strict_and_inexact_input_bounds_shrink_the_witness_box_only():
+    from fractions import Fraction
+
+    from onnxdual.specs import input_in_region
+    body = ("(assert (and (< X[0] 1.0) (> X[0] 0.0) (<= (* 3.0 X[1]) 1.0) (>= (* 3.0 X[1]) -1.0)))\n"
+            "(assert (<= Y[0] 0.0))\n")
+    (region, _), = parse_vnnlib(net(body)).cases
+    np.testing.assert_array_equal(region.lower[:1], [0.0])  # proofs cover the closure
+    np.testing.assert_array_equal(region.upper[:1], [1.0])
+    assert region.witness_upper[0] == np.nextafter(1.0, 0.0) and region.witness_lower[0] == np.nextafter(0.0, 1.0)
+    assert Fraction(region.upper[1]) * 3 > 1 and Fraction(region.lower[1]) * 3 < -1  # outwards: sound box
+    assert Fraction(region.witness_upper[1]) * 3 <= 1 and Fraction(region.witness_lower[1]) * 3 >= -1
+    assert Fraction(np.nextafter(region.witness_upper[1], 1.0)) * 3 > 1  # the largest such value
+    assert not input_in_region(region, [1.0, 0.0]) and not input_in_region(region, [0.5, region.upper[1]])
+    assert input_in_region(region, [0.5, region.witness_upper[1]])
+
+
+def test_version_1_reads_strict_comparisons_as_closed():
+    prop = parse_vnnlib("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (< X_0 1.0))\n"
+                        "(assert (>= X_0 0.0))\n(assert (< Y_0 0.0))\n")
+    (region, (c,)), = prop.cases
+    assert not c.strict.any() and region.witness_upper[0] == 1.0
+    assert is_violated(prop, 0, [0.0])

@@ -195,3 +195,42 @@ def test_deadline():
     assert not d.passed() and 0 < d.remaining() <= 3600.0
     assert Deadline(0.05, start=time.perf_counter() - 1.0).passed()  # started a second ago
     assert Deadline(-1).passed()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_witness_meets_strict_rows_and_strict_input_bounds_strictly(twin, strict):
+    """y = relu(x) >= 0: 'y0 < 0' has no witness (y0 = 0 only meets its closure); 'y0 >= 1' with x < 1 has
+    none either (x = 1 lies outside). The closed forms are sat at those very points."""
+    below = Property(1, 2, [(InputRegion([-1.0], [1.0]),
+                             [OutputConstraint([[1.0, 0.0]], [0.0], strict=[strict])])])
+    edge = Property(1, 2, [(InputRegion([0.0], [1.0], None, [np.nextafter(1.0, 0.0)] if strict else None),
+                            [OutputConstraint([[-1.0, 0.0]], [-1.0])])])
+    for prop in (below, edge):
+        result = Verifier.for_network(twin, split_max_inputs=0).decide(prop, Deadline(10))
+        assert (result.answer == SAT) == (not strict), result
+
+
+def test_a_divisor_that_the_load_check_box_crosses_is_decided_on_the_propertys_boxes(tmp_path):
+    """y = x0 / x1 (Slice on an input without a batch axis, as vnnlib-satisfactory's div01 writes it): the
+    load-time check box around 0 has no finite bound, yet the network loads; on x1 in [2, 4] it is proven,
+    and where x1 crosses 0 the attacks still find a witness (no finite bound exists there)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxdual.verify import load_network
+    idx = {k: numpy_helper.from_array(np.array([v], np.int64), f"i{v}") for k, v in ((0, 0), (1, 1), (2, 2))}
+    nodes = [helper.make_node("Slice", ["x", "i0", "i1", "i0"], ["a"]),
+             helper.make_node("Slice", ["x", "i1", "i2", "i0"], ["b"]),
+             helper.make_node("Div", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "div", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], list(idx.values()))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path / "div.onnx"
+    path.write_bytes(model.SerializeToString())
+    network = load_network(str(path))
+    verifier = Verifier.for_network(network)
+    proven = prop_of([([4.0, 2.0], [8.0, 4.0], [([-1.0], [-4.5])])], 2, 1)  # y >= 4.5: max is 4
+    assert verifier.decide(proven, Deadline(20)).answer == UNSAT
+    crossing = prop_of([([1.0, -0.5], [2.0, 1.0], [([-1.0], [-5.0])])], 2, 1)  # y >= 5 near x1 = 0+
+    result = verifier.decide(crossing, Deadline(20))
+    assert result.answer == SAT and result.witness_y[0] >= 5.0, result

@@ -234,3 +234,19 @@ def test_a_divisor_that_the_load_check_box_crosses_is_decided_on_the_propertys_b
     crossing = prop_of([([1.0, -0.5], [2.0, 1.0], [([-1.0], [-5.0])])], 2, 1)  # y >= 5 near x1 = 0+
     result = verifier.decide(crossing, Deadline(20))
     assert result.answer == SAT and result.witness_y[0] >= 5.0, result
+
+
+def test_a_network_undefined_on_part_of_the_load_probes_loads(tmp_path):
+    """y = x ** -0.5 is NaN at the negative load probes, for onnxruntime and torch alike: that agrees, so the
+    network loads, and on x in [1, 4] (y in [0.5, 1]) 'y <= 0.45' is proven unreachable."""
+    from onnx import helper
+
+    from onnxdual.verify import load_network
+    from tests.onnx_builders import make_model
+    model = make_model([helper.make_node("Pow", ["input", "p"], ["output"])], [1], [1],
+                       {"p": np.float32(-0.5)}, opset=18)
+    path = tmp_path / "pow.onnx"
+    path.write_bytes(model.SerializeToString())
+    verifier = Verifier.for_network(load_network(str(path)))
+    assert verifier.decide(prop_of([([1.0], [4.0], [([1.0], [0.45])])], 1, 1), Deadline(20)).answer == UNSAT
+    assert verifier.decide(prop_of([([1.0], [4.0], [([1.0], [0.55])])], 1, 1), Deadline(20)).answer == SAT

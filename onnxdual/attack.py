@@ -178,7 +178,10 @@ def minimise(objective: Objective, input_set: InputSet, *, steps: int, restarts:
                 x = x.detach().requires_grad_(True)
                 with torch.enable_grad(), straight_through():
                     value = objective(x)
-                    (grad,) = torch.autograd.grad(value.sum(), x)
+                    # a network whose output does not follow its input differentiably (a Cast to an
+                    # integer type in the way) gives no direction: the restarts' own points are tried
+                    (grad,) = (torch.autograd.grad(value.sum(), x) if value.requires_grad
+                               else (torch.zeros_like(x),))
             else:  # the last iterate: no step follows
                 with torch.no_grad():
                     value = objective(x)

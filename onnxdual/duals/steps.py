@@ -1,4 +1,5 @@
-"""Dual layers of non-decreasing step functions: Sign, Floor, Ceil, Round (an interval relaxation).
+"""Dual layers of step functions: Sign, Floor, Ceil, Round, and ``Cast`` of the network's values to an integer
+type (truncation) or to BOOL (``x != 0``, the one step that is not monotone) -- an interval relaxation.
 
 A step function has no useful linear face across a jump, so on ``[l, u]`` it is enclosed by the interval
 ``[f(l), f(u)]`` (slope 0), which is exact for the output's range because ``f`` does not decrease; units
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, Face, Faces, NodeContext, Relaxation
+from onnxdual.errors import UnboundedRelaxationError
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,58 @@ sign_dual = _step(torch.sign)
 floor_dual = _step(torch.floor)
 ceil_dual = _step(torch.ceil)
 round_dual = _step(torch.round)  # ONNX and torch both round halves to even
+
+
+#: the ONNX integer types a Cast may truncate to, with their ranges (beyond them ONNX leaves the result
+#: undefined); BOOL is ``x != 0``
+CAST_INTEGER_RANGES = {3: (-2.0**7, 2.0**7 - 1), 5: (-2.0**15, 2.0**15 - 1), 6: (-2.0**31, 2.0**31 - 1),
+                       7: (-2.0**63, 2.0**63 - 1)}  # INT8, INT16, INT32, INT64
+CAST_BOOL = 9
+
+
+class TruncationDual(StepDual):
+    """``Cast`` to an integer type: truncation towards zero (non-decreasing), for values in the type's range."""
+
+    def __init__(self, ctx: NodeContext | None, limits: tuple[float, float]):
+        super().__init__(ctx, torch.trunc)
+        self.limits = limits
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        low, high = self.limits
+        if bool((lower < low).any() or (upper > high).any()):
+            raise _unbounded(self.ctx, f"the input bounds leave the integer type's range [{low:g}, {high:g}], "
+                                       "where the cast is undefined")
+        return torch.trunc(lower), torch.trunc(upper)
+
+
+class NonZeroDual(StepDual):
+    """``Cast`` to BOOL: ``1`` where ``x != 0``, else ``0``. Not monotone, so its interval is not
+    ``[f(l), f(u)]``: ``[1, 1]`` on bounds that exclude 0, ``[0, 0]`` on ``[0, 0]``, ``[0, 1]`` otherwise."""
+
+    def __init__(self, ctx: NodeContext | None):
+        super().__init__(ctx, lambda x: (x != 0).to(x.dtype))
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        zero_inside = (lower <= 0) & (upper >= 0)
+        at_zero = (lower == 0) & (upper == 0)
+        return (~zero_inside).to(lower.dtype), (~at_zero).to(lower.dtype)
+
+    def needs_bounds(self, lower: Tensor, upper: Tensor) -> Tensor:
+        low, high = self.interval(lower, upper)
+        return low != high
+
+
+def _unbounded(ctx: NodeContext | None, why: str) -> UnboundedRelaxationError:
+    return ctx.unsupported(why, UnboundedRelaxationError) if ctx is not None else UnboundedRelaxationError(why)
+
+
+def cast_step_dual(ctx: NodeContext, to: int) -> StepDual:
+    """The step dual of ``Cast`` of the network's values to ``to`` (an integer type or BOOL)."""
+    if ctx.variable_positions != (0,):
+        raise ctx.unsupported("only the first input may depend on the network input")
+    if to == CAST_BOOL:
+        return NonZeroDual(ctx)
+    if to in CAST_INTEGER_RANGES:
+        return TruncationDual(ctx, CAST_INTEGER_RANGES[to])
+    raise ctx.unsupported("a Cast of the network's values to float32 (the identity), an integer type "
+                          "(truncation) or BOOL (x != 0) is supported, not to this type")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from onnxdual.duals.base import AffineDual, ConstantDual, NodeContext
+from onnxdual.duals.base import AffineDual, ConstantDual, DualLayer, NodeContext
+from onnxdual.duals.steps import cast_step_dual
 
 
 class ReshapeDual(AffineDual):
@@ -123,11 +124,14 @@ def constant_dual(ctx: NodeContext) -> ConstantDual:
     return ConstantDual(ctx)
 
 
-def cast_dual(ctx: NodeContext) -> AffineDual:
-    """``Cast`` of the (float32) network's values to float32 is the identity; any other target type rounds
-    or truncates (not a linear map) and is refused. Casts of constants are folded before bounding."""
-    if int(ctx.attributes.get("to", 0)) != 1:  # TensorProto.FLOAT
-        raise ctx.unsupported("only a Cast to float32 (the identity on the network's float32 values) is linear")
+def cast_dual(ctx: NodeContext) -> DualLayer:
+    """``Cast`` of the (float32) network's values to float32 is the identity (also back from an integer
+    cast: integers are float32 values); to an integer type or BOOL it is a step
+    (:func:`onnxdual.duals.steps.cast_step_dual`); other types are refused. Casts of constants are folded
+    before bounding."""
+    to = int(ctx.attributes.get("to", 0))
+    if to != 1:  # TensorProto.FLOAT
+        return cast_step_dual(ctx, to)
     return identity_dual(ctx)
 
 

@@ -148,7 +148,9 @@ def test_maxpool_network_is_sound_and_ordered(dual_check, relaxation):
     with torch.no_grad():
         adaptive = onnxdual.DualNetwork(net, xt, 0.15, relaxation="adaptive").lower_bound(c)
     optimized = onnxdual.DualNetwork(net, xt, 0.15, relaxation="optimized").lower_bound(c)
-    assert (optimized >= adaptive).all()
+    # iteration 0 is the adaptive bound, summed in another order (windows): equal up to float32 rounding
+    # where no iteration improves (seen: -4.1329 both, a few ulps apart, for some draws of c)
+    assert (optimized >= adaptive - 1e-6 * (1 + adaptive.abs())).all()
 
 
 def test_the_plugin_guides_worked_example_is_sound(dual_check, onnx_model):

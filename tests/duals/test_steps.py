@@ -74,3 +74,51 @@ def test_a_backward_pass_stops_at_a_step(relaxation, monkeypatch):
     assert len(calls) == 3
     torch.testing.assert_close(stopped, full, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stopped, lb, rtol=1e-5, atol=1e-5)
+
+
+def _cast_model(to: int, opset: int):
+    from onnx import TensorProto, helper
+
+    from tests.onnx_builders import make_model
+    nodes = [helper.make_node("Cast", ["input"], ["c"], to=to),
+             helper.make_node("Cast", ["c"], ["output"], to=TensorProto.FLOAT)]
+    return make_model(nodes, [6], [6], opset=opset)
+
+
+@pytest.mark.parametrize("opset", [9, 13, 19])
+@pytest.mark.parametrize("to", [9, 6, 7])  # BOOL, INT32, INT64
+def test_a_cast_to_an_integer_or_bool_matches_onnxruntime_and_is_bounded_soundly(to, opset):
+    from tests.dual_checks import check_dual
+    x = np.array([[0.0, -0.2, 0.2, 1.7, -2.6, 3.0], [0.1, -0.1, 2.95, -1.05, 0.0, 5.5]], np.float32)
+    for relaxation in ("paper", "adaptive"):
+        check_dual(_cast_model(to, opset), x, eps=0.3, relaxation=relaxation)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cast_steps_enclose_the_function_on_a_dense_grid(dtype):
+    from onnxdual.duals.steps import CAST_INTEGER_RANGES, NonZeroDual, TruncationDual
+    ends = rng.normal(scale=3.0, size=(400, 2))
+    ends[:40] = rng.normal(scale=1e-6, size=(40, 2))  # very narrow, around 0
+    ends[40:60, 0] = 0.0  # an end at 0
+    ends[60:70] = 0.0  # [0, 0]
+    ends[70:80] = np.round(ends[70:80])  # integer ends
+    lower, upper = (torch.tensor(v, dtype=dtype) for v in (ends.min(1), ends.max(1)))
+    t = torch.linspace(0, 1, 2001, dtype=dtype).unsqueeze(1)
+    grid = torch.cat([lower + t * (upper - lower), lower.unsqueeze(0), upper.unsqueeze(0),
+                      torch.where((lower <= 0) & (upper >= 0), 0.0, lower).unsqueeze(0).to(dtype)])
+    for layer, f in ((NonZeroDual(None), lambda v: (v != 0).to(dtype)),
+                     (TruncationDual(None, CAST_INTEGER_RANGES[7]), torch.trunc)):
+        low, high = layer.interval(lower, upper)
+        values = f(grid)
+        assert (values >= low).all() and (values <= high).all()
+        # tight: both ends of the interval are values the function takes on [l, u]
+        assert ((values == low).any(0) & (values == high).any(0)).all()
+        relax = layer.relax(lower.unsqueeze(0), upper.unsqueeze(0))
+        assert (relax.low[0] == low).all() and (relax.high[0] == high).all() and relax.constant
+
+
+def test_a_cast_beyond_the_integer_range_has_no_bound():
+    from onnxdual.duals.steps import CAST_INTEGER_RANGES, TruncationDual
+    from onnxdual.errors import UnboundedRelaxationError
+    with pytest.raises(UnboundedRelaxationError, match="range"):
+        TruncationDual(None, CAST_INTEGER_RANGES[3]).interval(torch.tensor([0.0]), torch.tensor([200.0]))

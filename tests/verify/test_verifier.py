@@ -250,3 +250,24 @@ def test_a_network_undefined_on_part_of_the_load_probes_loads(tmp_path):
     verifier = Verifier.for_network(load_network(str(path)))
     assert verifier.decide(prop_of([([1.0], [4.0], [([1.0], [0.45])])], 1, 1), Deadline(20)).answer == UNSAT
     assert verifier.decide(prop_of([([1.0], [4.0], [([1.0], [0.55])])], 1, 1), Deadline(20)).answer == SAT
+
+
+@pytest.mark.parametrize("to", [7, 9])  # INT64 (truncation), BOOL (x != 0)
+def test_a_cast_to_an_integer_type_is_decided(tmp_path, to):
+    """y = float(Cast(x, to)): a step, so the attacks get no gradient (their points are still tried) and the
+    interval relaxation proves; x in [2.1, 2.4] gives y = 2 (INT64) or 1 (BOOL) exactly."""
+    from onnx import TensorProto, helper
+
+    from onnxdual.verify import load_network
+    from tests.onnx_builders import make_model
+    model = make_model([helper.make_node("Cast", ["input"], ["c"], to=to),
+                        helper.make_node("Cast", ["c"], ["output"], to=TensorProto.FLOAT)], [1], [1])
+    path = tmp_path / "cast.onnx"
+    path.write_bytes(model.SerializeToString())
+    verifier = Verifier.for_network(load_network(str(path)))
+    value = 2.0 if to == 7 else 1.0
+    above = prop_of([([2.1], [2.4], [([-1.0], [-(value + 0.05)])])], 1, 1)  # y >= value + 0.05
+    at = prop_of([([2.1], [2.4], [([1.0], [value])])], 1, 1)  # y <= value
+    assert verifier.decide(above, Deadline(20)).answer == UNSAT
+    result = verifier.decide(at, Deadline(20))
+    assert result.answer == SAT and result.witness_y[0] == value

@@ -25,14 +25,8 @@ SUITE = REPO / "benchmarks" / "vnnlib"
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory) -> Path:
-    """y = [relu(x0 + x1), relu(x0 - x1)] on a [1, 2] input (ONNX input shape (N, 2))."""
-    w = np.array([[1.0, 1.0], [1.0, -1.0]], np.float32)
-    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1),
-             helper.make_node("Relu", ["h"], ["output"])]
-    path = tmp_path_factory.mktemp("net") / "net.onnx"
-    onnx.save(make_model(nodes, [2], [2], {"W": w}), str(path))
-    return path
+def net(relu_net) -> Path:
+    return relu_net  # tests/cli/conftest.py
 
 
 def query(tmp_path: Path, threshold: float, elem: str = "Real", name: str = "q.vnnlib",

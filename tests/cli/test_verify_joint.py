@@ -24,17 +24,6 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def relu_net(tmp_path_factory) -> Path:
-    """y = [relu(x0 + x1), relu(x0 - x1)] on a [1, 2] input (ONNX input shape (N, 2))."""
-    w = np.array([[1.0, 1.0], [1.0, -1.0]], np.float32)
-    nodes = [helper.make_node("Gemm", ["input", "W"], ["h"], transB=1),
-             helper.make_node("Relu", ["h"], ["output"])]
-    path = tmp_path_factory.mktemp("net") / "net.onnx"
-    onnx.save(make_model(nodes, [2], [2], {"W": w}), str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
 def two_inputs(tmp_path_factory) -> Path:
     """Unbatched inputs a, b of 2: hidden node s = a + b, output relu(s)."""
     graph = helper.make_graph(

@@ -1,5 +1,6 @@
-"""Dual layers of step functions: Sign, Floor, Ceil, Round, and ``Cast`` of the network's values to an integer
-type (truncation) or to BOOL (``x != 0``, the one step that is not monotone) -- an interval relaxation.
+"""Dual layers of step functions: Sign, Floor, Ceil, Round, ``Cast`` of the network's values to an integer
+type (truncation) or to BOOL (``x != 0``), and comparisons with a constant (``Equal``, ``Greater``, ``Less``,
+``GreaterOrEqual``, ``LessOrEqual``: 1 or 0) -- an interval relaxation.
 
 A step function has no useful linear face across a jump, so on ``[l, u]`` it is enclosed by the interval
 ``[f(l), f(u)]`` (slope 0), which is exact for the output's range because ``f`` does not decrease; units
@@ -59,11 +60,15 @@ class ConstantFaces(Faces):
 
 
 class StepDual(ActivationDual):
-    """A non-decreasing step function ``fn``: the relaxation ``0 x + f(l) <= f(x) <= 0 x + f(u)``."""
+    """A piecewise-constant ``fn``: the relaxation ``0 x + low <= f(x) <= 0 x + high``. Monotone ``fn``:
+    ``[low, high]`` is the hull of ``f(l)`` and ``f(u)``; ``points`` (broadcast to the input) are where a
+    non-monotone one takes other values (``x != 0`` at 0, ``x == c`` at ``c``): their values join the hull
+    where they lie in ``[l, u]``."""
 
-    def __init__(self, ctx: NodeContext | None, fn: Callable[[Tensor], Tensor]):
+    def __init__(self, ctx: NodeContext | None, fn: Callable[[Tensor], Tensor], points: Tensor | None = None):
         super().__init__(ctx)
         self.fn = fn
+        self.points = points
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ctx.call(x) if self.ctx is not None else self.fn(x)
@@ -77,10 +82,17 @@ class StepDual(ActivationDual):
         return ConstantFaces(ConstantFace(low), ConstantFace(high))
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        return self.fn(lower), self.fn(upper)
+        at_l, at_u = self.fn(lower), self.fn(upper)
+        low, high = torch.minimum(at_l, at_u), torch.maximum(at_l, at_u)
+        if self.points is not None:
+            p = self.points.to(lower.dtype)
+            at_p = self.fn(torch.minimum(torch.maximum(p, lower), upper))  # p itself where it is in [l, u]
+            low, high = torch.minimum(low, at_p), torch.maximum(high, at_p)
+        return low, high
 
     def needs_bounds(self, lower: Tensor, upper: Tensor) -> Tensor:
-        return self.fn(lower) != self.fn(upper)
+        low, high = self.interval(lower, upper)
+        return low != high
 
 
 def _step(fn: Callable[[Tensor], Tensor]):
@@ -119,23 +131,6 @@ class TruncationDual(StepDual):
         return torch.trunc(lower), torch.trunc(upper)
 
 
-class NonZeroDual(StepDual):
-    """``Cast`` to BOOL: ``1`` where ``x != 0``, else ``0``. Not monotone, so its interval is not
-    ``[f(l), f(u)]``: ``[1, 1]`` on bounds that exclude 0, ``[0, 0]`` on ``[0, 0]``, ``[0, 1]`` otherwise."""
-
-    def __init__(self, ctx: NodeContext | None):
-        super().__init__(ctx, lambda x: (x != 0).to(x.dtype))
-
-    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        zero_inside = (lower <= 0) & (upper >= 0)
-        at_zero = (lower == 0) & (upper == 0)
-        return (~zero_inside).to(lower.dtype), (~at_zero).to(lower.dtype)
-
-    def needs_bounds(self, lower: Tensor, upper: Tensor) -> Tensor:
-        low, high = self.interval(lower, upper)
-        return low != high
-
-
 def _unbounded(ctx: NodeContext | None, why: str) -> UnboundedRelaxationError:
     return ctx.unsupported(why, UnboundedRelaxationError) if ctx is not None else UnboundedRelaxationError(why)
 
@@ -144,9 +139,31 @@ def cast_step_dual(ctx: NodeContext, to: int) -> StepDual:
     """The step dual of ``Cast`` of the network's values to ``to`` (an integer type or BOOL)."""
     if ctx.variable_positions != (0,):
         raise ctx.unsupported("only the first input may depend on the network input")
-    if to == CAST_BOOL:
-        return NonZeroDual(ctx)
+    if to == CAST_BOOL:  # x != 0: not monotone, its other value at 0
+        return StepDual(ctx, lambda x: (x != 0).to(x.dtype), torch.zeros(()))
     if to in CAST_INTEGER_RANGES:
         return TruncationDual(ctx, CAST_INTEGER_RANGES[to])
     raise ctx.unsupported("a Cast of the network's values to float32 (the identity), an integer type "
                           "(truncation) or BOOL (x != 0) is supported, not to this type")
+
+
+#: the comparison operators, as functions of (first input, second input)
+COMPARISONS = {"Equal": torch.eq, "Greater": torch.gt, "Less": torch.lt, "GreaterOrEqual": torch.ge,
+               "LessOrEqual": torch.le}
+
+
+def comparison_dual(ctx: NodeContext) -> StepDual:
+    """A comparison of the network's values with a constant (either side): a step at the constant, 1 where
+    it holds and 0 elsewhere; ``Equal`` is not monotone (its other value is at the constant itself)."""
+    if len(ctx.variable_positions) != 1:
+        raise ctx.unsupported("a comparison of two values that both depend on the network input is not "
+                              "supported (one side must be a constant)")
+    compare = COMPARISONS[ctx.op_type]
+    const = ctx.constant(1 - ctx.variable_positions[0]).float()
+    if ctx.variable_positions == (0,):
+        def fn(x: Tensor) -> Tensor:
+            return compare(x, const.to(x.dtype)).to(x.dtype)
+    else:
+        def fn(x: Tensor) -> Tensor:
+            return compare(const.to(x.dtype), x).to(x.dtype)
+    return StepDual(ctx, fn, const if ctx.op_type == "Equal" else None)

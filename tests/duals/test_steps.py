@@ -96,7 +96,7 @@ def test_a_cast_to_an_integer_or_bool_matches_onnxruntime_and_is_bounded_soundly
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cast_steps_enclose_the_function_on_a_dense_grid(dtype):
-    from onnxdual.duals.steps import CAST_INTEGER_RANGES, NonZeroDual, TruncationDual
+    from onnxdual.duals.steps import CAST_INTEGER_RANGES, StepDual, TruncationDual
     ends = rng.normal(scale=3.0, size=(400, 2))
     ends[:40] = rng.normal(scale=1e-6, size=(40, 2))  # very narrow, around 0
     ends[40:60, 0] = 0.0  # an end at 0
@@ -104,9 +104,11 @@ def test_cast_steps_enclose_the_function_on_a_dense_grid(dtype):
     ends[70:80] = np.round(ends[70:80])  # integer ends
     lower, upper = (torch.tensor(v, dtype=dtype) for v in (ends.min(1), ends.max(1)))
     t = torch.linspace(0, 1, 2001, dtype=dtype).unsqueeze(1)
-    grid = torch.cat([lower + t * (upper - lower), lower.unsqueeze(0), upper.unsqueeze(0),
+    grid = torch.cat([torch.minimum(torch.maximum(lower + t * (upper - lower), lower), upper), lower.unsqueeze(0),
+                      upper.unsqueeze(0),
                       torch.where((lower <= 0) & (upper >= 0), 0.0, lower).unsqueeze(0).to(dtype)])
-    for layer, f in ((NonZeroDual(None), lambda v: (v != 0).to(dtype)),
+    nonzero = lambda v: (v != 0).to(dtype)  # noqa: E731
+    for layer, f in ((StepDual(None, nonzero, torch.zeros(())), nonzero),
                      (TruncationDual(None, CAST_INTEGER_RANGES[7]), torch.trunc)):
         low, high = layer.interval(lower, upper)
         values = f(grid)
@@ -122,3 +124,45 @@ def test_a_cast_beyond_the_integer_range_has_no_bound():
     from onnxdual.errors import UnboundedRelaxationError
     with pytest.raises(UnboundedRelaxationError, match="range"):
         TruncationDual(None, CAST_INTEGER_RANGES[3]).interval(torch.tensor([0.0]), torch.tensor([200.0]))
+
+
+def _compare_model(op: str, const_first: bool, const, opset: int = 13):
+    from onnx import TensorProto, helper
+
+    from tests.onnx_builders import make_model
+    inputs = ["C", "input"] if const_first else ["input", "C"]
+    nodes = [helper.make_node(op, inputs, ["b"]), helper.make_node("Cast", ["b"], ["output"], to=TensorProto.FLOAT)]
+    return make_model(nodes, [6], [6], {"C": np.asarray(const, np.float32)}, opset=opset)
+
+
+@pytest.mark.parametrize("const_first", [False, True])
+@pytest.mark.parametrize("op", ["Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"])
+def test_a_comparison_with_a_constant_matches_onnxruntime_and_is_bounded_soundly(op, const_first):
+    from onnxdual.engine.autodual import RELAXATIONS
+    from tests.dual_checks import check_dual
+    const = np.array([0.0, 0.5, -1.0, 2.0, 0.25, -0.75], np.float32)
+    # entries exactly at the constant, just beside it, and far from it
+    x = np.array([[0.0, 0.5, -1.2, 2.0, 3.0, -0.75], [0.1, 0.45, -1.0, 1.0, 0.25, 5.0]], np.float32)
+    for relaxation in RELAXATIONS:
+        check_dual(_compare_model(op, const_first, const), x, eps=0.3, relaxation=relaxation)
+        check_dual(_compare_model(op, const_first, const), x, eps=0.0, relaxation=relaxation)  # at the points
+
+
+@pytest.mark.parametrize("op", ["Equal", "Greater", "LessOrEqual"])
+def test_comparisons_enclose_the_function_on_a_dense_grid(op):
+    from onnxdual.duals.steps import COMPARISONS, StepDual
+    c = torch.tensor(rng.normal(size=300))
+    ends = rng.normal(scale=2.0, size=(300, 2))
+    ends[:30] = c[:30, None].numpy()  # [c, c]
+    ends[30:60, 0] = c[30:60].numpy()  # one end at c
+    ends[60:90] = c[60:90, None].numpy() + rng.normal(scale=1e-6, size=(30, 2))  # narrow around c
+    lower, upper = torch.tensor(ends.min(1)), torch.tensor(ends.max(1))
+    fn = lambda v: COMPARISONS[op](v, c).to(v.dtype)  # noqa: E731
+    layer = StepDual(None, fn, c if op == "Equal" else None)
+    low, high = layer.interval(lower, upper)
+    t = torch.linspace(0, 1, 2001, dtype=lower.dtype).unsqueeze(1)
+    inside = torch.minimum(torch.maximum(lower + t * (upper - lower), lower), upper)  # no rounding past u
+    grid = torch.cat([inside, torch.minimum(torch.maximum(c, lower), upper).unsqueeze(0)])
+    values = fn(grid)
+    assert (values >= low).all() and (values <= high).all()
+    assert ((values == low).any(0) & (values == high).any(0)).all()  # tight: both values are taken

@@ -1,4 +1,5 @@
-"""The dual layer of ``Where(cond, x, y)``: selection by a condition that may depend on the network input.
+"""The dual layer of ``Where(cond, x, y)``: selection by a condition that may depend on the network input
+(or be a constant, such as an attention mask).
 
 ``cond`` arrives as 0/1 values (a comparison or a Cast to BOOL before it, :mod:`onnxdual.duals.steps`).
 Element by element:
@@ -22,14 +23,18 @@ from onnxdual.duals.multi import Bounds, MultiInputActivation, PlanesRelaxation
 
 
 class WhereDual(MultiInputActivation):
-    """``Where(cond, x, y)`` with at least ``cond`` depending on the network input (see the module docstring)."""
+    """``Where(cond, x, y)`` with any of its inputs depending on the network input (see the module docstring;
+    a constant condition makes it an exact selection)."""
 
     def __init__(self, ctx: NodeContext):
         super().__init__(ctx)
-        if 0 not in ctx.variable_positions:
-            raise ctx.unsupported("a Where whose condition is a constant but whose branches are not: not "
-                                  "supported")
         self.out_shape = tuple(ctx.output_shape)
+
+    def _broadcast(self, t: Tensor, batch: int) -> Tensor:
+        """``(B or 1, *shape)`` -> ``(B, *out_shape)``, numpy broadcasting aligned on the right."""
+        missing = len(self.out_shape) - (t.dim() - 1)
+        t = t.reshape(t.shape[0], *([1] * missing), *t.shape[1:])
+        return t.expand(batch, *self.out_shape)
 
     def _inputs(self, lowers: Bounds, uppers: Bounds) -> list[tuple[Tensor, Tensor]]:
         """(lower, upper) of cond, x, y broadcast to the output, constants as both bounds."""
@@ -38,10 +43,10 @@ class WhereDual(MultiInputActivation):
         out = []
         for position in range(3):
             lo, hi = given.get(position, (None, None))
-            if lo is None:
+            if lo is None:  # a constant: its per-example value, with a batch dimension of 1
                 value = self.ctx.constant(position).to(like.dtype).to(like.device)
-                lo = hi = value.unsqueeze(0) if value.dim() == len(self.out_shape) else value
-            out.append(tuple(t.expand(like.shape[0], *self.out_shape) for t in (lo, hi)))
+                lo = hi = value.reshape(1, *value.shape[max(0, value.dim() - len(self.out_shape)):])
+            out.append(tuple(self._broadcast(t, like.shape[0]) for t in (lo, hi)))
         return out
 
     def _select(self, lowers: Bounds, uppers: Bounds):

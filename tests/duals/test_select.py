@@ -57,3 +57,16 @@ def test_where_with_an_undecided_condition_is_the_hull_of_both():
     k = torch.tensor([10.0, -3.0, 0.5, 1.0])
     torch.testing.assert_close(lb[0, :4], torch.minimum(x[0] - 0.5, k))
     torch.testing.assert_close(-lb[0, 4:], torch.maximum(x[0] + 0.5, k))
+
+
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+@pytest.mark.parametrize("second", ["K", "neg2"])
+def test_a_constant_condition_selects_exactly_with_broadcasting(second, relaxation):
+    """An attention-mask-like Where(mask, x, b): the mask (4,) a constant broadcast over x (3, 4), b a
+    constant scalar or -2 x: an exact selection (affine), so the bounds are exact too."""
+    mask = np.array([True, False, True, False])
+    nodes = [helper.make_node("Mul", ["input", "M"], ["neg2"]),
+             helper.make_node("Where", ["mask", "input", second], ["output"])]
+    model = make_model(nodes, [3, 4], [3, 4], {"mask": mask, "M": np.float32(-2.0), "K": np.float32(-7.0)})
+    x = np.random.default_rng(5).normal(size=(2, 3, 4)).astype(np.float32)
+    check_dual(model, x, eps=0.2, relaxation=relaxation, exact=True)

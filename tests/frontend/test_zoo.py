@@ -1,7 +1,8 @@
 """A zoo of small real exports, made here with ``torch.onnx.export`` from modules written in this file (no
 downloads): a residual CNN with Concat skips, a MobileNet-like block (depthwise conv, HardSwish,
 squeeze-excitation Sigmoid x Mul), a U-Net-like block (ConvTranspose and Resize, Concat), a tiny transformer
-block (attention with Softmax and MatMul of two variables, GELU MLP, no LayerNorm). Each loads, matches
+block (attention with Softmax and MatMul of two variables, GELU MLP, no LayerNorm), gates written with
+``torch.where`` (comparisons, Where, a constant mask). Each loads, matches
 onnxruntime, and its certified bounds (every relaxation) lie below PGD and sampling."""
 
 from __future__ import annotations
@@ -90,14 +91,33 @@ class TinyTransformer(nn.Module):
         return self.head(h.mean(1))
 
 
-ZOO = [("residual_concat", ResidualConcat, (2, 6, 6), 0.02), ("mobilenet_block", MobileBlock, (2, 6, 6), 0.02),
-       ("unet_block", UNetBlock, (1, 6, 6), 0.02), ("tiny_transformer", TinyTransformer, (3, 4), 0.02)]
+class WhereGates(nn.Module):
+    """Gates written with torch.where: a leaky rectifier (Greater, Mul, Where), a dead zone that zeroes small
+    values (Abs, Less, zeros_like), and a fixed mask (a constant condition) before the head."""
 
-#: operators each export must contain (so the zoo keeps testing what it claims); ``multi``: products of two
-#: variable values (squeeze-excitation's gate; attention's two MatMuls) that need a multi-input dual
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(6, 8), nn.Linear(8, 3)
+        self.register_buffer("mask", torch.tensor([True, False, True, True, False, True, True, True]))
+
+    def forward(self, x):
+        h = self.l1(x)
+        h = torch.where(h > 0, h, 0.1 * h)
+        h = torch.where(h.abs() < 0.05, torch.zeros_like(h), h)
+        return self.l2(torch.where(self.mask, h, -h))
+
+
+ZOO = [("residual_concat", ResidualConcat, (2, 6, 6), 0.02), ("mobilenet_block", MobileBlock, (2, 6, 6), 0.02),
+       ("unet_block", UNetBlock, (1, 6, 6), 0.02), ("tiny_transformer", TinyTransformer, (3, 4), 0.02),
+       ("where_gates", WhereGates, (6,), 0.05)]
+
+#: operators each export must contain (so the zoo keeps testing what it claims); ``multi``: operations of
+#: several variable values (squeeze-excitation's gate; attention's two MatMuls; Where) that need a multi-input
+#: dual
 EXPECTED = {"residual_concat": ({"Concat", "Add"}, False), "mobilenet_block": ({"Conv", "Sigmoid", "Mul"}, True),
             "unet_block": ({"ConvTranspose", "Resize", "Concat"}, False),
-            "tiny_transformer": ({"Softmax", "MatMul", "Erf"}, True)}
+            "tiny_transformer": ({"Softmax", "MatMul", "Erf"}, True),
+            "where_gates": ({"Greater", "Less", "Where"}, True)}
 
 
 def export(module: nn.Module, shape: tuple[int, ...], opset: int) -> onnx.ModelProto:

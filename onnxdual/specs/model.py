@@ -76,8 +76,8 @@ class InputRegion:
 class OutputConstraint:
     """A conjunction of linear constraints ``A @ y <= b`` on the flat network output ``y`` (``Y_i`` order).
     ``k = 0`` rows is the empty conjunction, i.e. *every* output is in it. ``strict`` (default: none) marks
-    the rows the file wrote with ``<`` (VNN-LIB 2.0): proofs treat them as ``<=`` (sound for "unsat"), a
-    witness must meet ``a_i y < b_i``."""
+    the rows the file wrote with ``<`` (VNN-LIB 2.0): a witness must meet ``a_i y < b_i``, and a proof that
+    ``a_i y >= b_i`` everywhere suffices (the verifier's input splitting accepts a zero margin there)."""
 
     A: np.ndarray  # (k, n_out) float64
     b: np.ndarray  # (k,) float64

@@ -85,6 +85,10 @@ class BoxBounder:
         sum_m = lb[:, d * k:] - sum_b
         margin = torch.maximum(row_m.amax(2), sum_m.masked_fill(~rows.any(2), -math.inf))
         tol = self.problem.tolerance(b, center_t, n_out)
+        # a strict row 'a y < b' is unreachable where lb(a y) >= b: margin 0 proves it (the smallest positive
+        # margin stands for that), as margin > 0 does for 'a y <= b'
+        at_edge = ((row_m >= 0) & cases.strict[cidx]).any(2) & (margin <= 0) & (tol <= 0)
+        margin = torch.where(at_edge, torch.full_like(margin, math.ulp(0.0)), margin)
         direction = torch.where((row_m.amax(2) >= sum_m).unsqueeze(-1),
                                 torch.gather(a, 2, row_m.argmax(2)[..., None, None].expand(n, d, 1, n_out))
                                 .squeeze(2), sum_a)

@@ -98,6 +98,7 @@ class Cases:
     a: Tensor  # (K, D, k, n_out) float64, rows normalised to unit l2 norm (zero rows kept)
     b: Tensor  # (K, D, k)
     rows: Tensor  # (K, D, k) bool: real rows
+    strict: Tensor  # (K, D, k) bool: rows written with '<' (OutputConstraint.strict)
     disjuncts: Tensor  # (K, D) bool: real conjunctions
     constraints: list  # per case, the OutputConstraint list of the property
     index: list  # per case, its index in prop.cases
@@ -140,6 +141,7 @@ def batch_cases(prop, n_inputs: int) -> Cases | None:
     a = torch.zeros((K, d_max, k_max, n_out), dtype=torch.float64)
     b = torch.zeros((K, d_max, k_max), dtype=torch.float64)
     rows = torch.zeros((K, d_max, k_max), dtype=torch.bool)
+    strict = torch.zeros((K, d_max, k_max), dtype=torch.bool)
     disjuncts = torch.zeros((K, d_max), dtype=torch.bool)
     lower = torch.zeros((K, n_inputs), dtype=torch.float64)
     upper = torch.zeros((K, n_inputs), dtype=torch.float64)
@@ -158,8 +160,9 @@ def batch_cases(prop, n_inputs: int) -> Cases | None:
             a[j, d, :m] = torch.from_numpy(c.A / scale[:, None])
             b[j, d, :m] = torch.from_numpy(c.b / scale)
             rows[j, d, :m] = True
+            strict[j, d, :m] = torch.from_numpy(c.strict)
     inner_lo, inner_hi, has_points = float32_points(w_lower, w_upper)
-    return Cases(lower, upper, inner_lo, inner_hi, has_points, a, b, rows, disjuncts,
+    return Cases(lower, upper, inner_lo, inner_hi, has_points, a, b, rows, strict, disjuncts,
                  [cs for *_, cs in kept], [i for i, *_ in kept], w_lower, w_upper)
 
 

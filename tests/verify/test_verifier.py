@@ -271,3 +271,15 @@ def test_a_cast_to_an_integer_type_is_decided(tmp_path, to):
     assert verifier.decide(above, Deadline(20)).answer == UNSAT
     result = verifier.decide(at, Deadline(20))
     assert result.answer == SAT and result.witness_y[0] == value
+
+
+def test_a_strict_row_is_proven_by_a_zero_margin(twin):
+    """y0 = relu(x) on x in [-1, 1]: 'y0 < 0' is unsat (lb(y0) = 0 = b suffices for a strict row), while
+    'y0 <= 0' is sat (x <= 0)."""
+    for strict, answer in ((True, UNSAT), (False, SAT)):
+        prop = Property(1, 2, [(InputRegion([-1.0], [1.0]),
+                                [OutputConstraint([[1.0, 0.0]], [0.0], strict=[strict])])])
+        assert Verifier.for_network(twin).decide(prop, Deadline(20)).answer == answer
+    strict_mode = Verifier.for_network(twin, strict=True)  # --strict keeps its rounding allowance
+    prop = Property(1, 2, [(InputRegion([-1.0], [1.0]), [OutputConstraint([[1.0, 0.0]], [0.0], strict=[True])])])
+    assert strict_mode.decide(prop, Deadline(20)).answer != SAT

@@ -243,7 +243,8 @@ def _times(x: Tensor, factor: Tensor | None) -> Tensor:
 #: windows and their products): how many fewer rows than ``largest_value / window`` fit the same budget
 COPIES_PER_TERM = 3
 
-#: per layer, the window-to-window maps already built (keyed weakly: they go with the network)
+#: per layer, the window-to-window maps already built, with the weights they were built from (keyed weakly:
+#: they go with the network)
 _MAPS: "weakref.WeakKeyDictionary[AffineDual, dict]" = weakref.WeakKeyDictionary()
 #: the largest window-to-window map kept as a dense matrix (elements); larger ones use the convolution
 MAP_ELEMENTS = 1 << 23
@@ -262,11 +263,18 @@ def _transpose(layer: AffineDual, out_geo: _Geometry, in_geo: _Geometry, nu: Ten
     if size * out_size <= MAP_ELEMENTS:
         maps = _MAPS.setdefault(layer, {})
         key = (out_geo, nu.dtype, nu.device)
-        if key not in maps:
+        cached = maps.get(key)
+        # a map is reused only for the very weights it was built from (training changes them in place) and
+        # never while they need a gradient (the map would carry an old step's graph)
+        differentiable = torch.is_grad_enabled() and weight.requires_grad
+        if differentiable or cached is None or not torch.equal(cached[0], weight.detach()):
             eye = torch.eye(size, dtype=nu.dtype, device=nu.device).reshape(size, *shape)
-            maps[key] = F.conv_transpose2d(eye, weight, stride=kernel.stride, dilation=kernel.dilation,
-                                           groups=kernel.groups).reshape(size, out_size)
-        moved = nu.reshape(-1, size) @ maps[key]
+            matrix = F.conv_transpose2d(eye, weight, stride=kernel.stride, dilation=kernel.dilation,
+                                        groups=kernel.groups).reshape(size, out_size)
+            cached = (weight.detach().clone(), matrix)
+            if not differentiable:
+                maps[key] = cached
+        moved = nu.reshape(-1, size) @ cached[1]
         return moved.reshape(*lead, -1, *in_geo.size)
     moved = F.conv_transpose2d(nu.flatten(0, 1), weight, stride=kernel.stride, dilation=kernel.dilation,
                                groups=kernel.groups)

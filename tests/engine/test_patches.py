@@ -147,3 +147,37 @@ def test_windowed_parameters_of_smooth_activations_give_the_whole_image_bounds(a
     for name, (lo, hi) in whole[1].items():
         torch.testing.assert_close(windowed[1][name][0], lo, rtol=1e-7, atol=1e-7)
         torch.testing.assert_close(windowed[1][name][1], hi, rtol=1e-7, atol=1e-7)
+
+
+def test_window_maps_follow_weights_changed_in_place(monkeypatch):
+    """Training changes the weights in place between bounds: a window map built from the old weights must
+    not be reused (the bound would be of another network: unsound for this one)."""
+    model, x, eps = _case(3)
+    used = []
+    real = patches.parts
+    monkeypatch.setattr(patches, "parts", lambda *a, **k: used.append(1) or real(*a, **k))
+    with torch.no_grad():
+        _bounds(model, x, eps, "adaptive")  # builds and caches the maps
+        for p in model.parameters():
+            p.mul_(1.5).add_(0.01)  # an optimiser step, in place
+        after = _bounds(model, x, eps, "adaptive")
+        assert used
+        monkeypatch.setattr(patches, "_MAPS", type(patches._MAPS)())  # nothing cached: these weights' maps
+        fresh = _bounds(model, x, eps, "adaptive")
+    torch.testing.assert_close(after[0], fresh[0], rtol=1e-9, atol=1e-9)
+
+
+def test_window_maps_built_with_gradients_are_not_kept(monkeypatch):
+    """Two differentiable bounds and backward passes in a row (exact robust training): a map built while the
+    weights need a gradient must not be cached, or the second pass backwards through the first's graph."""
+    model, x, eps = _case(4, torch.float32)
+    used = []
+    real = patches.parts
+    monkeypatch.setattr(patches, "parts", lambda *a, **k: used.append(1) or real(*a, **k))
+    params = list(model.parameters())
+    for _ in range(2):
+        dual = onnxdual.DualNetwork(model, x, eps, relaxation="adaptive")
+        c = torch.eye(dual.built.output_shape[0], dtype=x.dtype)[None].expand(3, -1, -1)
+        grads = torch.autograd.grad(dual.lower_bound(c).sum(), params, allow_unused=True)
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert used

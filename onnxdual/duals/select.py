@@ -57,17 +57,15 @@ class WhereDual(MultiInputActivation):
     def relax_inputs(self, lowers: Bounds, uppers: Bounds) -> LinearRelaxation:
         true, false, (lx, ux), (ly, uy) = self._select(lowers, uppers)
         positions = self.ctx.variable_positions
-        slopes = []
-        for position in positions:
-            chosen = {0: torch.zeros_like(true), 1: true, 2: false}[position]
-            slopes.append(chosen.to(lx.dtype))
+        chosen = (torch.zeros_like(true), true, false)  # cond never passes through; x where true, y where false
+        slopes = tuple(chosen[p].to(lx.dtype) for p in positions)
         low, high = torch.minimum(lx, ly), torch.maximum(ux, uy)
         # a selected variable input enters through its slope (offset 0); a selected constant is its value
         x_off = torch.zeros_like(lx) if 1 in positions else lx
         y_off = torch.zeros_like(ly) if 2 in positions else ly
         low = torch.where(true, x_off, torch.where(false, y_off, low))
         high = torch.where(true, x_off, torch.where(false, y_off, high))
-        return PlanesRelaxation(self.packing, tuple(slopes), low, high)
+        return PlanesRelaxation(self.packing, slopes, low, high)
 
     def interval_inputs(self, lowers: Bounds, uppers: Bounds) -> tuple[Tensor, Tensor]:
         true, false, (lx, ux), (ly, uy) = self._select(lowers, uppers)

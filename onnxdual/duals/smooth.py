@@ -171,7 +171,8 @@ def derivative_range(curve: Curve, lower: Tensor, upper: Tensor) -> tuple[Tensor
     return low, high
 
 
-def _refuse(ctx: NodeContext | None, why: str) -> UnboundedRelaxationError:
+def unbounded(ctx: NodeContext | None, why: str) -> UnboundedRelaxationError:
+    """The error for input bounds on which a node (or, without ``ctx``, a function) has no finite bound."""
     return ctx.unsupported(why, UnboundedRelaxationError) if ctx is not None else UnboundedRelaxationError(why)
 
 
@@ -198,12 +199,12 @@ class SmoothDual(ActivationDual):
             where = tuple(bad.nonzero()[0].tolist())
             poles = (" without " + ", ".join(f"{p:g}" for p in self.curve.poles)) if self.curve.poles else ""
             box = f"[{float(lower[where]):.6g}, {float(upper[where]):.6g}]"
-            raise _refuse(self.ctx, f"{self.name} is not finite on the input bounds {box} (defined on "
+            raise unbounded(self.ctx, f"{self.name} is not finite on the input bounds {box} (defined on "
                           f"[{lo:g}, {hi:g}]{poles}); no finite linear bound encloses it there")
         ends = torch.stack([self.curve.fn(lower.detach()), self.curve.fn(upper.detach())])
         if not bool(torch.isfinite(ends).all()):
             dtype = str(lower.dtype).removeprefix("torch.")
-            raise _refuse(self.ctx, f"{self.name} overflows {dtype} on the input bounds; no finite linear "
+            raise unbounded(self.ctx, f"{self.name} overflows {dtype} on the input bounds; no finite linear "
                           "bound encloses it there")
 
     # -- the contract ----------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ type (truncation) or to BOOL (``x != 0``), and comparisons with a constant (``Eq
 ``GreaterOrEqual``, ``LessOrEqual``: 1 or 0) -- an interval relaxation.
 
 A step function has no useful linear face across a jump, so on ``[l, u]`` it is enclosed by the interval
-``[f(l), f(u)]`` (slope 0), which is exact for the output's range because ``f`` does not decrease; units
-whose interval holds no jump are constant and exact. The map is zero (:attr:`LinearRelaxation.constant`), so a
+``[f(l), f(u)]`` (slope 0), which is exact for the output's range where ``f`` is monotone; a step that is not
+(``x != 0``, ``x == c``) also takes its value at its special point when that lies in ``[l, u]``. Units whose
+interval holds no jump are constant and exact. The map is zero (:attr:`LinearRelaxation.constant`), so a
 backward pass stops at the step: nothing below it can move a bound through it (its dual variable is 0)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from onnxdual.duals.base import ActivationDual, Face, Faces, NodeContext, Relaxation
-from onnxdual.errors import UnboundedRelaxationError
+from onnxdual.duals.smooth import unbounded
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,9 @@ class TruncationDual(StepDual):
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         low, high = self.limits
         if bool((lower < low).any() or (upper > high).any()):
-            raise _unbounded(self.ctx, f"the input bounds leave the integer type's range [{low:g}, {high:g}], "
-                                       "where the cast is undefined")
-        return torch.trunc(lower), torch.trunc(upper)
-
-
-def _unbounded(ctx: NodeContext | None, why: str) -> UnboundedRelaxationError:
-    return ctx.unsupported(why, UnboundedRelaxationError) if ctx is not None else UnboundedRelaxationError(why)
+            raise unbounded(self.ctx, f"the input bounds leave the integer type's range [{low:g}, {high:g}], "
+                                      "where the cast is undefined")
+        return super().interval(lower, upper)
 
 
 def cast_step_dual(ctx: NodeContext, to: int) -> StepDual:

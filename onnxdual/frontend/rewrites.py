@@ -260,11 +260,12 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     out = copy_model(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-        ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
-                 list(inferred.graph.value_info) + list(inferred.graph.input)
-                 if v.type.tensor_type.HasField("shape")}
+        dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
+                list(inferred.graph.value_info) + list(inferred.graph.input)
+                if v.type.tensor_type.HasField("shape")}  # 0 where unknown
     except Exception:  # noqa: BLE001 - best effort
-        ranks = {}
+        dims = {}
+    ranks = {name: len(d) for name, d in dims.items()}
     inits = {t.name: t for t in out.graph.initializer}
     padded_concats: dict[int, dict[int, np.ndarray]] = {}  # Concats of values and constants, by node index
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -361,7 +362,7 @@ def add_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
                 else:
                     set_attr(node, "axes", every)
     if padded_concats:
-        batched = {name: [1, *dims] for name, dims in inferred_shapes(model).items()}
+        batched = {name: [1, *d] for name, d in dims.items()}
         trial = copy_model(out)
         if concats_as_pads(trial, padded_concats, batched):
             return trial

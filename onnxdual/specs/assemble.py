@@ -6,7 +6,8 @@ is ``~j`` (``< 0``). An atom is stored as ``(kind, coeffs, rhs, loc)`` with ``ki
 ``coeffs`` ``{index: coeff}`` (indices of that kind, non-negative), ``loc`` a source location for error
 messages, and optionally a fifth element ``strict`` (the source said ``<``: ``sum < rhs``; VNN-LIB 2.0 only,
 1.0 reads ``<`` as ``<=`` as VNN-COMP does). Proofs use the closure (sound for "unsat"); a witness must meet
-the strict inequality itself (:class:`OutputConstraint`, :class:`InputRegion`). Atoms mixing inputs and outputs are rejected; atoms without variables are decided on the spot.
+the strict inequality itself (:class:`OutputConstraint`, :class:`InputRegion`). Atoms mixing inputs and
+outputs are rejected; atoms without variables are decided on the spot.
 
 The assertions are conjoined: single-clause assertions (the usual box bounds) form a common part, the
 multi-clause ones are multiplied out. Each resulting clause splits into input atoms (which must be

@@ -77,7 +77,7 @@ class Counterexamples:
         hi = np.asarray(cases.inner_hi[j].numpy(), dtype=np.float32)
         flat = np.minimum(np.maximum(flat, lo), hi)
         x64 = flat.astype(np.float64)
-        if not (np.all(cases.witness_lower[j].numpy() <= x64) and np.all(x64 <= cases.witness_upper[j].numpy())):
+        if not cases.in_witness_box(j, x64):
             return
         y = self.replay(flat)
         if not np.all(np.isfinite(y)):
@@ -163,7 +163,7 @@ class Counterexamples:
         stats.boxes += n
         for i in met.any(1).nonzero().flatten().tolist():
             x, j = p[i].numpy().copy(), int(idx[i])
-            if not (np.all(cases.witness_lower[j].numpy() <= x) and np.all(x <= cases.witness_upper[j].numpy())):
+            if not cases.in_witness_box(j, x):
                 continue  # cannot happen (the points are clamped to the box); never claim one outside it
             y = self.replay(x.astype(np.float32))
             raise WitnessFound(x, y.astype(np.float32), cases.index[j], proven_by=PROVEN_BY_BOUNDS)

@@ -105,6 +105,10 @@ class Cases:
     witness_lower: Tensor  # (K, n) float64: where a witness must lie (inside the box)
     witness_upper: Tensor
 
+    def in_witness_box(self, j: int, x: np.ndarray) -> bool:
+        """Whether the flat point ``x`` (float64 values) lies in case ``j``'s witness box, zero tolerance."""
+        return bool(np.all(self.witness_lower[j].numpy() <= x) and np.all(x <= self.witness_upper[j].numpy()))
+
     def violation(self, y: Tensor, cidx: Tensor, open_mask: Tensor) -> Tensor:
         """``min_d max_i (a_i y - b_i)`` over the open conjunctions of each box's case, for outputs ``y``
         ``(N, n_out)`` of boxes of cases ``cidx``: ``(N,)`` (``<= 0``: ``y`` is unsafe)."""

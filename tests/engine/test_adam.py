@@ -29,6 +29,26 @@ def test_the_same_iterates_as_torch_adam_with_exponential_decay(dtype):
             assert torch.equal(p, q), step
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_and_subnormal_second_moments_give_torch_adams_steps(dtype):
+    # the denominator raises the second moment to the smallest normal number (a fast square root); the
+    # steps must stay torch's, bit for bit, for never-touched entries and for gradients whose squares underflow
+    tiny = torch.finfo(dtype).tiny
+    gen = torch.Generator().manual_seed(2)
+    ours = [torch.randn(64, generator=gen, dtype=dtype)]
+    theirs = [ours[0].clone()]
+    adam, reference = Adam(ours, lr=0.5), torch.optim.Adam(theirs, lr=0.5)
+    for step in range(12):
+        g = torch.randn(64, generator=gen, dtype=dtype)
+        g[:16] = 0.0
+        g[16:32] *= tiny ** 0.5 * 1e-3  # squares below the smallest normal number
+        g[32:40] = tiny * 0.5  # a subnormal gradient
+        ours[0].grad, theirs[0].grad = g.clone(), g.clone()
+        adam.step()
+        reference.step()
+        assert torch.equal(ours[0], theirs[0]), step
+
+
 def test_a_parameter_without_a_gradient_does_not_move():
     p = torch.ones(3)
     Adam([p], lr=0.1).step()

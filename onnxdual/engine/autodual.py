@@ -423,7 +423,9 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
             if step.node.name not in offsets:  # a layer without parameters (a reshape) may give the default dtype
                 offsets[step.node.name] = layer.offset().to(c.dtype)
             offset = offsets[step.node.name].flatten(1)
-            if offset.any():  # a layer without parameters (a reshape) adds nothing, nor its gradient's cost
+            # a layer without parameters (a reshape) adds nothing, nor its gradient's cost; a zero bias that
+            # is trained still needs its gradient (robust training of a freshly initialised model)
+            if offset.requires_grad or offset.any():
                 linear = linear + (flat @ offset.unsqueeze(-1).expand(offset.shape[0], -1, 1)).squeeze(-1)
             bt = nu.shape[0]
             grads = layer.transpose(nu.reshape(bt * m, *nu.shape[2:]))

@@ -109,8 +109,11 @@ class Box(InputSet):
         return (self.upper - self.lower) / 2
 
     def dual_parts(self, nu: Tensor) -> tuple[Tensor, Tensor]:
-        return _BoxTerms.apply(nu.flatten(2), self.center.flatten(1).unsqueeze(-1),
-                               self.radius.flatten(1).unsqueeze(-1))
+        flat = nu.flatten(2)
+        c, r = self.center.flatten(1).unsqueeze(-1), self.radius.flatten(1).unsqueeze(-1)
+        if flat.shape[0] != c.shape[0]:  # one set of rows for a batch of boxes (or the reverse): broadcast
+            return (flat @ c).squeeze(-1), (flat.abs() @ r).squeeze(-1)
+        return _BoxTerms.apply(flat, c, r)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         u = torch.rand((n, *self.lower.shape), generator=generator).to(self.lower)

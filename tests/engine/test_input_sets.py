@@ -10,14 +10,16 @@ from onnxdual.engine.input_sets import Box
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("which", ["both", "linear", "spread"])
-def test_box_terms_and_their_gradients_equal_autograds_own(dtype, which):
+@pytest.mark.parametrize("rows, boxes", [(3, 3), (1, 3), (3, 1)])
+def test_box_terms_and_their_gradients_equal_autograds_own(dtype, which, rows, boxes):
     # the box's terms nu.c and |nu|.r have a hand-written gradient; it must be autograd's (to rounding: one
-    # fused multiply-add), including the zeros of nu (where |.| has gradient 0), for nu and for the box itself
+    # fused multiply-add), including the zeros of nu (where |.| has gradient 0), for nu and for the box itself,
+    # also where one set of rows serves a batch of boxes or the reverse (robust training: broadcast shapes)
     gen = torch.Generator().manual_seed(3)
-    nu = torch.randn((3, 5, 2, 4), generator=gen, dtype=dtype)
+    nu = torch.randn((rows, 5, 2, 4), generator=gen, dtype=dtype)
     nu[0, 0, 0] = 0.0
-    lower = torch.randn((3, 2, 4), generator=gen, dtype=dtype)
-    upper = lower + torch.rand((3, 2, 4), generator=gen, dtype=dtype)
+    lower = torch.randn((boxes, 2, 4), generator=gen, dtype=dtype)
+    upper = lower + torch.rand((boxes, 2, 4), generator=gen, dtype=dtype)
     w_lin, w_spread = (torch.randn((3, 5), generator=gen, dtype=dtype) for _ in range(2))
 
     def loss(lin, spread):

@@ -72,8 +72,24 @@ class ReluFaces(SlopeFaces):
         if "lower" not in fixed:  # at the range's low end: 0 on unstable units, exact on stable ones
             fixed["lower"] = self.gaps(self.slope_range[0], self.lower, self.upper)[0]
             fixed["upper"] = self.gaps(self.upper_slope, self.lower, self.upper)[1]
-        return Faces(ElementwiseFace(torch.clamp(a, lo, hi), fixed["lower"]),
+        return Faces(ElementwiseFace(_ClampInRange.apply(a, lo, hi), fixed["lower"]),
                      ElementwiseFace(self.upper_slope, fixed["upper"]))
+
+
+class _ClampInRange(torch.autograd.Function):
+    """``clamp(a, lo, hi)`` whose gradient in ``a`` is passed through unchanged. The optimiser projects every
+    slope into the range before it builds the faces again, where clamp's own gradient is 1 (its mask is
+    inclusive): the same gradient without building the two comparisons and the selection in every backward
+    pass (per-row slopes are among the largest tensors of an optimised bound). Outside the range, where only
+    an unprojected start can be, the value is still clamped (sound) and the step is undone by the projection."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        return torch.clamp(a, lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None, None
 
 
 def relu_dual(ctx: NodeContext) -> ReluDual:

@@ -318,9 +318,11 @@ def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: T
             if rel is None:
                 raise ValueError(f"{step.node.name} has no element-wise relaxation: patches do not apply")
             # zero tensors (ReLU's lower offset, stable layers' gaps) are neither read nor multiplied
-            if isinstance(relaxations[step.node.name], WindowFaces):  # already at the windows, masked
-                inside = windows.mask().to(nu.dtype)
-                read = [t * inside if t.any() else None for t in rel]
+            if isinstance(relaxations[step.node.name], WindowFaces):  # already at the windows
+                # outside the image the row's dual is dropped here, once, instead of masking every face
+                # tensor (the same products where faces are finite, as they are on the zero bounds there)
+                nu = nu * windows.mask().to(nu.dtype)
+                read = [t if t.any() else None for t in rel]
             else:
                 read = [windows.read(_per_row(t, r), batch) if t.any() else None for t in rel]
             if len(read) == 3:  # the paper's relaxation: linear in nu (eq. 10 in same-slope form)

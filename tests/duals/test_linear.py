@@ -122,3 +122,26 @@ def test_matmul_transpose_is_the_generic_vector_jacobian_product(variable_first,
     (direct,) = step.layer.transpose(nu)
     (generic,) = AffineDual.transpose(step.layer, nu)
     torch.testing.assert_close(direct, generic, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("c_in", [1, 3, 5])  # 1 and 3: the fold (few input channels); 5: conv_transpose2d
+@pytest.mark.parametrize("stride,pad,dilation", [(1, 0, 1), (2, 1, 1), (2, 0, 2), (3, 2, 1)])
+def test_conv_transpose_is_the_adjoint_of_the_convolution(onnx_model, c_in, stride, pad, dilation):
+    """A^T nu, however it is computed, is the vector-Jacobian product of A x (odd sizes, where the stride
+    leaves input rows that no output reads)."""
+    import torch
+
+    import onnxdual
+    from onnxdual.engine.build import build_dual
+
+    w = rng.normal(size=(4, c_in, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["input", "W"], ["output"], strides=[stride, stride], pads=[pad] * 4,
+                            dilations=[dilation, dilation])
+    h, wd = 8, 7
+    out = [(n + 2 * pad - dilation * 2 - 1) // stride + 1 for n in (h, wd)]
+    layer = build_dual(onnxdual.load(onnx_model([node], [c_in, h, wd], [4, *out], {"W": w})),
+                       torch.zeros(1, c_in, h, wd)).steps[0].layer
+    x = torch.zeros((6, c_in, h, wd), requires_grad=True)
+    nu = torch.tensor(rng.normal(size=(6, 4, *out)), dtype=torch.float32)
+    (expected,) = torch.autograd.grad(layer.linear(x), x, nu)
+    torch.testing.assert_close(layer.transpose(nu)[0], expected, rtol=1e-5, atol=1e-5)

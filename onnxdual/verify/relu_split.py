@@ -50,8 +50,8 @@ from onnxdual.verify.result import Deadline, SearchStats
 
 
 #: optimisation per batch of domains: few iterations (the search bounds many batches), intermediate bounds
-#: only in the first two
-BRANCH_OPTIMIZE = OptimizeOptions(iterations=8, intermediate_iterations=2)
+#: only in the first two, with a step size that decays slowly over so few steps
+BRANCH_OPTIMIZE = OptimizeOptions(iterations=8, intermediate_iterations=2, decay=0.98)
 
 
 @dataclass

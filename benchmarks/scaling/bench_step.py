@@ -7,7 +7,8 @@ process: the median of ``--repeats`` steps after one warm-up (``--exact-repeats`
 warm-up when 0 is given ... then the first step is timed). Reported: CPU (process) seconds -- the figure to
 read on a loaded machine -- wall seconds, the ratio to onnxdual's plain step, the paper's code's step
 (convex_adversarial in its own venv, ``peer_convex.py``; skipped with a message when that venv is absent)
-and onnxdual / paper, and each process's peak RSS.
+and onnxdual / paper, each process's peak RSS, and the step's arithmetic (GFLOP of matrix products and
+convolutions, torch's FLOP counter) with its ratio to the plain step's: the floor under "x plain".
 
     taskset -c 1 python benchmarks/scaling/bench_step.py --threads 1            # one pinned core
     taskset -c 0,1 python benchmarks/scaling/bench_step.py --threads 2
@@ -93,7 +94,7 @@ def main() -> None:
     load_before = os.getloadavg()
     rows = []
     for arch in args.archs.split(","):
-        plain = None
+        plain = plain_gflop = None
         for method in args.methods.split(","):
             if method == "exact" and arch not in exact_archs:
                 continue
@@ -106,9 +107,9 @@ def main() -> None:
                 theirs = run([peer, str(HERE / "peer_convex.py"), arch, method, threads, str(repeats)],
                              args.threads)
             if method == "plain":
-                plain = ours.get("cpu_s")
+                plain, plain_gflop = ours.get("cpu_s"), ours.get("gflop")
             row = {"arch": arch, "method": method, "ours": ours, "peer": theirs, "plain": plain,
-                   "load": os.getloadavg()[0]}
+                   "plain_gflop": plain_gflop, "load": os.getloadavg()[0]}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     table = render(rows, args, load_before)
@@ -125,16 +126,20 @@ def render(rows: list[dict], args, load_before) -> str:
     cmd = " ".join(["python", "benchmarks/scaling/bench_step.py", *sys.argv[1:]])
     out = [f"### {args.threads} thread(s), batch 50, eps 0.1 (`{cmd}`; load {load_before[0]:.2f} before)", "",
            "| net | step | onnxdual CPU s | wall s | x plain | paper CPU s | onnxdual / paper "
-           "| RSS MB (ours / paper) | load |", "|---|---|---|---|---|---|---|---|---|"]
+           "| RSS MB (ours / paper) | GFLOP (ours / paper) | FLOP x plain | load |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours, peer = r["ours"], r["peer"]
         cpu, pcpu = ours.get("cpu_s"), peer.get("cpu_s")
         ratio = cpu / r["plain"] if cpu and r["plain"] else None
+        gflop, plain_gflop = ours.get("gflop"), r.get("plain_gflop")
+        flop_ratio = gflop / plain_gflop if gflop and plain_gflop else None
         vs = cpu / pcpu if cpu and pcpu else None
         pnote = num(pcpu) if pcpu is not None else peer.get("error", peer.get("note", "-"))
         out.append(f"| {r['arch']} | {r['method']} | {num(cpu) if cpu else ours.get('error')} | "
                    f"{num(ours.get('wall_s'))} | {num(ratio, '{:.1f}x')} | {pnote} | {num(vs, '{:.2f}x')} | "
                    f"{num(ours.get('peak_rss_mb'), '{:.0f}')} / {num(peer.get('peak_rss_mb'), '{:.0f}')} | "
+                   f"{num(gflop, '{:.2f}')} / {num(peer.get('gflop'), '{:.2f}')} | {num(flop_ratio, '{:.1f}x')} | "
                    f"{r['load']:.2f} |")
     return "\n".join(out)
 

@@ -1,13 +1,16 @@
 """The timed training step shared by bench_step.py (onnxdual) and peer_convex.py (the paper's code, in its own
 venv): the same batch (50 random 28x28 images and labels from a seeded generator), an Adam step on
-``loss_of(x, y)``, and the median CPU and wall seconds of ``repeats`` steps after one warm-up. Imports torch
-only, never onnxdual, so both sides can use it."""
+``loss_of(x, y)``, and the median CPU and wall seconds of ``repeats`` steps after one warm-up, then one more
+step under torch's FLOP counter (matrix products and convolutions, forward and backward: the arithmetic a
+step cannot avoid, which no amount of tuning removes). Imports torch only, never onnxdual, so both sides can
+use it."""
 
 import resource
 import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def time_steps(net: torch.nn.Module, loss_of, repeats: int) -> dict:
@@ -25,5 +28,11 @@ def time_steps(net: torch.nn.Module, loss_of, repeats: int) -> dict:
         if i or repeats == 0:
             cpu.append(time.process_time() - t0)
             wall.append(time.perf_counter() - w0)
-    return {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    counter = FlopCounterMode(display=False)
+    with counter:
+        opt.zero_grad()
+        loss_of(x, y, gen).backward()
+        opt.step()
+    return {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall), "peak_rss_mb": peak,
+            "gflop": counter.get_total_flops() / 1e9}

@@ -150,12 +150,12 @@ class ConvDual(AffineDual):
     def transpose(self, nu: Tensor) -> tuple[Tensor]:
         in_spatial = self._padded_shape()[1:]
         out_spatial = nu.shape[2:]
-        kernel = self.weight.shape[2:]
         if self._patchify(in_spatial, out_spatial):
             return (self._unpatchify(nu),)
-        if self.dims == 2 and self.groups == 1 and self.weight.shape[1] <= FOLD_CHANNELS and nu.device.type == "cpu":
+        if self._folds(nu):
             out = self._fold(nu, in_spatial)
         else:
+            kernel = self.weight.shape[2:]
             output_padding = tuple(
                 in_spatial[d] - ((out_spatial[d] - 1) * self.stride[d] - 2 * self.padding[d]
                                  + self.dilation[d] * (kernel[d] - 1) + 1)
@@ -167,6 +167,12 @@ class ConvDual(AffineDual):
             dim = out.dim() - 1 - i
             out = out.narrow(dim, self.pads[2 * i], out.shape[dim] - self.pads[2 * i] - self.pads[2 * i + 1])
         return (out,)
+
+    def _folds(self, nu: Tensor) -> bool:
+        """Whether :meth:`_fold` transposes ``nu``: a 2-d convolution without groups from few input
+        channels, on the CPU (elsewhere the transposed convolution is the faster kernel)."""
+        return (self.dims == 2 and self.groups == 1 and self.weight.shape[1] <= FOLD_CHANNELS
+                and nu.device.type == "cpu")
 
     def _fold(self, nu: Tensor, in_spatial) -> Tensor:
         """The transpose as one matrix product (every output unit's kernel-sized column of the input) and a

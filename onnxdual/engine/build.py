@@ -60,6 +60,21 @@ class BuiltDual:
         """Per-example shape of the network output."""
         return next(s.output_shape for s in self.steps if s.node.name == self.graph.output_name)
 
+    def weights(self) -> list[Tensor]:
+        """The trainable tensors the dual layers compute with (leaves that require a gradient: the
+        network's parameters, as the layers hold them), each once."""
+        found: dict[int, Tensor] = {}
+        for step in self.steps:
+            layer = step.layer
+            ctx = getattr(layer, "ctx", None)
+            candidates = list(vars(layer).values())
+            if ctx is not None:
+                candidates += [*ctx.inputs, *(ctx.module_args or ()), *ctx.module.parameters()]
+            for t in candidates:
+                if isinstance(t, Tensor) and t.is_leaf and t.requires_grad:
+                    found.setdefault(id(t), t)
+        return list(found.values())
+
     def consumers(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for step in self.steps:

@@ -20,8 +20,9 @@ plain Adam steps on fixed data, no randomness.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -152,60 +153,63 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     best_bounds = {name: (lo.clone(), hi.clone()) for name, (lo, hi) in bounds.items()}
     done = 0
     if params and options.iterations > 0:
-        # one optimiser per target (Adam is element-wise, so this is the same as one for all): once the
-        # intermediate targets stop, their parameters stop costing steps and projections
-        optimisers = {}
-        for target in {t for t, _ in params}:
-            group_of = [p for (t, _), group in params.items() if t == target for p in group]
-            optimisers[target] = Adam(group_of, options.lr, options.decay)
-        history: list[float] = []
-        frame = bounds  # the bounds that intermediate targets start from and that shape the projection
-        for it in range(options.iterations):
-            if options.stop is not None and options.stop():
-                break
-            done += 1
-            if targets and it == options.intermediate_iterations:  # from here on: the objective only
-                targets, target_names, frame = [], set(), best_bounds
-                optimisers = {t: o for t, o in optimisers.items() if t == ""}
-            with torch.enable_grad():
-                current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
-                                  offsets, windows)
-                faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
-                         ((s.node.name, s) for s in steps)}
-                value = _value(built, input_set, faces, c_const, inner_const, offsets)
-                finite = torch.isfinite(value)
-                loss = -value.masked_fill(~finite, 0.0).sum()
-                active = {k: group for k, group in params.items() if k[0] in optimisers}
-                leaves = [p for group in active.values() for p in group]
-                grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
-            for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
-                p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-            for optimiser in optimisers.values():
-                optimiser.step()
-            with torch.no_grad():
-                for name, (lo, hi) in current.items():
-                    old_lo, old_hi = best_bounds[name]
-                    new_lo = torch.maximum(old_lo, lo.detach())
-                    best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
-                best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
-                feasible = {name: by_name[name].layer.faces(*frame[name])
-                            for name in {key[1] for key in active if key not in windows}}
-                for key, group in active.items():  # one feasible set per activation (and window)
-                    if key in windows:
-                        w = windows[key]
-                        projected = w.faces(by_name[key[1]], frame[key[1]]).project(group)
-                    else:
-                        projected = feasible[key[1]].project(group)
-                    for p, q in zip(group, projected):
-                        p.copy_(q)
-            total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
-            history.append(total)
-            if options.stop_when_positive and bool((best > 0).all()):
-                break
-            if len(history) > options.patience:
-                before = history[-1 - options.patience]
-                if total - before <= options.tolerance * max(abs(before), 1.0):
+        # the weights are constants here (only the face parameters move): without their gradients the
+        # iterations record no graph into them and reuse the patches' window maps
+        with _as_constants(built.weights()):
+            # one optimiser per target (Adam is element-wise, so this is the same as one for all): once the
+            # intermediate targets stop, their parameters stop costing steps and projections
+            optimisers = {}
+            for target in {t for t, _ in params}:
+                group_of = [p for (t, _), group in params.items() if t == target for p in group]
+                optimisers[target] = Adam(group_of, options.lr, options.decay)
+            history: list[float] = []
+            frame = bounds  # the bounds that intermediate targets start from and that shape the projection
+            for it in range(options.iterations):
+                if options.stop is not None and options.stop():
                     break
+                done += 1
+                if targets and it == options.intermediate_iterations:  # from here on: the objective only
+                    targets, target_names, frame = [], set(), best_bounds
+                    optimisers = {t: o for t, o in optimisers.items() if t == ""}
+                with torch.enable_grad():
+                    current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
+                                      offsets, windows)
+                    faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
+                             ((s.node.name, s) for s in steps)}
+                    value = _value(built, input_set, faces, c_const, inner_const, offsets)
+                    finite = torch.isfinite(value)
+                    loss = -value.masked_fill(~finite, 0.0).sum()
+                    active = {k: group for k, group in params.items() if k[0] in optimisers}
+                    leaves = [p for group in active.values() for p in group]
+                    grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
+                for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
+                    p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+                for optimiser in optimisers.values():
+                    optimiser.step()
+                with torch.no_grad():
+                    for name, (lo, hi) in current.items():
+                        old_lo, old_hi = best_bounds[name]
+                        new_lo = torch.maximum(old_lo, lo.detach())
+                        best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
+                    best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
+                    feasible = {name: by_name[name].layer.faces(*frame[name])
+                                for name in {key[1] for key in active if key not in windows}}
+                    for key, group in active.items():  # one feasible set per activation (and window)
+                        if key in windows:
+                            w = windows[key]
+                            projected = w.faces(by_name[key[1]], frame[key[1]]).project(group)
+                        else:
+                            projected = feasible[key[1]].project(group)
+                        for p, q in zip(group, projected):
+                            p.copy_(q)
+                total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
+                history.append(total)
+                if options.stop_when_positive and bool((best > 0).all()):
+                    break
+                if len(history) > options.patience:
+                    before = history[-1 - options.patience]
+                    if total - before <= options.tolerance * max(abs(before), 1.0):
+                        break
     if c.requires_grad or any(v.requires_grad for v in (inner or {}).values()):
         # keep the bound differentiable in its objective (e.g. a caller's ascent on row weights): the
         # envelope of the best parameters, evaluated once more with the caller's tensors
@@ -219,6 +223,20 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     relaxations = {s.node.name: _faces(s, best_bounds[s.node.name], None) for s in steps}
     result = PassResult(relaxations, best_bounds, False, empty)
     return OptimizedBound(best, result, done)
+
+
+@contextmanager
+def _as_constants(tensors: list[Tensor]) -> Iterator[None]:
+    """``tensors`` (leaves) without a gradient for the block, as they were afterwards. Only the flag
+    changes, never a value, so any computation that overlaps (another thread) still gets the same numbers."""
+    changed = [t for t in tensors if t.is_leaf and t.requires_grad]
+    for t in changed:
+        t.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for t in changed:
+            t.requires_grad_(True)
 
 
 def _value(built: BuiltDual, input_set: InputSet, relaxations: dict, c: Tensor, inner: dict[str, Tensor],

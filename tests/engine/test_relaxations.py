@@ -79,6 +79,35 @@ def test_every_mode_is_deterministic_and_leaves_the_weights_alone():
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_the_weights_are_constants_while_optimising_and_trainable_afterwards():
+    """The ascent moves only the face parameters: the weights need no gradient inside it, and they get
+    their flag back afterwards, also when the ascent is interrupted, so robust training still works."""
+    case = random_large_case(5, "linf")
+    net = onnxdual.load(case.net.model)
+    x, c = torch.from_numpy(case.x), torch.from_numpy(case.c)
+    dual = onnxdual.DualNetwork(net, x, 0.05, relaxation="optimized", optimize=FAST)
+    weights = dual.built.weights()
+    assert {id(p) for p in net.parameters()} <= {id(w) for w in weights}
+    seen = []
+
+    def stop() -> bool:  # asked at every step of the adaptive pass, then before every iteration
+        seen.append(any(w.requires_grad for w in weights))
+        if seen.count(False) == 2:  # in the ascent's second iteration
+            raise KeyboardInterrupt
+        return False
+
+    interrupted = onnxdual.DualNetwork(net, x, 0.05, relaxation="optimized",
+                                       optimize=OptimizeOptions(iterations=5, stop=stop))
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.lower_bound(c)
+    assert seen[0] and seen[-2:] == [False, False]
+    assert all(w.requires_grad for w in weights)
+    dual.lower_bound(c)
+    assert all(w.requires_grad for w in weights) and all(p.grad is None for p in net.parameters())
+    onnxdual.robust_loss(net, 0.05, x, torch.zeros(x.shape[0], dtype=torch.long))[0].backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
 def test_float64_networks_give_float64_bounds():
     model = random_dense(np.random.default_rng(4), 5, [12, 12], 3, skip=True).onnx_model
     net32, net64 = onnxdual.load(model), onnxdual.load(model).double()

@@ -380,7 +380,7 @@ class SlopeFaces(ParametricFaces):
             return theta
         lo, hi = self.slope_range
         return tuple(torch.clamp(t, lo, hi) if not isinstance(lo, Tensor)
-                     else torch.minimum(torch.maximum(t, _rows(lo, t)), _rows(hi, t)) for t in theta)
+                     else torch.clamp(t, _rows(lo, t), _rows(hi, t)) for t in theta)
 
 
 class ActivationDual(DualLayer):

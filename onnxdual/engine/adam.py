@@ -57,7 +57,7 @@ class Adam:
         # square root of zeros and subnormals (parameters without gradient, tiny gradients squared) takes a
         # slow path, ~10x the time of the whole update; below that floor the root (< 1.1e-19 in float32)
         # vanishes against eps = 1e-8 when the two are added, so the step is the same.
-        return (second.clamp_min(torch.finfo(second.dtype).tiny).sqrt_() / correction2).add_(self.eps)
+        return second.clamp_min(torch.finfo(second.dtype).tiny).sqrt_().div_(correction2).add_(self.eps)
 
 
 __all__ = ["Adam"]

@@ -104,6 +104,7 @@ class _Target:
     units: Tensor | None
     signs: Tensor | None
     rows: Tensor | None
+    windowed: patches.Rows | None = None  # the window rows, set up once for every iteration
 
 
 def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: Tensor,
@@ -119,11 +120,35 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     empty = base.empty
     c_const = c.detach()
     inner_const = {k: v.detach() for k, v in (inner or {}).items()}
+    # the weights are constants here (only the face parameters move): without their gradients nothing
+    # records a graph into them, and the rows' constant parts are computed once
+    with _as_constants(built.weights()):
+        best, best_bounds, params, offsets, done = _ascend(built, input_set, base, steps, bounds, limits, c_const,
+                                                           inner_const, options)
+    if c.requires_grad or any(v.requires_grad for v in (inner or {}).values()):
+        # keep the bound differentiable in its objective (e.g. a caller's ascent on row weights): the
+        # envelope of the best parameters, evaluated once more with the caller's tensors
+        relax = base.relaxations if not params else {
+            s.node.name: _faces(s, best_bounds[s.node.name], _detached(params.get(("", s.node.name))))
+            for s in steps}
+        final = _value(built, input_set, relax, c, inner or {}, offsets)
+        best = torch.where(final >= best, final, best)
+    if empty is not None:
+        best = best.masked_fill(empty.unsqueeze(1), math.inf)
+    relaxations = {s.node.name: _faces(s, best_bounds[s.node.name], None) for s in steps}
+    result = PassResult(relaxations, best_bounds, False, empty)
+    return OptimizedBound(best, result, done)
+
+
+def _ascend(built: BuiltDual, input_set: InputSet, base: PassResult, steps, bounds, limits, c: Tensor,
+            inner: dict[str, Tensor], options: OptimizeOptions):
+    """The projected gradient ascent of :func:`optimized_bound` on constant ``c`` and ``inner``: the best
+    value per entry, the tightest intermediate bounds seen, the parameters, the offsets and the iterations."""
     offsets: dict[str, Tensor] = {}
     with torch.no_grad():  # also caches every offset without a graph
-        best = _value(built, input_set, base.relaxations, c_const, inner_const, offsets)
+        best = _value(built, input_set, base.relaxations, c, inner, offsets)
     batch = best.shape[0]
-    targets = (_targets(built, input_set, base.relaxations, steps, bounds, c.device, c.dtype)
+    targets = (_targets(built, input_set, base.relaxations, steps, bounds, c.device, c.dtype, offsets)
                if options.intermediate else [])
     target_names = {t.name for t in targets}
     # parameters: one set per (target, earlier activation) with free parameters
@@ -153,76 +178,61 @@ def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: 
     best_bounds = {name: (lo.clone(), hi.clone()) for name, (lo, hi) in bounds.items()}
     done = 0
     if params and options.iterations > 0:
-        # the weights are constants here (only the face parameters move): without their gradients the
-        # iterations record no graph into them and reuse the patches' window maps
-        with _as_constants(built.weights()):
-            # one optimiser per target (Adam is element-wise, so this is the same as one for all): once the
-            # intermediate targets stop, their parameters stop costing steps and projections
-            optimisers = {}
-            for target in {t for t, _ in params}:
-                group_of = [p for (t, _), group in params.items() if t == target for p in group]
-                optimisers[target] = Adam(group_of, options.lr, options.decay)
-            history: list[float] = []
-            frame = bounds  # the bounds that intermediate targets start from and that shape the projection
-            for it in range(options.iterations):
-                if options.stop is not None and options.stop():
+        # one optimiser per target (Adam is element-wise, so this is the same as one for all): once the
+        # intermediate targets stop, their parameters stop costing steps and projections
+        optimisers = {}
+        for target in {t for t, _ in params}:
+            group_of = [p for (t, _), group in params.items() if t == target for p in group]
+            optimisers[target] = Adam(group_of, options.lr, options.decay)
+        history: list[float] = []
+        frame = bounds  # the bounds that intermediate targets start from and that shape the projection
+        for it in range(options.iterations):
+            if options.stop is not None and options.stop():
+                break
+            done += 1
+            if targets and it == options.intermediate_iterations:  # from here on: the objective only
+                targets, target_names, frame = [], set(), best_bounds
+                optimisers = {t: o for t, o in optimisers.items() if t == ""}
+            with torch.enable_grad():
+                current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
+                                  offsets, windows)
+                faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
+                         ((s.node.name, s) for s in steps)}
+                value = _value(built, input_set, faces, c, inner, offsets)
+                finite = torch.isfinite(value)
+                loss = -value.masked_fill(~finite, 0.0).sum()
+                active = {k: group for k, group in params.items() if k[0] in optimisers}
+                leaves = [p for group in active.values() for p in group]
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
+            for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
+                p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+            for optimiser in optimisers.values():
+                optimiser.step()
+            with torch.no_grad():
+                for name, (lo, hi) in current.items():
+                    old_lo, old_hi = best_bounds[name]
+                    new_lo = torch.maximum(old_lo, lo.detach())
+                    best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
+                best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
+                feasible = {name: by_name[name].layer.faces(*frame[name])
+                            for name in {key[1] for key in active if key not in windows}}
+                for key, group in active.items():  # one feasible set per activation (and window)
+                    if key in windows:
+                        w = windows[key]
+                        projected = w.faces(by_name[key[1]], frame[key[1]]).project(group)
+                    else:
+                        projected = feasible[key[1]].project(group)
+                    for p, q in zip(group, projected):
+                        p.copy_(q)
+            total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
+            history.append(total)
+            if options.stop_when_positive and bool((best > 0).all()):
+                break
+            if len(history) > options.patience:
+                before = history[-1 - options.patience]
+                if total - before <= options.tolerance * max(abs(before), 1.0):
                     break
-                done += 1
-                if targets and it == options.intermediate_iterations:  # from here on: the objective only
-                    targets, target_names, frame = [], set(), best_bounds
-                    optimisers = {t: o for t, o in optimisers.items() if t == ""}
-                with torch.enable_grad():
-                    current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
-                                      offsets, windows)
-                    faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
-                             ((s.node.name, s) for s in steps)}
-                    value = _value(built, input_set, faces, c_const, inner_const, offsets)
-                    finite = torch.isfinite(value)
-                    loss = -value.masked_fill(~finite, 0.0).sum()
-                    active = {k: group for k, group in params.items() if k[0] in optimisers}
-                    leaves = [p for group in active.values() for p in group]
-                    grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
-                for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
-                    p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-                for optimiser in optimisers.values():
-                    optimiser.step()
-                with torch.no_grad():
-                    for name, (lo, hi) in current.items():
-                        old_lo, old_hi = best_bounds[name]
-                        new_lo = torch.maximum(old_lo, lo.detach())
-                        best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
-                    best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
-                    feasible = {name: by_name[name].layer.faces(*frame[name])
-                                for name in {key[1] for key in active if key not in windows}}
-                    for key, group in active.items():  # one feasible set per activation (and window)
-                        if key in windows:
-                            w = windows[key]
-                            projected = w.faces(by_name[key[1]], frame[key[1]]).project(group)
-                        else:
-                            projected = feasible[key[1]].project(group)
-                        for p, q in zip(group, projected):
-                            p.copy_(q)
-                total = float(best.masked_fill(~torch.isfinite(best), 0.0).sum())
-                history.append(total)
-                if options.stop_when_positive and bool((best > 0).all()):
-                    break
-                if len(history) > options.patience:
-                    before = history[-1 - options.patience]
-                    if total - before <= options.tolerance * max(abs(before), 1.0):
-                        break
-    if c.requires_grad or any(v.requires_grad for v in (inner or {}).values()):
-        # keep the bound differentiable in its objective (e.g. a caller's ascent on row weights): the
-        # envelope of the best parameters, evaluated once more with the caller's tensors
-        relax = base.relaxations if not params else {
-            s.node.name: _faces(s, best_bounds[s.node.name], _detached(params.get(("", s.node.name))))
-            for s in steps}
-        final = _value(built, input_set, relax, c, inner or {}, offsets)
-        best = torch.where(final >= best, final, best)
-    if empty is not None:
-        best = best.masked_fill(empty.unsqueeze(1), math.inf)
-    relaxations = {s.node.name: _faces(s, best_bounds[s.node.name], None) for s in steps}
-    result = PassResult(relaxations, best_bounds, False, empty)
-    return OptimizedBound(best, result, done)
+    return best, best_bounds, params, offsets, done
 
 
 @contextmanager
@@ -268,7 +278,7 @@ def _at(faces, theta: tuple[Tensor, ...] | None) -> Faces:
 
 
 def _targets(built: BuiltDual, input_set: InputSet, relaxations: dict, steps, bounds, device, dtype,
-             ) -> list[_Target]:
+             offsets: dict[str, Tensor]) -> list[_Target]:
     """Every activation after the first whose bounds matter somewhere in the batch; each example gets the
     rows of its own such units (padded to the batch's most with rows aimed at a dummy unit ``n``), as
     windows where the patches apply to the adaptive ``relaxations`` (the optimised faces have their types)."""
@@ -289,8 +299,9 @@ def _targets(built: BuiltDual, input_set: InputSet, relaxations: dict, steps, bo
             real = index < n
             units = torch.cat([index, index], 1).masked_fill(~real.repeat(1, 2), 0)
             sign = real.to(dtype)
-            targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, plan, units,
-                                   torch.cat([sign, -sign], 1), None))
+            signs = torch.cat([sign, -sign], 1)
+            targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, plan, units, signs,
+                                   None, patches.Rows(plan, built, input_set, units, signs, offsets, reuse=True)))
             continue
         eye = torch.zeros((need.shape[0], k, n + 1), dtype=dtype, device=device)
         eye.scatter_(2, index.unsqueeze(-1), 1.0)
@@ -419,8 +430,7 @@ def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[s
                                       else _faces(s, bounds_s, theta))
             k = target.index.shape[1]
             if target.plan is not None:
-                linear, spread = patches.parts(target.plan, built, input_set, relax, target.units, target.signs,
-                                               offsets)
+                linear, spread = target.windowed.parts(relax)
             else:
                 linear, spread = dual_parts(built, input_set, relax, target.rows, start=target.value,
                                             offsets=offsets)

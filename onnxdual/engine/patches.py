@@ -250,35 +250,59 @@ _MAPS: "weakref.WeakKeyDictionary[AffineDual, dict]" = weakref.WeakKeyDictionary
 MAP_ELEMENTS = 1 << 23
 
 
-def _transpose(layer: AffineDual, out_geo: _Geometry, in_geo: _Geometry, nu: Tensor) -> Tensor:
-    """``nu`` ``(Bu, R, C_out, K, K)`` on the convolution's output windows, carried to its input windows.
-    Every window moves by the same linear map (the transposed kernel is translation invariant), so where
-    that map is small it is one matrix product -- several times faster than a transposed convolution of
-    many tiny images -- and otherwise the transposed convolution itself."""
+def _window_map(layer: AffineDual, out_geo: _Geometry, in_geo: _Geometry, dtype: torch.dtype,
+                device: torch.device, bias: Tensor | None = None) -> Tensor | None:
+    """The transposed kernel as the matrix that carries one output window to its input window (every window
+    moves by the same map: the kernel is translation invariant), ``(C_out K K, C_in K' K')``, with ``bias``
+    (one number per output channel) as one more column; ``None`` where it would be larger than
+    :data:`MAP_ELEMENTS`."""
     kernel = layer.local_kernel()
-    lead, shape = nu.shape[:2], nu.shape[2:]
-    size = shape.numel()
+    shape = (kernel.weight.shape[0], *out_geo.size)
+    size = math.prod(shape)
     out_size = (kernel.weight.shape[1] * kernel.groups) * math.prod(in_geo.size)
-    weight = kernel.weight.to(nu.dtype)
-    if size * out_size <= MAP_ELEMENTS:
-        maps = _MAPS.setdefault(layer, {})
-        key = (out_geo, nu.dtype, nu.device)
-        cached = maps.get(key)
-        # a map is reused only for the very weights it was built from (training changes them in place) and
-        # never while they need a gradient (the map would carry an old step's graph)
-        differentiable = torch.is_grad_enabled() and weight.requires_grad
-        if differentiable or cached is None or not torch.equal(cached[0], weight.detach()):
-            eye = torch.eye(size, dtype=nu.dtype, device=nu.device).reshape(size, *shape)
-            matrix = F.conv_transpose2d(eye, weight, stride=kernel.stride, dilation=kernel.dilation,
-                                        groups=kernel.groups).reshape(size, out_size)
-            cached = (weight.detach().clone(), matrix)
-            if not differentiable:
-                maps[key] = cached
-        moved = nu.reshape(-1, size) @ cached[1]
-        return moved.reshape(*lead, -1, *in_geo.size)
-    moved = F.conv_transpose2d(nu.flatten(0, 1), weight, stride=kernel.stride, dilation=kernel.dilation,
-                               groups=kernel.groups)
+    if size * out_size > MAP_ELEMENTS:
+        return None
+    weight = kernel.weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    maps = _MAPS.setdefault(layer, {})
+    key = (out_geo, dtype, device, bias is not None)
+    cached = maps.get(key)
+    # a map is reused only for the very weights it was built from (training changes them in place) and
+    # never while they need a gradient (the map would carry an old step's graph)
+    differentiable = torch.is_grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad))
+    if (differentiable or cached is None or not torch.equal(cached[0], weight.detach())
+            or (bias is not None and not torch.equal(cached[1], bias.detach()))):
+        eye = torch.eye(size, dtype=dtype, device=device).reshape(size, *shape)
+        matrix = F.conv_transpose2d(eye, weight, stride=kernel.stride, dilation=kernel.dilation,
+                                    groups=kernel.groups).reshape(size, out_size)
+        if bias is not None:
+            matrix = torch.cat([matrix, bias.repeat_interleave(math.prod(out_geo.size)).unsqueeze(1)], 1)
+        cached = (weight.detach().clone(), None if bias is None else bias.detach().clone(), matrix)
+        if not differentiable:
+            maps[key] = cached
+    return cached[2]
+
+
+def _transpose(layer: AffineDual, out_geo: _Geometry, in_geo: _Geometry, nu: Tensor) -> Tensor:
+    """``nu`` ``(Bu, R, C_out, K, K)`` on the convolution's output windows, carried to its input windows:
+    where the window map is small one matrix product (several times faster than a transposed convolution
+    of many tiny images), otherwise the transposed convolution itself."""
+    lead, size = nu.shape[:2], nu.shape[2:].numel()
+    matrix = _window_map(layer, out_geo, in_geo, nu.dtype, nu.device)
+    if matrix is not None:
+        return (nu.reshape(-1, size) @ matrix).reshape(*lead, -1, *in_geo.size)
+    kernel = layer.local_kernel()
+    moved = F.conv_transpose2d(nu.flatten(0, 1), kernel.weight.to(nu.dtype), stride=kernel.stride,
+                               dilation=kernel.dilation, groups=kernel.groups)
     return moved.reshape(*lead, *moved.shape[1:])
+
+
+def _channel_offset(offset: Tensor) -> Tensor | None:
+    """A ``(1, C, H, W)`` offset that is one number per channel (a convolution's bias), as ``(C,)``."""
+    if offset.dim() != 4 or offset.shape[0] != 1:
+        return None
+    flat = offset[0].flatten(1)
+    return flat[:, 0] if bool((flat == flat[:, :1]).all()) else None
 
 
 def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: Tensor, signs: Tensor,
@@ -286,62 +310,133 @@ def parts(p: Plan, built: BuiltDual, input_set: Box, relaxations: dict, units: T
     """The two parts of the dual objective (as :func:`~onnxdual.engine.autodual.dual_parts`) of the rows
     ``signs * e_units`` on the plan's value: ``units`` (flat unit indices) and ``signs`` are ``(1 or B, R)``;
     returns two ``(B, R)``."""
-    batch = input_set.center.shape[0]
-    r = units.shape[1]
-    start = p.steps[0]
-    kernel = start.layer.local_kernel()
-    channel = units // (p.grid[0] * p.grid[1])
-    py, px = _positions(p, units)
-    signs = signs.to(input_set.center.dtype)
-    if start.node.name not in offsets:
-        offsets[start.node.name] = start.layer.offset().to(signs.dtype)
-    bias = offsets[start.node.name].flatten(1)
-    linear = signs * (bias[:, units[0]] if units.shape[0] == 1 else torch.gather(bias.expand(batch, -1), 1, units))
-    spread = torch.zeros_like(linear)
-    weight = _full_weight(kernel, start.input_shapes[0][0]).to(signs.dtype)
-    nu = weight[channel] * signs.view(*signs.shape, 1, 1, 1)  # (Bu, R, C, K, K)
-    for i, step in enumerate(p.steps):
-        windows = _Windows(p.geometries[i], step.input_shapes[0], p.grid, py, px)
-        if i > 0 and isinstance(step.layer, AffineDual):
-            # nu sits on this convolution's output (with the previous geometry): drop the padding entries,
-            # add the offset term, then carry it through the transposed kernel
-            out = _Windows(p.geometries[i - 1], step.output_shape, p.grid, py, px)
-            nu = nu * out.mask().to(nu.dtype)
-            if step.node.name not in offsets:
-                offsets[step.node.name] = step.layer.offset().to(nu.dtype)
-            offset = offsets[step.node.name].expand(-1, *step.output_shape)
-            if offset.any():
-                linear = linear + (nu * out.read(offset, batch)).flatten(2).sum(-1)
-            nu = _transpose(step.layer, p.geometries[i - 1], p.geometries[i], nu)
-        elif isinstance(step.layer, ActivationDual):
-            rel = _elementwise(relaxations[step.node.name])
-            if rel is None:
-                raise ValueError(f"{step.node.name} has no element-wise relaxation: patches do not apply")
-            # zero tensors (ReLU's lower offset, stable layers' gaps) are neither read nor multiplied
-            if isinstance(relaxations[step.node.name], WindowFaces):  # already at the windows
-                # outside the image the row's dual is dropped here, once, instead of masking every face
-                # tensor (the same products where faces are finite, as they are on the zero bounds there)
-                nu = nu * windows.mask().to(nu.dtype)
-                read = [t if t.any() else None for t in rel]
-            else:
-                read = [windows.read(_per_row(t, r), batch) if t.any() else None for t in rel]
-            if len(read) == 3:  # the paper's relaxation: linear in nu (eq. 10 in same-slope form)
-                slope, mid, half = read
-                if mid is not None:
-                    linear = linear + (nu * mid).flatten(2).sum(-1)
-                if half is not None:
-                    spread = spread + (nu.abs() * half).flatten(2).sum(-1)
-                nu = nu * slope if slope is not None else torch.zeros_like(nu)
-            else:  # separate faces: positive entries take the lower face, negative ones the upper
-                lo_slope, lo_off, up_slope, up_off = read
-                pos = nu.clamp(min=0)
-                neg = nu - pos
-                for part, off in ((pos, lo_off), (neg, up_off)):
-                    if off is not None:
-                        linear = linear + (part * off).flatten(2).sum(-1)
-                nu = _times(pos, lo_slope) + _times(neg, up_slope)
-    last = _Windows(p.geometries[-1], built.input_shape, p.grid, py, px)
-    nu = nu * last.mask().to(nu.dtype)
-    linear = linear + (nu * last.read(input_set.center, batch)).flatten(2).sum(-1)
-    spread = spread + (nu.abs() * last.read(input_set.radius, batch)).flatten(2).sum(-1)
-    return linear.expand(batch, r), spread.expand(batch, r)
+    return Rows(p, built, input_set, units, signs, offsets).parts(relaxations)
+
+
+class Rows:
+    """The rows ``signs * e_units`` of one plan, set up once for bounding them on many relaxations (the
+    optimised relaxation bounds a target's rows at every iteration): the window geometry, the masks, the
+    starting dual and the input's centre and radius at the windows are computed here. With ``reuse``, every
+    later product of tensors that are the same as last time (same tensor, unchanged, no gradient) is
+    remembered -- the dual is constant down to the first activation whose faces move, and an activation
+    whose bounds are not re-optimised keeps its face tensors -- so an iteration computes only what changed.
+    The values are those of the plain pass, operation for operation."""
+
+    def __init__(self, p: Plan, built: BuiltDual, input_set: Box, units: Tensor, signs: Tensor,
+                 offsets: dict[str, Tensor], reuse: bool = False):
+        self.p, self.offsets, self.reuse = p, offsets, reuse
+        self.batch, self.r = input_set.center.shape[0], units.shape[1]
+        self._memos: dict[tuple, tuple] = {}
+        start = p.steps[0]
+        channel = units // (p.grid[0] * p.grid[1])
+        py, px = _positions(p, units)
+        signs = signs.to(input_set.center.dtype)
+        if start.node.name not in offsets:
+            offsets[start.node.name] = start.layer.offset().to(signs.dtype)
+        bias = offsets[start.node.name].flatten(1)
+        self._linear = signs * (bias[:, units[0]] if units.shape[0] == 1
+                                else torch.gather(bias.expand(self.batch, -1), 1, units))
+        weight = _full_weight(start.layer.local_kernel(), start.input_shapes[0][0]).to(signs.dtype)
+        self._nu = weight[channel] * signs.view(*signs.shape, 1, 1, 1)  # (Bu, R, C, K, K)
+        self._windows = [_Windows(p.geometries[i], step.input_shapes[0], p.grid, py, px)
+                         for i, step in enumerate(p.steps)]
+        self._masks = [w.mask().to(signs.dtype) for w in self._windows]
+        # on a convolution's output (the previous geometry): which entries are padding, and its offset
+        self._out = {i: _Windows(p.geometries[i - 1], step.output_shape, p.grid, py, px)
+                     for i, step in enumerate(p.steps) if i > 0 and isinstance(step.layer, AffineDual)}
+        self._out_masks = {i: w.mask().to(signs.dtype) for i, w in self._out.items()}
+        last = _Windows(p.geometries[-1], built.input_shape, p.grid, py, px)
+        inside = last.mask().to(signs.dtype)  # zero outside the image: the dual there is dropped
+        self._center = last.read(input_set.center, self.batch) * inside
+        self._radius = last.read(input_set.radius, self.batch) * inside
+
+    def _memo(self, key: tuple, inputs: tuple[Tensor | None, ...], fn):
+        """``fn(*inputs)``, remembered (with ``reuse``) while every input is the same unchanged tensor
+        without a gradient (the version counter sees in-place changes)."""
+        if not self.reuse or any(t is not None and t.requires_grad for t in inputs):
+            return fn(*inputs)
+        stamp = tuple(None if t is None else (id(t), t._version) for t in inputs)
+        hit = self._memos.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[2]
+        out = fn(*inputs)
+        if not (isinstance(out, Tensor) and out.requires_grad):
+            self._memos[key] = (stamp, inputs, out)  # the inputs are held, so their ids stay theirs
+        return out
+
+    def parts(self, relaxations: dict) -> tuple[Tensor, Tensor]:
+        """The two parts ``(B, R)`` of the rows' dual objective on ``relaxations`` (element-wise ones for
+        every activation of the plan; :class:`WindowFaces` where they are given at the windows)."""
+        p, batch, r, memo = self.p, self.batch, self.r, self._memo
+        linear, spread = self._linear, torch.zeros_like(self._linear)
+        nu = self._nu
+        masked = False  # nu is zero outside the image on the value it sits on
+        for i, step in enumerate(p.steps):
+            windows = self._windows[i]
+            if i > 0 and isinstance(step.layer, AffineDual):
+                # nu sits on this convolution's output (with the previous geometry): drop the padding entries
+                # (unless an activation's window faces just did, on the same windows), add the offset term,
+                # then carry it through the transposed kernel
+                if step.node.name not in self.offsets:
+                    self.offsets[step.node.name] = step.layer.offset().to(nu.dtype)
+                offset = self.offsets[step.node.name]
+                bias = memo((i, "bias"), (offset,), _channel_offset) if masked else None
+                folded = None if bias is None else _window_map(step.layer, p.geometries[i - 1], p.geometries[i],
+                                                               nu.dtype, nu.device, bias)
+                if folded is not None:
+                    # nu is zero outside the image, so a per-channel offset's term is one more column of the
+                    # window map: the offset term and the carried dual in one product
+                    both = nu.reshape(-1, folded.shape[0]) @ folded
+                    linear = linear + both[:, -1].reshape(nu.shape[:2])
+                    nu = both[:, :-1].reshape(*nu.shape[:2], -1, *p.geometries[i].size)
+                    masked = False
+                    continue
+                if not masked:
+                    nu = memo((i, "mask"), (nu,), lambda v: v * self._out_masks[i])
+                masked = False
+                if memo((i, "offset?"), (offset,), lambda o: bool(o.any())):
+                    read = memo((i, "offset"), (offset,), lambda o: self._out[i].read(
+                        o.expand(-1, *step.output_shape), batch))
+                    linear = linear + memo((i, "offset term"), (nu, read), lambda v, o: (v * o).flatten(2).sum(-1))
+                nu = memo((i, "transpose"), (nu, step.layer.local_kernel().weight), lambda v, _: _transpose(
+                    step.layer, p.geometries[i - 1], p.geometries[i], v))
+            elif isinstance(step.layer, ActivationDual):
+                given = relaxations[step.node.name]
+                rel = _elementwise(given)
+                if rel is None:
+                    raise ValueError(f"{step.node.name} has no element-wise relaxation: patches do not apply")
+                # zero tensors (ReLU's lower offset, stable layers' gaps) are neither read nor multiplied
+                nonzero = [memo((i, j, "any"), (t,), lambda t: bool(t.any())) for j, t in enumerate(rel)]
+                if isinstance(given, WindowFaces):  # already at the windows
+                    # outside the image the row's dual is dropped here, once, instead of masking every face
+                    # tensor (the same products where faces are finite, as they are on the zero bounds there)
+                    nu = memo((i, "mask"), (nu,), lambda v: v * self._masks[i])
+                    read = [t if keep else None for t, keep in zip(rel, nonzero)]
+                else:
+                    read = [memo((i, j, "read"), (t,), lambda t: windows.read(_per_row(t, r), batch)) if keep
+                            else None for j, (t, keep) in enumerate(zip(rel, nonzero))]
+                if len(read) == 3:  # the paper's relaxation: linear in nu (eq. 10 in same-slope form)
+                    slope, mid, half = read
+                    if mid is not None:
+                        linear = linear + memo((i, "mid"), (nu, mid), lambda v, m: (v * m).flatten(2).sum(-1))
+                    if half is not None:
+                        spread = spread + memo((i, "half"), (nu, half),
+                                               lambda v, h: (v.abs() * h).flatten(2).sum(-1))
+                    nu = memo((i, "slope"), (nu, slope), lambda v, a: v * a if a is not None else torch.zeros_like(v))
+                else:  # separate faces: positive entries take the lower face, negative ones the upper
+                    lo_slope, lo_off, up_slope, up_off = read
+                    pos = memo((i, "pos"), (nu,), lambda v: v.clamp(min=0))
+                    neg = memo((i, "neg"), (nu, pos), lambda v, q: v - q)
+                    for side, part, off in (("lower", pos, lo_off), ("upper", neg, up_off)):
+                        if off is not None:
+                            linear = linear + memo((i, side, "term"), (part, off),
+                                                   lambda v, o: (v * o).flatten(2).sum(-1))
+                    upper = memo((i, "upper"), (neg, up_slope), _times)
+                    nu = (torch.addcmul(upper, pos, lo_slope) if lo_slope is not None and lo_slope.requires_grad
+                          else memo((i, "lower"), (pos, lo_slope), _times) + upper)
+                # zero outside the image from here: faces at the windows are masked, faces read at them are
+                # zero there (finite faces times zero)
+                masked = True
+        linear = linear + (nu * self._center).flatten(2).sum(-1)
+        spread = spread + (nu.abs() * self._radius).flatten(2).sum(-1)
+        return linear.expand(batch, r), spread.expand(batch, r)

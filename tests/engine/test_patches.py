@@ -2,13 +2,17 @@
 pass's bounds (the same dual variables, stored smaller), for the paper's relaxation, adaptive and optimised
 faces, with strides, asymmetric pads, dilation, groups, batch norm and Clip; and it is used where it applies."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from onnx import helper
 
 import onnxdual
+from onnxdual.duals.base import Faces
 from onnxdual.engine import optimize, patches
+from onnxdual.engine.autodual import forward_pass
 from onnxdual.engine.input_sets import Box, L2Ball
 from onnxdual.engine.optimize import OptimizeOptions
 from tests.onnx_builders import make_model
@@ -181,3 +185,54 @@ def test_window_maps_built_with_gradients_are_not_kept(monkeypatch):
         grads = torch.autograd.grad(dual.lower_bound(c).sum(), params, allow_unused=True)
         assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)
     assert used
+
+
+def test_prepared_rows_follow_changed_relaxations():
+    """The optimiser evaluates one set of rows on many relaxations and reuses products of unchanged tensors:
+    after other faces, the first ones again, and a face tensor changed in place, every value is the one a
+    fresh evaluation gives (a stale product would be the bound of other faces)."""
+    model, x, eps = _case(5)
+    model.requires_grad_(False)  # as in the optimiser: constants, so products are remembered
+    input_set = Box.ball(x, eps)
+    built = onnxdual.DualNetwork(model, x, eps).built
+    base = forward_pass(built, input_set, relaxation="adaptive")
+    plans = {s.node.name: patches.plan(built, s.variable_inputs[0], input_set) for s in built.steps
+             if isinstance(s.layer, onnxdual.ActivationDual)}
+    step, plan = next((s, plans[s.node.name]) for s in built.steps if plans.get(s.node.name) is not None
+                      and any(isinstance(t.layer, onnxdual.ActivationDual) for t in plans[s.node.name].steps))
+    n = math.prod(step.input_shapes[0])
+    units = torch.arange(0, n, 3).unsqueeze(0)
+    signs = torch.where(units % 2 == 0, 1.0, -1.0).to(x.dtype)
+    gen = torch.Generator().manual_seed(0)
+    names = [s.node.name for s in plan.steps if isinstance(s.layer, onnxdual.ActivationDual)]
+    second = dict(base.relaxations)
+    for name in names:  # every parametric face of the rows' chain at random slopes of its range
+        faces = built.steps[[s.node.name for s in built.steps].index(name)].layer.faces(
+            *base.preactivation_bounds[name])
+        theta = tuple(torch.rand(t.shape, generator=gen, dtype=t.dtype) for t in faces.initial())
+        second[name] = faces.faces(faces.project(theta))
+
+    def fresh(relaxations):
+        return patches.parts(plan, built, input_set, relaxations, units, signs, {})
+
+    rows = patches.Rows(plan, built, input_set, units, signs, {}, reuse=True)
+    values = []
+    for relaxations in (base.relaxations, second, base.relaxations, second):
+        got, want = rows.parts(relaxations), fresh(relaxations)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        values.append(got[0] - got[1])
+    assert not torch.equal(values[0], values[1])  # the two relaxations give different bounds
+    second[names[-1]].upper.slope.mul_(0.5)  # in place: the same tensor with other values
+    got, want = rows.parts(second), fresh(second)
+    assert not torch.equal(got[0] - got[1], values[1])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_per_channel_offset_is_one_number_per_channel():
+    bias = torch.tensor([0.5, -1.0, 2.0])
+    assert torch.equal(patches._channel_offset(bias.view(1, 3, 1, 1).expand(1, 3, 4, 5)), bias)
+    varying = bias.view(1, 3, 1, 1).expand(1, 3, 4, 5).clone()
+    varying[0, 1, 2, 3] = 0.0
+    assert patches._channel_offset(varying) is None

@@ -163,16 +163,16 @@ class AffineDual(DualLayer):
                                         allow_unused=True)
         return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads))
 
+    def _tensors(self) -> list[Tensor]:
+        """The module's parameters and buffers, then the constant inputs (all a MatMul module has)."""
+        return [*self.ctx.module.parameters(), *self.ctx.module.buffers(),
+                *(t for t in self.ctx.inputs if isinstance(t, Tensor))]
+
     def _dtype(self) -> torch.dtype:
-        for p in list(self.ctx.module.parameters()) + list(self.ctx.module.buffers()):
-            if p.is_floating_point():
-                return p.dtype
-        return torch.get_default_dtype()
+        return next((p.dtype for p in self._tensors() if p.is_floating_point()), torch.get_default_dtype())
 
     def _device(self) -> torch.device:
-        for p in list(self.ctx.module.parameters()) + list(self.ctx.module.buffers()):
-            return p.device
-        return torch.device("cpu")
+        return next((p.device for p in self._tensors()), torch.device("cpu"))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class Adam:
         self.steps = 0
         self._first = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self._second = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self._scratch: list[Tensor | None] = [None] * len(self.params)  # each step's denominator, reused
 
     @torch.no_grad()
     def step(self, mask: Tensor | None = None) -> None:
@@ -38,26 +39,32 @@ class Adam:
         beta1, beta2 = self.betas
         step_size = self.lr / (1 - beta1 ** self.steps)
         correction2 = math.sqrt(1 - beta2 ** self.steps)
-        for p, first, second in zip(self.params, self._first, self._second):
+        for i, (p, first, second) in enumerate(zip(self.params, self._first, self._second)):
             if p.grad is None:
                 continue
             grad = p.grad
             if mask is None:
                 first.lerp_(grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                p.addcdiv_(first, self._denominator(second, correction2), value=-step_size)
+                p.addcdiv_(first, self._denominator(i, second, correction2), value=-step_size)
                 continue
             first.add_(mask * (1 - beta1) * (grad - first))
             second.add_(mask * (1 - beta2) * (grad * grad - second))
-            p.add_(mask * (-step_size) * first / self._denominator(second, correction2))
+            p.add_(mask * (-step_size) * first / self._denominator(i, second, correction2))
         self.lr *= self.decay
 
-    def _denominator(self, second: Tensor, correction2: float) -> Tensor:
+    def _denominator(self, i: int, second: Tensor, correction2: float) -> Tensor:
         # sqrt(v_hat) + eps. The second moment is raised to the smallest normal number first: on x86 the
         # square root of zeros and subnormals (parameters without gradient, tiny gradients squared) takes a
         # slow path, ~10x the time of the whole update; below that floor the root (< 1.1e-19 in float32)
-        # vanishes against eps = 1e-8 when the two are added, so the step is the same.
-        return second.clamp_min(torch.finfo(second.dtype).tiny).sqrt_().div_(correction2).add_(self.eps)
+        # vanishes against eps = 1e-8 when the two are added, so the step is the same. Computed into one
+        # buffer per parameter, kept between steps (a fresh tensor of a parameter's size per step costs
+        # more in page faults than the arithmetic).
+        scratch = self._scratch[i]
+        if scratch is None or scratch.shape != second.shape or scratch.dtype != second.dtype:
+            scratch = self._scratch[i] = torch.empty_like(second)
+        torch.clamp_min(second, torch.finfo(second.dtype).tiny, out=scratch)
+        return scratch.sqrt_().div_(correction2).add_(self.eps)
 
 
 __all__ = ["Adam"]

@@ -172,26 +172,38 @@ class DualNetwork:
 
     def _optimized_objective(self, c: Tensor, inner: dict[str, Tensor] | None) -> Tensor:
         """The optimised bound, chunk by chunk, warm-started from each chunk's adaptive pass; remembers
-        the tightest intermediate bounds it saw (for :meth:`bounds` and :meth:`activation_duals`)."""
+        the tightest intermediate bounds it saw (for :meth:`bounds` and :meth:`activation_duals`).
+
+        A chunk holds as many examples as their per-row parameters fit in the memory budget; the adaptive
+        pass is computed per chunk (a pass over the whole batch first would be several times slower per
+        example, its row tensors far larger). The first chunk is one example, whose pass says how many fit
+        in the next; a chunk whose examples turn out to need more is cut to what fits and passed again."""
         c = self._check_c(c)
         out_shape = self.built.output_shape
         self._activation_inputs(inner or {})
         parts, passes = [], []
-        for chunk, result in self._ensure_pass():
-            step = examples_per_optimization(self.built, result, c.shape[1], self.x.element_size(), self.optimize)
-            for start in range(chunk.start, chunk.stop, step):
-                index = slice(start, min(start + step, chunk.stop))
-                if index != chunk:  # per-row parameters of the whole chunk would not fit: its own pass
-                    splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
-                    result = forward_pass(self.built, self.input_set.chunk(index), None, None, self.memory_budget,
-                                          splits, relaxation="adaptive", stop=self.optimize.stop)
-                ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
-                found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
-                                        {name: v[index] for name, v in (inner or {}).items()})
-                parts.append(found.value)
-                passes.append((index, found.result))
+        n, limit = self.x.shape[0], self.chunk_size()
+        start, size = 0, 1
+        while start < n:
+            index = slice(start, min(start + size, start + limit, n))
+            result = self._adaptive_pass(index)
+            fits = examples_per_optimization(self.built, result, c.shape[1], self.x.element_size(), self.optimize)
+            if fits < index.stop - index.start:  # fewer than the last chunk: these examples need more rows
+                index = slice(start, start + fits)
+                result = self._adaptive_pass(index)
+            ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
+            found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
+                                    {name: v[index] for name, v in (inner or {}).items()})
+            parts.append(found.value)
+            passes.append((index, found.result))
+            start, size = index.stop, fits
         self._optimized = passes
         return torch.cat(parts)
+
+    def _adaptive_pass(self, index: slice) -> PassResult:
+        splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
+        return forward_pass(self.built, self.input_set.chunk(index), None, None, self.memory_budget, splits,
+                            relaxation="adaptive", stop=self.optimize.stop)
 
     def _objective(self, c: Tensor, passes: list[tuple[slice, PassResult]] | None = None,
                    record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None) -> Tensor:

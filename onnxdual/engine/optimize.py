@@ -185,6 +185,7 @@ def _ascend(built: BuiltDual, input_set: InputSet, base: PassResult, steps, boun
             group_of = [p for (t, _), group in params.items() if t == target for p in group]
             optimisers[target] = Adam(group_of, options.lr, options.decay)
         history: list[float] = []
+        built_faces = _BuiltFaces()
         frame = bounds  # the bounds that intermediate targets start from and that shape the projection
         for it in range(options.iterations):
             if options.stop is not None and options.stop():
@@ -195,9 +196,9 @@ def _ascend(built: BuiltDual, input_set: InputSet, base: PassResult, steps, boun
                 optimisers = {t: o for t, o in optimisers.items() if t == ""}
             with torch.enable_grad():
                 current = _bounds(built, input_set, steps, targets, target_names, frame, limits, params,
-                                  offsets, windows)
-                faces = {name: _faces(step, current[name], params.get(("", name))) for name, step in
-                         ((s.node.name, s) for s in steps)}
+                                  offsets, windows, built_faces)
+                faces = {name: _faces(step, current[name], params.get(("", name)), built_faces)
+                         for name, step in ((s.node.name, s) for s in steps)}
                 value = _value(built, input_set, faces, c, inner, offsets)
                 finite = torch.isfinite(value)
                 loss = -value.masked_fill(~finite, 0.0).sum()
@@ -205,7 +206,12 @@ def _ascend(built: BuiltDual, input_set: InputSet, base: PassResult, steps, boun
                 leaves = [p for group in active.values() for p in group]
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
             for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
-                p.grad = torch.zeros_like(p) if g is None else torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+                if g is None:
+                    p.grad = torch.zeros_like(p)
+                elif g.is_contiguous() and g._base is None:  # its own memory: cleaned in place
+                    p.grad = g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+                else:
+                    p.grad = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
             for optimiser in optimisers.values():
                 optimiser.step()
             with torch.no_grad():
@@ -214,7 +220,7 @@ def _ascend(built: BuiltDual, input_set: InputSet, base: PassResult, steps, boun
                     new_lo = torch.maximum(old_lo, lo.detach())
                     best_bounds[name] = (new_lo, torch.maximum(torch.minimum(old_hi, hi.detach()), new_lo))
                 best = torch.where(value.detach() > best, value.detach(), best)  # never a NaN
-                feasible = {name: by_name[name].layer.faces(*frame[name])
+                feasible = {name: built_faces(by_name[name], frame[name])
                             for name in {key[1] for key in active if key not in windows}}
                 for key, group in active.items():  # one feasible set per activation (and window)
                     if key in windows:
@@ -265,9 +271,28 @@ def _detached(group: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
     return None if group is None else tuple(p.detach() for p in group)
 
 
-def _faces(step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None) -> Faces:
+def _faces(step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None,
+           built_faces: "_BuiltFaces | None" = None) -> Faces:
     """The step's faces on ``bounds`` with parameters ``theta`` (``None``: its adaptive choice)."""
-    return _at(step.layer.faces(*bounds), theta)
+    return _at(step.layer.faces(*bounds) if built_faces is None else built_faces(step, bounds), theta)
+
+
+class _BuiltFaces:
+    """Each activation's faces (with their free parameters) on its current bounds, built once per bounds:
+    the same bound tensors, unchanged (their version counters), give the same faces object -- every
+    activation whose bounds are not re-optimised keeps its faces through the iterations."""
+
+    def __init__(self):
+        self._last: dict[str, tuple] = {}
+
+    def __call__(self, step, bounds: tuple[Tensor, Tensor]):
+        stamp = tuple((id(t), t._version) for t in bounds)
+        hit = self._last.get(step.node.name)
+        if hit is not None and hit[0] == stamp:
+            return hit[2]
+        faces = step.layer.faces(*bounds)
+        self._last[step.node.name] = (stamp, bounds, faces)  # the bounds are held: their ids stay theirs
+        return faces
 
 
 def _at(faces, theta: tuple[Tensor, ...] | None) -> Faces:
@@ -410,7 +435,8 @@ def _windows(targets: list[_Target], steps, bounds, batch: int) -> dict[tuple[st
 
 
 def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[str], bounds, limits, params,
-            offsets, windows: dict[tuple[str, str], "_Windowed"]) -> dict[str, tuple[Tensor, Tensor]]:
+            offsets, windows: dict[tuple[str, str], "_Windowed"], built_faces: _BuiltFaces | None = None,
+            ) -> dict[str, tuple[Tensor, Tensor]]:
     """Every activation's input bounds at the current parameters (the adaptive ones where not optimised),
     intersected with the constant ``limits`` (intervals and splits). Two sound bounds can only cross by
     rounding, so a crossing is closed, never read as an empty subdomain (only split limits prove that, in
@@ -427,7 +453,7 @@ def _bounds(built, input_set, steps, targets: list[_Target], target_names: set[s
                 key, theta = (name, s.node.name), params.get((name, s.node.name))
                 bounds_s = current[s.node.name]
                 relax[s.node.name] = (windows[key].window_faces(s, bounds_s, theta) if key in windows
-                                      else _faces(s, bounds_s, theta))
+                                      else _faces(s, bounds_s, theta, built_faces))
             k = target.index.shape[1]
             if target.plan is not None:
                 linear, spread = target.windowed.parts(relax)

@@ -297,6 +297,22 @@ def _transpose(layer: AffineDual, out_geo: _Geometry, in_geo: _Geometry, nu: Ten
     return moved.reshape(*lead, *moved.shape[1:])
 
 
+class _AddProduct(torch.autograd.Function):
+    """``base + x * a`` (``addcmul``) whose backward computes each needed gradient with one product (the
+    built-in one scales by its ``value`` first: one more tensor of the largest size per iteration)."""
+
+    @staticmethod
+    def forward(ctx, base: Tensor, x: Tensor, a: Tensor) -> Tensor:
+        ctx.save_for_backward(x, a)
+        return torch.addcmul(base, x, a)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, a = ctx.saved_tensors
+        need_base, need_x, need_a = ctx.needs_input_grad
+        return (grad if need_base else None, grad * a if need_x else None, grad * x if need_a else None)
+
+
 def _channel_offset(offset: Tensor) -> Tensor | None:
     """A ``(1, C, H, W)`` offset that is one number per channel (a convolution's bias), as ``(C,)``."""
     if offset.dim() != 4 or offset.shape[0] != 1:
@@ -432,7 +448,7 @@ class Rows:
                             linear = linear + memo((i, side, "term"), (part, off),
                                                    lambda v, o: (v * o).flatten(2).sum(-1))
                     upper = memo((i, "upper"), (neg, up_slope), _times)
-                    nu = (torch.addcmul(upper, pos, lo_slope) if lo_slope is not None and lo_slope.requires_grad
+                    nu = (_AddProduct.apply(upper, pos, lo_slope) if lo_slope is not None and lo_slope.requires_grad
                           else memo((i, "lower"), (pos, lo_slope), _times) + upper)
                 # zero outside the image from here: faces at the windows are masked, faces read at them are
                 # zero there (finite faces times zero)

@@ -108,11 +108,49 @@ def test_the_weights_are_constants_while_optimising_and_trainable_afterwards():
     assert all(p.grad is not None for p in net.parameters())
 
 
-def test_float64_networks_give_float64_bounds():
-    model = random_dense(np.random.default_rng(4), 5, [12, 12], 3, skip=True).onnx_model
+def test_optimised_chunks_fit_the_budget_and_give_each_example_its_own_bound(monkeypatch):
+    """The batch is optimised in chunks whose per-row parameters fit the memory budget, each chunk warm-started
+    from its own adaptive pass: every chunk fits, and every example gets the bound it gets alone (examples
+    do not interact; only the chunking changes)."""
+    from onnxdual.engine import network, optimize
+
+    case = random_large_case(4, "linf")
+    net = onnxdual.load(case.net.model).double()
+    x, c = torch.from_numpy(case.x).double(), torch.from_numpy(case.c).double()
+    assert x.shape[0] >= 3
+    alone = torch.cat([onnxdual.DualNetwork(net, x[i:i + 1], 0.05, relaxation="optimized", optimize=FAST)
+                       .lower_bound(c[i:i + 1]) for i in range(x.shape[0])])
+    probe = onnxdual.DualNetwork(net, x, 0.05, relaxation="adaptive")
+    probe.lower_bound(c)
+    per_example = optimize.examples_per_optimization(probe.built, probe._ensure_pass()[0][1], c.shape[1], 8,
+                                                     OptimizeOptions(memory_budget=1 << 30))
+    budget = (1 << 30) // per_example * 2  # about two examples per chunk
+    chunks = []
+    real = network.optimized_bound
+
+    def recording(built, input_set, base, ci, options, inner):
+        chunks.append((ci.shape[0], optimize.examples_per_optimization(built, base, ci.shape[1], 8, options)))
+        return real(built, input_set, base, ci, options, inner)
+
+    monkeypatch.setattr(network, "optimized_bound", recording)
+    options = OptimizeOptions(iterations=4, intermediate_iterations=2, memory_budget=budget)
+    together = onnxdual.DualNetwork(net, x, 0.05, relaxation="optimized", optimize=options).lower_bound(c)
+    assert sum(n for n, _ in chunks) == x.shape[0] and len(chunks) >= 2
+    assert all(n <= fits for n, fits in chunks)
+    torch.testing.assert_close(together, alone, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["dense with skips", "residual with a constant MatMul"])
+def test_float64_networks_give_float64_bounds(kind):
+    """Also where a node's module has no parameters of its own (a MatMul with a constant operand): its
+    offset takes the dtype of its constants."""
+    if kind == "dense with skips":
+        model = random_dense(np.random.default_rng(4), 5, [12, 12], 3, skip=True).onnx_model
+        x, c = torch.rand(2, 5), torch.randn(2, 3, 3)
+    else:
+        case = random_large_case(4, "linf")
+        model, x, c = case.net.model, torch.from_numpy(case.x), torch.from_numpy(case.c)
     net32, net64 = onnxdual.load(model), onnxdual.load(model).double()
-    x = torch.rand(2, 5)
-    c = torch.randn(2, 3, 3)
     for mode in ("adaptive", "optimized"):
         lb32 = onnxdual.DualNetwork(net32, x, 0.05, relaxation=mode, optimize=FAST).lower_bound(c)
         lb64 = onnxdual.DualNetwork(net64, x.double(), 0.05, relaxation=mode, optimize=FAST).lower_bound(c.double())

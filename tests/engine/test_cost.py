@@ -58,3 +58,14 @@ def test_examples_per_pass_fits_the_budget():
         b = cost.examples_per_pass(dual.built, n, 64, 4, budget)
         assert 1 <= b <= 64
         assert b == 1 or cost.TERM_COPIES * cost.forward_elements(dual.built, n, b) * 4 <= budget
+
+
+def test_backward_rows_hold_at_most_the_budget_and_the_working_set():
+    from onnxdual.engine import cost
+
+    per_row = cost.TERM_COPIES * 16 * 3136 * 4  # 16 examples, a 16x14x14 value, float32
+    big = cost.backward_rows(16, 3136, 4, 2 * 1024**3)
+    assert big * per_row <= cost.ROWS_WORKING_SET < (big + 1) * per_row  # the cap, not the 2 GB budget
+    small = cost.backward_rows(16, 3136, 4, cost.ROWS_WORKING_SET // 4)
+    assert small * per_row <= cost.ROWS_WORKING_SET // 4 < (small + 1) * per_row
+    assert cost.backward_rows(16, 10**9, 4, 1024) == 1  # always at least one row

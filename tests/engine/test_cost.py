@@ -61,8 +61,6 @@ def test_examples_per_pass_fits_the_budget():
 
 
 def test_backward_rows_hold_at_most_the_budget_and_the_working_set():
-    from onnxdual.engine import cost
-
     per_row = cost.TERM_COPIES * 16 * 3136 * 4  # 16 examples, a 16x14x14 value, float32
     big = cost.backward_rows(16, 3136, 4, 2 * 1024**3)
     assert big * per_row <= cost.ROWS_WORKING_SET < (big + 1) * per_row  # the cap, not the 2 GB budget

@@ -204,7 +204,10 @@ def _ascend(built: BuiltDual, input_set: InputSet, base: PassResult, steps, boun
                 loss = -value.masked_fill(~finite, 0.0).sum()
                 active = {k: group for k, group in params.items() if k[0] in optimisers}
                 leaves = [p for group in active.values() for p in group]
-                grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # never into the weights' .grad
+                # never into the weights' .grad; a bound that no parameter reaches (constant faces below
+                # every parameter, e.g. a step) has no gradient at all
+                grads = (torch.autograd.grad(loss, leaves, allow_unused=True) if loss.requires_grad
+                         else [None] * len(leaves))
             for p, g in zip(leaves, grads):  # a non-finite gradient (an overflowing face) is no direction
                 if g is None:
                     p.grad = torch.zeros_like(p)

@@ -152,16 +152,20 @@ class DualNetwork:
     # -- computing -------------------------------------------------------------------------------------
     def _ensure_pass(self) -> list[tuple[slice, PassResult]]:
         if self._passes is None:
-            built, step = self.built, self.chunk_size()
+            step = self.chunk_size()
             self._passes = []
             for start in range(0, self.x.shape[0], step):
                 index = slice(start, min(start + step, self.x.shape[0]))
-                splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
-                self._passes.append((index, forward_pass(
-                    built, self.input_set.chunk(index), self.proj, self.generator, self.memory_budget, splits,
-                    relaxation="paper" if self.relaxation == "paper" else "adaptive",
-                    stop=self.optimize.stop)))
+                self._passes.append((index, self._pass(index)))
         return self._passes
+
+    def _pass(self, index: slice) -> PassResult:
+        """The pass over examples ``index``: the paper's relaxation, or separate faces at their adaptive
+        choice (what "optimized" starts from)."""
+        splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
+        return forward_pass(self.built, self.input_set.chunk(index), self.proj, self.generator, self.memory_budget,
+                            splits, relaxation="paper" if self.relaxation == "paper" else "adaptive",
+                            stop=self.optimize.stop)
 
     def _check_c(self, c: Tensor) -> Tensor:
         out_shape = self.built.output_shape
@@ -186,11 +190,11 @@ class DualNetwork:
         start, size = 0, 1
         while start < n:
             index = slice(start, min(start + size, start + limit, n))
-            result = self._adaptive_pass(index)
+            result = self._pass(index)
             fits = examples_per_optimization(self.built, result, c.shape[1], self.x.element_size(), self.optimize)
             if fits < index.stop - index.start:  # fewer than the last chunk: these examples need more rows
                 index = slice(start, start + fits)
-                result = self._adaptive_pass(index)
+                result = self._pass(index)
             ci = c[index].reshape(c[index].shape[0], c.shape[1], *out_shape)
             found = optimized_bound(self.built, self.input_set.chunk(index), result, ci, self.optimize,
                                     {name: v[index] for name, v in (inner or {}).items()})
@@ -199,11 +203,6 @@ class DualNetwork:
             start, size = index.stop, fits
         self._optimized = passes
         return torch.cat(parts)
-
-    def _adaptive_pass(self, index: slice) -> PassResult:
-        splits = {name: (lo[index], hi[index]) for name, (lo, hi) in self.splits.items()}
-        return forward_pass(self.built, self.input_set.chunk(index), None, None, self.memory_budget, splits,
-                            relaxation="adaptive", stop=self.optimize.stop)
 
     def _objective(self, c: Tensor, passes: list[tuple[slice, PassResult]] | None = None,
                    record: dict[str, Tensor] | None = None, inner: dict[str, Tensor] | None = None) -> Tensor:

@@ -33,6 +33,7 @@ from onnxdual.engine.adam import Adam
 from onnxdual.engine.autodual import PassResult, dual_parts
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import InputSet
+from onnxdual.engine.memo import Memo
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,13 @@ class _Target:
     value: str  # the name of its input value (where the backward pass starts)
     shape: torch.Size
     index: Tensor  # (B, k) per example, the flat units whose bounds matter (n: padding, a dummy unit)
-    # either the rows as windows (:mod:`onnxdual.engine.patches`): the plan, units (B, 2k) and signs (B, 2k),
-    # padded rows with sign 0 at unit 0; or dense rows (B, 2k, *shape): +e_j then -e_j (zero for padding)
+    # either the rows as windows (:mod:`onnxdual.engine.patches`): the plan, units (B, 2k) and the rows set up
+    # once for every iteration (signs (B, 2k), padded rows with sign 0 at unit 0); or dense rows
+    # (B, 2k, *shape): +e_j then -e_j (zero for padding)
     plan: patches.Plan | None
     units: Tensor | None
-    signs: Tensor | None
+    windowed: patches.Rows | None
     rows: Tensor | None
-    windowed: patches.Rows | None = None  # the window rows, set up once for every iteration
 
 
 def optimized_bound(built: BuiltDual, input_set: InputSet, base: PassResult, c: Tensor,
@@ -281,21 +282,16 @@ def _faces(step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None
 
 
 class _BuiltFaces:
-    """Each activation's faces (with their free parameters) on its current bounds, built once per bounds:
-    the same bound tensors, unchanged (their version counters), give the same faces object -- every
-    activation whose bounds are not re-optimised keeps its faces through the iterations."""
+    """Each activation's faces (with their free parameters) on its current bounds, built once per bounds
+    (:class:`~onnxdual.engine.memo.Memo`): every activation whose bounds are not re-optimised keeps its
+    faces through the iterations. The bounds that carry a graph are fresh every iteration, so their faces
+    are only reused within it."""
 
     def __init__(self):
-        self._last: dict[str, tuple] = {}
+        self._memo = Memo(graphs=True)
 
     def __call__(self, step, bounds: tuple[Tensor, Tensor]):
-        stamp = tuple((id(t), t._version) for t in bounds)
-        hit = self._last.get(step.node.name)
-        if hit is not None and hit[0] == stamp:
-            return hit[2]
-        faces = step.layer.faces(*bounds)
-        self._last[step.node.name] = (stamp, bounds, faces)  # the bounds are held: their ids stay theirs
-        return faces
+        return self._memo(step.node.name, bounds, step.layer.faces)
 
 
 def _at(faces, theta: tuple[Tensor, ...] | None) -> Faces:
@@ -328,8 +324,8 @@ def _targets(built: BuiltDual, input_set: InputSet, relaxations: dict, steps, bo
             units = torch.cat([index, index], 1).masked_fill(~real.repeat(1, 2), 0)
             sign = real.to(dtype)
             signs = torch.cat([sign, -sign], 1)
-            targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, plan, units, signs,
-                                   None, patches.Rows(plan, built, input_set, units, signs, offsets, reuse=True)))
+            targets.append(_Target(step.node.name, step.variable_inputs[0], shape, index, plan, units,
+                                   patches.Rows(plan, built, input_set, units, signs, offsets, reuse=True), None))
             continue
         eye = torch.zeros((need.shape[0], k, n + 1), dtype=dtype, device=device)
         eye.scatter_(2, index.unsqueeze(-1), 1.0)
@@ -387,7 +383,8 @@ class _Windowed:
     def __init__(self, rows: patches.RowWindows, initial: tuple[Tensor, ...], bounds: tuple[Tensor, Tensor],
                  faces: ParametricFaces):
         self.rows, self.initial = rows, initial
-        self._last = (*bounds, faces)  # the faces of the starting bounds, already built to check the start
+        self._memo = Memo(graphs=True)
+        self._memo.remember("faces", bounds, faces)  # the faces of the starting bounds, built to check the start
 
     @property
     def shape(self) -> torch.Size:
@@ -396,12 +393,7 @@ class _Windowed:
     def faces(self, step, bounds: tuple[Tensor, Tensor]):
         """The faces on ``bounds`` read at the windows; the same bound tensors as last time (an activation
         that is not re-optimised keeps its tensors every iteration) give the same faces object."""
-        last = self._last
-        if last is not None and last[0] is bounds[0] and last[1] is bounds[1]:
-            return last[2]
-        faces = step.layer.faces(self.rows.read(bounds[0]), self.rows.read(bounds[1]))
-        self._last = (bounds[0], bounds[1], faces)
-        return faces
+        return self._memo("faces", bounds, lambda lo, hi: step.layer.faces(self.rows.read(lo), self.rows.read(hi)))
 
     def window_faces(self, step, bounds: tuple[Tensor, Tensor], theta: tuple[Tensor, ...] | None):
         return patches.WindowFaces(_at(self.faces(step, bounds), theta), self.rows)

@@ -36,6 +36,7 @@ from onnxdual.duals.base import (ActivationDual, AffineDual, ElementwiseFace, Fa
                                  RelaxationFace)
 from onnxdual.engine.build import BuiltDual, DualStep
 from onnxdual.engine.input_sets import Box, InputSet
+from onnxdual.engine.memo import Memo
 
 
 @dataclass(frozen=True)
@@ -340,9 +341,9 @@ class Rows:
 
     def __init__(self, p: Plan, built: BuiltDual, input_set: Box, units: Tensor, signs: Tensor,
                  offsets: dict[str, Tensor], reuse: bool = False):
-        self.p, self.offsets, self.reuse = p, offsets, reuse
+        self.p, self.offsets = p, offsets
         self.batch, self.r = input_set.center.shape[0], units.shape[1]
-        self._memos: dict[tuple, tuple] = {}
+        self._memo = Memo(enabled=reuse)
         start = p.steps[0]
         channel = units // (p.grid[0] * p.grid[1])
         py, px = _positions(p, units)
@@ -356,7 +357,8 @@ class Rows:
         self._nu = weight[channel] * signs.view(*signs.shape, 1, 1, 1)  # (Bu, R, C, K, K)
         self._windows = [_Windows(p.geometries[i], step.input_shapes[0], p.grid, py, px)
                          for i, step in enumerate(p.steps)]
-        self._masks = [w.mask().to(signs.dtype) for w in self._windows]
+        self._masks = {i: self._windows[i].mask().to(signs.dtype) for i, step in enumerate(p.steps)
+                       if isinstance(step.layer, ActivationDual)}
         # on a convolution's output (the previous geometry): which entries are padding, and its offset
         self._out = {i: _Windows(p.geometries[i - 1], step.output_shape, p.grid, py, px)
                      for i, step in enumerate(p.steps) if i > 0 and isinstance(step.layer, AffineDual)}
@@ -365,20 +367,6 @@ class Rows:
         inside = last.mask().to(signs.dtype)  # zero outside the image: the dual there is dropped
         self._center = last.read(input_set.center, self.batch) * inside
         self._radius = last.read(input_set.radius, self.batch) * inside
-
-    def _memo(self, key: tuple, inputs: tuple[Tensor | None, ...], fn):
-        """``fn(*inputs)``, remembered (with ``reuse``) while every input is the same unchanged tensor
-        without a gradient (the version counter sees in-place changes)."""
-        if not self.reuse or any(t is not None and t.requires_grad for t in inputs):
-            return fn(*inputs)
-        stamp = tuple(None if t is None else (id(t), t._version) for t in inputs)
-        hit = self._memos.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[2]
-        out = fn(*inputs)
-        if not (isinstance(out, Tensor) and out.requires_grad):
-            self._memos[key] = (stamp, inputs, out)  # the inputs are held, so their ids stay theirs
-        return out
 
     def parts(self, relaxations: dict) -> tuple[Tensor, Tensor]:
         """The two parts ``(B, R)`` of the rows' dual objective on ``relaxations`` (element-wise ones for
@@ -396,7 +384,8 @@ class Rows:
                 if step.node.name not in self.offsets:
                     self.offsets[step.node.name] = step.layer.offset().to(nu.dtype)
                 offset = self.offsets[step.node.name]
-                bias = memo((i, "bias"), (offset,), _channel_offset) if masked else None
+                was_masked, masked = masked, False
+                bias = memo((i, "bias"), (offset,), _channel_offset) if was_masked else None
                 folded = None if bias is None else _window_map(step.layer, p.geometries[i - 1], p.geometries[i],
                                                                nu.dtype, nu.device, bias)
                 if folded is not None:
@@ -405,11 +394,9 @@ class Rows:
                     both = nu.reshape(-1, folded.shape[0]) @ folded
                     linear = linear + both[:, -1].reshape(nu.shape[:2])
                     nu = both[:, :-1].reshape(*nu.shape[:2], -1, *p.geometries[i].size)
-                    masked = False
                     continue
-                if not masked:
+                if not was_masked:
                     nu = memo((i, "mask"), (nu,), lambda v: v * self._out_masks[i])
-                masked = False
                 if memo((i, "offset?"), (offset,), lambda o: bool(o.any())):
                     read = memo((i, "offset"), (offset,), lambda o: self._out[i].read(
                         o.expand(-1, *step.output_shape), batch))

@@ -43,6 +43,7 @@ from onnxdual.engine import cost, patches, projected
 from onnxdual.engine.build import BuiltDual
 from onnxdual.engine.input_sets import Box, InputSet, L2Ball
 from onnxdual.engine.interval import IntervalPass
+from onnxdual.engine.rowdots import row_dot, row_terms
 from onnxdual.engine.tail_bounds import TailBound
 
 #: the relaxations a pass can use: the paper's same-slope parallelogram, or separate faces with the dual
@@ -415,8 +416,8 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
                 if not relax.constant:  # a zero map (a step): nothing below it adds to the bound
                     push(step.variable_inputs[0], nu_in)
                 continue
-            linear = linear + (flat @ relax.mid.flatten(1).unsqueeze(-1)).squeeze(-1)
-            spread = spread + (flat.abs() @ relax.half_width.flatten(1).unsqueeze(-1)).squeeze(-1)
+            lin, spr = row_terms(flat, relax.mid.flatten(1), relax.half_width.flatten(1))
+            linear, spread = linear + lin, spread + spr
             if not relax.constant:
                 push(step.variable_inputs[0], relax.transpose(nu))
         else:
@@ -426,7 +427,7 @@ def dual_parts(built: BuiltDual, input_set: InputSet, relaxations: dict[str, Any
             # a layer without parameters (a reshape) adds nothing, nor its gradient's cost; a zero bias that
             # is trained still needs its gradient (robust training of a freshly initialised model)
             if offset.requires_grad or offset.any():
-                linear = linear + (flat @ offset.unsqueeze(-1).expand(offset.shape[0], -1, 1)).squeeze(-1)
+                linear = linear + row_dot(flat, offset)
             bt = nu.shape[0]
             grads = layer.transpose(nu.reshape(bt * m, *nu.shape[2:]))
             for name, g in zip(step.variable_inputs, grads):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from onnxdual.engine.rowdots import row_terms
 from onnxdual.errors import InvalidInputError
 
 
@@ -109,11 +110,7 @@ class Box(InputSet):
         return (self.upper - self.lower) / 2
 
     def dual_parts(self, nu: Tensor) -> tuple[Tensor, Tensor]:
-        flat = nu.flatten(2)
-        c, r = self.center.flatten(1).unsqueeze(-1), self.radius.flatten(1).unsqueeze(-1)
-        if flat.shape[0] != c.shape[0]:  # one set of rows for a batch of boxes (or the reverse): broadcast
-            return (flat @ c).squeeze(-1), (flat.abs() @ r).squeeze(-1)
-        return _BoxTerms.apply(flat, c, r)
+        return row_terms(nu.flatten(2), self.center.flatten(1), self.radius.flatten(1))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         u = torch.rand((n, *self.lower.shape), generator=generator).to(self.lower)
@@ -134,36 +131,6 @@ class Box(InputSet):
     def column_range(self) -> tuple[int, int]:
         perturbed = (self.radius.flatten(1) > 0)
         return int(perturbed.all(0).sum()), int(perturbed.any(0).sum())
-
-
-class _BoxTerms(torch.autograd.Function):
-    """``nu . c`` and ``|nu| . r`` per row (``nu``: ``(B, m, n)``; ``c``, ``r``: ``(B, n, 1)``), with the
-    gradient in ``nu`` written out. Autograd's own would form the two outer products ``g c^T`` and ``g r^T``
-    as batched matrix products of inner size 1, which took most of an optimised bound's backward pass (the
-    rows' duals at the input are the largest tensors there); here they are broadcast products into one new
-    tensor. Same values; the gradient to rounding (one fused multiply-add)."""
-
-    @staticmethod
-    def forward(ctx, flat: Tensor, c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.save_for_backward(flat, c, r)
-        return (flat @ c).squeeze(-1), (flat.abs() @ r).squeeze(-1)
-
-    @staticmethod
-    def backward(ctx, g_lin: Tensor | None, g_spread: Tensor | None):
-        flat, c, r = ctx.saved_tensors
-        grad_flat = grad_c = grad_r = None
-        if ctx.needs_input_grad[0]:
-            if g_spread is not None:  # d|nu|/dnu = sign(nu), 0 at 0 (as abs's own gradient)
-                grad_flat = flat.sign().mul_(r.transpose(1, 2)).mul_(g_spread.unsqueeze(-1))
-                if g_lin is not None:
-                    grad_flat.addcmul_(g_lin.unsqueeze(-1), c.transpose(1, 2))
-            elif g_lin is not None:
-                grad_flat = g_lin.unsqueeze(-1) * c.transpose(1, 2)
-        if ctx.needs_input_grad[1] and g_lin is not None:
-            grad_c = flat.transpose(1, 2) @ g_lin.unsqueeze(-1)
-        if ctx.needs_input_grad[2] and g_spread is not None:
-            grad_r = flat.abs().transpose(1, 2) @ g_spread.unsqueeze(-1)
-        return grad_flat, grad_c, grad_r
 
 
 @dataclass(frozen=True)

@@ -179,10 +179,10 @@ class ConvDual(AffineDual):
         fold that adds the columns into the image: the adjoint of ``unfold`` followed by ``W x``. On the CPU
         a transposed convolution onto few channels (an image's first layer) is several times slower."""
         n, c_out = nu.shape[:2]
-        # a batch-broadcast product: as ``(kernel, c_out) @ (n, c_out, m)`` torch would transpose ``nu``
-        # into one tall matrix (a copy each way, forward and backward)
-        columns = torch.matmul(self.weight.reshape(c_out, -1).to(nu.dtype).t().unsqueeze(0),
-                               nu.reshape(n, c_out, -1))
+        # a batched product with the kernel broadcast (stride 0): as ``(kernel, c_out) @ (n, c_out, m)``
+        # torch would transpose ``nu`` into one tall matrix (a copy each way, forward and backward)
+        weight = self.weight.reshape(c_out, -1).to(nu.dtype).t()
+        columns = torch.bmm(weight.expand(n, *weight.shape), nu.reshape(n, c_out, -1))
         return F.fold(columns, tuple(in_spatial), tuple(self.weight.shape[2:]), self.dilation, self.padding,
                       self.stride)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from onnxdual_cli.allocator import keep_freed_blocks
 from onnxdual_cli.config import config_option
 from onnxdual_cli import tensorboard
 from onnxdual_cli.errors import SOUNDNESS_VIOLATION, UserError, user_errors
@@ -424,6 +425,7 @@ def train_command(**options: Any) -> None:
     from onnxdual_cli.config import write_resolved
 
     config, opts = parse_options(options)
+    keep_freed_blocks()
     if opts.tensorboard is not None:
         tensorboard.summary_writer_class()  # not installed: say so before any work
     if opts.threads is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from onnxdual.engine.rowdots import row_terms
+from onnxdual.engine.rowdots import row_dot, row_terms
 from onnxdual.errors import InvalidInputError
 
 
@@ -154,7 +154,7 @@ class L2Ball(InputSet):
 
     def dual_parts(self, nu: Tensor) -> tuple[Tensor, Tensor]:
         flat = nu.flatten(2)
-        lin = (flat @ self.x.flatten(1).unsqueeze(-1)).squeeze(-1)
+        lin = row_dot(flat, self.x.flatten(1))
         return lin, (self._eps() * flat.norm(dim=2)).expand_as(lin)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
